@@ -1,0 +1,154 @@
+"""Content-addressed artefacts with manifests, written atomically.
+
+Layout: ``<root>/<kind>/<key>/`` holds the artefact's files and a ``manifest.json`` that is
+written last, so a folder with a manifest is complete. The key is a hash of everything the
+artefact depends on (input hashes and parameters), so a rerun reuses it and a changed input
+recomputes. Every file is plain NumPy, JSON, safetensors or Parquet.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+CACHE_ENV = "QRP_CACHE"
+MANIFEST = "manifest.json"
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV, "cache"))
+
+
+def stable_hash(obj) -> str:
+    """A short sha256 of the canonical JSON of ``obj`` (dict keys sorted)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def versions() -> dict:
+    """Library versions and the project's git commit, for manifests."""
+    import faiss
+    import scipy
+    import sklearn
+    import torch
+
+    from . import __version__
+
+    out = {"python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
+           "torch": torch.__version__, "faiss": faiss.__version__, "scikit-learn": sklearn.__version__,
+           "qrp_core": __version__}
+    try:
+        out["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                           cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        out["git_commit"] = None
+    return out
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+class Cache:
+    """Artefacts under one root folder."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root is not None else default_cache_dir()
+
+    def path(self, kind: str, key: str) -> Path:
+        return self.root / kind / key
+
+    def has(self, kind: str, key: str) -> bool:
+        return (self.path(kind, key) / MANIFEST).is_file()
+
+    def manifest(self, kind: str, key: str) -> dict:
+        return json.loads((self.path(kind, key) / MANIFEST).read_text())
+
+    def load_array(self, kind: str, key: str, name: str) -> np.ndarray:
+        return np.load(self.path(kind, key) / name, allow_pickle=False)
+
+    def load_json(self, kind: str, key: str, name: str):
+        return json.loads((self.path(kind, key) / name).read_text())
+
+    def write(self, kind: str, key: str, files: dict[str, Callable[[Path], None]], manifest: dict) -> Path:
+        """Write an artefact: each ``files[name](path)`` writes one file into a temporary folder,
+        then the manifest, then one rename publishes the folder. Nothing half-written stays."""
+        final = self.path(kind, key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{key}-"))
+        try:
+            for name, writer in files.items():
+                writer(tmp / name)
+            record = {"kind": kind, "key": key, "created": dt.datetime.now(dt.timezone.utc).isoformat(),
+                      "files": sorted(files), "versions": versions(), **manifest}
+            atomic_write_json(tmp / MANIFEST, record)
+            try:
+                os.rename(tmp, final)
+            except OSError:  # another process published the same key first: keep theirs
+                if not self.has(kind, key):
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return final
+
+    def file_hash(self, path: str | Path) -> str:
+        """sha256 of a file's bytes, remembered by (path, size, mtime) so big feature files hash once."""
+        path = Path(path).resolve()
+        st = path.stat()
+        memo_path = self.root / "file-hashes.json"
+        memo = json.loads(memo_path.read_text()) if memo_path.is_file() else {}
+        stamp = f"{st.st_size}:{st.st_mtime_ns}"
+        entry = memo.get(str(path))
+        if entry and entry["stamp"] == stamp:
+            return entry["sha256"]
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                h.update(block)
+        memo[str(path)] = {"stamp": stamp, "sha256": h.hexdigest()}
+        atomic_write_json(memo_path, memo)
+        return h.hexdigest()
+
+
+def save_npy(array: np.ndarray) -> Callable[[Path], None]:
+    return lambda path: np.save(path, array, allow_pickle=False)
+
+
+def save_json(obj) -> Callable[[Path], None]:
+    return lambda path: path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")

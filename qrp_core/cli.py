@@ -1,0 +1,180 @@
+"""``python -m qrp_core <verb>``: demo, run, ranking, export, validate."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from .cache import Cache
+from .errors import InputError
+from .pipeline import (RunConfig, Runner, load_results, parse_groups, per_image_table, ranking, groups_label)
+from .probe import ProbeConfig
+from .quantize import KMeansConfig
+from .split import SplitConfig
+from .study import load_study
+from .synthetic import make_synthetic_study
+
+DEMO_K = 30  # the demo study plants 30 shape x colour combinations
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache", type=Path, default=None, help="cache folder (default: $QRP_CACHE or ./cache)")
+
+
+def _grid_options(p: argparse.ArgumentParser, *, k_default: int = 1000) -> None:
+    p.add_argument("--models", default="", help="comma-separated model names (default: all)")
+    p.add_argument("--k", type=int, nargs="+", default=[k_default], help="number(s) of clusters K")
+    p.add_argument("--seeds", type=int, default=5, help="number of clusterings (seeds 0..S-1)")
+    p.add_argument("--groups", action="append", default=None,
+                   help="concept groups of one probe, joined by '+', or 'all' (repeatable; default: all)")
+    p.add_argument("--iters", type=int, default=KMeansConfig.n_iter, help="K-means iterations")
+    p.add_argument("--restarts", type=int, default=KMeansConfig.n_restarts, help="K-means restarts (best kept)")
+    p.add_argument("--max-points-per-centroid", type=int, default=KMeansConfig.max_points_per_centroid,
+                   help="K-means training sample = K x this")
+    p.add_argument("--early-stop", action="store_true",
+                   help="let faiss stop K-means when the objective stalls (default: run every iteration)")
+    p.add_argument("--epochs", type=int, default=ProbeConfig.max_epochs, help="probe epochs")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to compute")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m qrp_core", description=__doc__)
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    p = verbs.add_parser("demo", help="build the synthetic demo study and measure its three models")
+    p.add_argument("--out", type=Path, default=None, help="where to write the study (default: <cache>/demo)")
+    p.add_argument("--n-images", type=int, default=3000)
+    _common(p)
+    _grid_options(p, k_default=DEMO_K)
+
+    p = verbs.add_parser("run", help="cluster, probe and score the study's models")
+    p.add_argument("study", type=Path, help="study .toml file")
+    _common(p)
+    _grid_options(p)
+
+    p = verbs.add_parser("ranking", help="mean ± std over seeds per model, best NMI first")
+    p.add_argument("study", type=Path)
+    p.add_argument("--k", type=int, default=None, help="only this K")
+    p.add_argument("--groups", default=None, help="only this group set ('a+b')")
+    p.add_argument("--per-seed", action="store_true", help="one row per seed instead of mean ± std")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--output", type=Path, default=None, help="write to this file instead of stdout")
+    _common(p)
+
+    p = verbs.add_parser("export", help="per-image cluster and prediction of one probe (CSV or Parquet)")
+    p.add_argument("study", type=Path)
+    p.add_argument("--model", required=True)
+    p.add_argument("--k", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--groups", default="all")
+    p.add_argument("--output", type=Path, required=True, help="a .csv or .parquet path")
+    _common(p)
+
+    p = verbs.add_parser("validate", help="load the study and every model's features, report problems")
+    p.add_argument("study", type=Path)
+    return parser
+
+
+def _run_config(args, study) -> RunConfig:
+    groups = tuple(parse_groups(g, study) for g in (args.groups or ["all"]))
+    return RunConfig(
+        models=tuple(m for m in args.models.split(",") if m), ks=tuple(args.k), seeds=tuple(range(args.seeds)),
+        group_sets=groups,
+        kmeans=KMeansConfig(n_iter=args.iters, n_restarts=args.restarts,
+                            max_points_per_centroid=args.max_points_per_centroid,
+                            early_stop_threshold=0.0 if args.early_stop else -1.0, device=args.device),
+        split=SplitConfig(), probe=ProbeConfig(max_epochs=args.epochs, device=args.device))
+
+
+def _print_ranking(results: pd.DataFrame, args) -> None:
+    if args.k is not None:
+        results = results[results["k"] == args.k]
+    if args.groups is not None:
+        results = results[results["groups"] == args.groups]
+    if results.empty:
+        raise InputError("no results match these filters", fix="check --k and --groups against `ranking` without them")
+    if args.per_seed:
+        table = results[["model", "k", "seed", "groups", "nmi", "ami", "top1", "map", "mi_bits", "mi_norm",
+                         "probe"]]
+    else:
+        table = ranking(results)
+    if args.format == "csv":
+        text = table.to_csv(index=False)
+    elif args.format == "json":
+        text = table.to_json(orient="records", indent=2)
+    else:
+        text = _pretty(table) if not args.per_seed else table.to_string(index=False)
+    if args.output:
+        args.output.write_text(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        print(text)
+
+
+def _pretty(table: pd.DataFrame) -> str:
+    """Percent-style mean ± std like the paper's Table 2 (MI in bits)."""
+    out = table[["model", "k", "groups"]].copy()
+    for metric in ("nmi", "ami", "top1", "map"):
+        out[metric] = [f"{100 * m:6.2f} ± {100 * s:4.2f}" for m, s in
+                       zip(table[f"{metric}_mean"], table[f"{metric}_std"].fillna(0))]
+    out["mi_bits"] = [f"{m:5.2f} ± {s:4.2f}" for m, s in zip(table["mi_bits_mean"], table["mi_bits_std"].fillna(0))]
+    out["seeds"] = table["n_seeds"]
+    return out.to_string(index=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args) -> int:
+    if args.verb == "validate":
+        study = load_study(args.study)
+        for name in study.models:
+            x = study.features(name)
+            print(f"{name}: {x.shape[0]} x {x.shape[1]} {x.dtype} ({study.models[name].features})")
+        groups = ", ".join(f"{g} ({study.concepts.groups.count(g)})" for g in study.concepts.group_names)
+        print(f"{study.n_images} images, {len(study.concepts.names)} concepts in groups: {groups}")
+        return 0
+    cache = Cache(args.cache)
+    if args.verb == "demo":
+        out = args.out or cache.root / "demo"
+        study_path = make_synthetic_study(out, n_images=args.n_images)
+        print(f"demo study written to {study_path}", file=sys.stderr)
+        study = load_study(study_path)
+        results = Runner(study, _run_config(args, study), cache).run()
+        args.per_seed, args.format, args.output, args.k, args.groups = False, "table", None, None, None
+        _print_ranking(results, args)
+        return 0
+    study = load_study(args.study)
+    if args.verb == "run":
+        Runner(study, _run_config(args, study), cache).run()
+        args.per_seed, args.format, args.output = False, "table", None
+        _print_ranking(load_results(cache, study), argparse.Namespace(**{**vars(args), "k": None, "groups": None}))
+        return 0
+    if args.verb == "ranking":
+        _print_ranking(load_results(cache, study), args)
+        return 0
+    if args.verb == "export":
+        results = load_results(cache, study)
+        label = groups_label(parse_groups(args.groups, study))
+        row = results[(results["model"] == args.model) & (results["k"] == args.k) & (results["seed"] == args.seed)
+                      & (results["groups"] == label)]
+        if row.empty:
+            raise InputError(f"no probe for model={args.model} k={args.k} seed={args.seed} groups={label}",
+                             fix=f"run `python -m qrp_core run {args.study} --models {args.model} --k {args.k}` first")
+        table = per_image_table(study, cache, row["probe"].iloc[0])
+        if args.output.suffix.lower() == ".parquet":
+            table.to_parquet(args.output, index=False)
+        else:
+            table.to_csv(args.output, index=False)
+        print(f"wrote {len(table)} rows to {args.output}", file=sys.stderr)
+        return 0
+    raise AssertionError(args.verb)

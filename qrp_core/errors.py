@@ -1,0 +1,20 @@
+"""The one error type users see: what is wrong, where, and how to fix it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class InputError(ValueError):
+    """Bad user input: a file, a shape, an id, a parameter.
+
+    The message always reads ``<where>: <problem>. Fix: <fix>`` so the CLI can print it
+    as is and exit non-zero.
+    """
+
+    def __init__(self, problem: str, *, fix: str, where: str | Path | None = None):
+        self.problem = problem
+        self.fix = fix
+        self.where = str(where) if where is not None else None
+        prefix = f"{self.where}: " if self.where else ""
+        super().__init__(f"{prefix}{problem}. Fix: {fix}")

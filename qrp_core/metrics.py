@@ -1,0 +1,214 @@
+"""Scores of a reverse probe on the test split: NMI, AMI, top-1, mAP and the mutual-information estimate.
+
+NMI and AMI use the arithmetic mean of the two entropies as normaliser (scikit-learn's
+default), between the true cluster ids and the probe's predicted ids. All logarithms are
+natural except where a name says ``bits``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.special import gammaln
+
+
+def _check_labelings(labels_true, labels_pred) -> tuple[np.ndarray, np.ndarray]:
+    labels_true, labels_pred = np.asarray(labels_true), np.asarray(labels_pred)
+    if labels_true.ndim != 1 or labels_true.shape != labels_pred.shape:
+        raise ValueError(f"labelings must be 1-D of equal length, got {labels_true.shape} and {labels_pred.shape}")
+    return labels_true, labels_pred
+
+
+def contingency_matrix(labels_true, labels_pred) -> sp.csr_matrix:
+    """Sparse (n_classes_present, n_clusters_present) table of co-occurrence counts."""
+    labels_true, labels_pred = _check_labelings(labels_true, labels_pred)
+    _, rows = np.unique(labels_true, return_inverse=True)
+    _, cols = np.unique(labels_pred, return_inverse=True)
+    m = sp.coo_matrix((np.ones(len(rows), np.int64), (rows, cols)),
+                      shape=(rows.max(initial=-1) + 1, cols.max(initial=-1) + 1)).tocsr()
+    m.sum_duplicates()
+    return m
+
+
+def entropy_from_counts(counts) -> float:
+    """Shannon entropy (nats) of the distribution given by non-negative counts."""
+    counts = np.asarray(counts, dtype=np.float64)
+    counts = counts[counts > 0]
+    total = counts.sum()
+    if total == 0:
+        return 0.0
+    p = counts / total
+    return float(-(p * np.log(p)).sum())
+
+
+def mutual_info(contingency: sp.spmatrix) -> float:
+    """Mutual information (nats) of the joint distribution given by a contingency table."""
+    c = sp.coo_matrix(contingency)
+    n = float(c.sum())
+    nij = c.data.astype(np.float64)
+    a = np.asarray(contingency.sum(axis=1)).ravel().astype(np.float64)[c.row]
+    b = np.asarray(contingency.sum(axis=0)).ravel().astype(np.float64)[c.col]
+    keep = nij > 0
+    nij, a, b = nij[keep], a[keep], b[keep]
+    mi = (nij / n) * (np.log(nij) + math.log(n) - np.log(a) - np.log(b))
+    return float(max(mi.sum(), 0.0))
+
+
+def expected_mutual_info(row_sums, col_sums) -> float:
+    """Expected MI (nats) of two random labelings with these marginals (hypergeometric model).
+
+    Vinh et al. (2010), as in scikit-learn, but summed over the *distinct* marginal values
+    weighted by their multiplicity: K clusters have far fewer distinct sizes than K, so this
+    costs sum over distinct pairs of min(a, b) terms instead of K x K x min(a, b).
+    """
+    a_vals, a_mult = np.unique(np.asarray(row_sums, np.int64), return_counts=True)
+    b_vals, b_mult = np.unique(np.asarray(col_sums, np.int64), return_counts=True)
+    n = int(a_vals @ a_mult)
+    aa, bb = np.meshgrid(a_vals, b_vals, indexing="ij")
+    mult = np.outer(a_mult, b_mult).astype(np.float64).ravel()
+    aa, bb = aa.ravel(), bb.ravel()
+    lo = np.maximum(1, aa + bb - n)
+    hi = np.minimum(aa, bb)
+    lengths = np.maximum(hi - lo + 1, 0)
+    per_pair = np.zeros(len(lengths))
+    cum = np.cumsum(lengths)
+    cuts = np.searchsorted(cum, np.arange(_EMI_CHUNK, cum[-1] if len(cum) else 0, _EMI_CHUNK), side="right")
+    for start, stop in zip([0, *cuts], [*cuts, len(lengths)]):
+        per_pair[start:stop] = _emi_pair_sums(aa[start:stop], bb[start:stop], lo[start:stop],
+                                              lengths[start:stop], n)
+    return float(per_pair @ mult)
+
+
+_EMI_CHUNK = 8_000_000  # terms per block, bounds memory at a few hundred MB
+
+
+def _emi_pair_sums(a_vals, b_vals, lo, lengths, n) -> np.ndarray:
+    """For each (a, b) pair: sum over n_ij of P(n_ij) * (n_ij / n) * log(n * n_ij / (a * b))."""
+    pair = np.repeat(np.arange(len(lengths)), lengths)
+    first = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    nij = (np.arange(int(lengths.sum())) - first + lo[pair]).astype(np.float64)
+    a, b = a_vals[pair].astype(np.float64), b_vals[pair].astype(np.float64)
+    log_p = (gammaln(a + 1) + gammaln(b + 1) + gammaln(n - a + 1) + gammaln(n - b + 1) - gammaln(n + 1)
+             - gammaln(nij + 1) - gammaln(a - nij + 1) - gammaln(b - nij + 1) - gammaln(n - a - b + nij + 1))
+    term = (nij / n) * (np.log(nij) + math.log(n) - np.log(a) - np.log(b)) * np.exp(log_p)
+    return np.bincount(pair, weights=term, minlength=len(lengths))
+
+
+def normalized_mutual_info(labels_true, labels_pred, *, contingency: sp.spmatrix | None = None) -> float:
+    """NMI with arithmetic-mean normalisation; equals ``sklearn.metrics.normalized_mutual_info_score``."""
+    labels_true, labels_pred = _check_labelings(labels_true, labels_pred)
+    c = contingency_matrix(labels_true, labels_pred) if contingency is None else contingency
+    n_classes, n_clusters = c.shape
+    if n_classes == n_clusters == 1 or n_classes == n_clusters == 0:
+        return 1.0  # neither labeling splits the data: a perfect match
+    mi = mutual_info(c)
+    if mi == 0:
+        return 0.0
+    h_true = entropy_from_counts(np.asarray(c.sum(axis=1)).ravel())
+    h_pred = entropy_from_counts(np.asarray(c.sum(axis=0)).ravel())
+    return float(mi / ((h_true + h_pred) / 2))
+
+
+def adjusted_mutual_info(labels_true, labels_pred, *, contingency: sp.spmatrix | None = None) -> float:
+    """AMI with arithmetic-mean normalisation; equals ``sklearn.metrics.adjusted_mutual_info_score``."""
+    labels_true, labels_pred = _check_labelings(labels_true, labels_pred)
+    c = contingency_matrix(labels_true, labels_pred) if contingency is None else contingency
+    n_classes, n_clusters = c.shape
+    if n_classes == n_clusters == 1 or n_classes == n_clusters == 0:
+        return 1.0
+    if n_classes == 1 or n_clusters == 1:
+        return 0.0  # one side is constant: no information beyond chance
+    row_sums, col_sums = np.asarray(c.sum(axis=1)).ravel(), np.asarray(c.sum(axis=0)).ravel()
+    mi = mutual_info(c)
+    emi = expected_mutual_info(row_sums, col_sums)
+    normaliser = (entropy_from_counts(row_sums) + entropy_from_counts(col_sums)) / 2
+    eps = np.finfo(np.float64).eps
+    denominator = normaliser - emi
+    denominator = min(denominator, -eps) if denominator < 0 else max(denominator, eps)
+    numerator = mi - emi
+    numerator = min(numerator, -eps) if numerator < 0 else max(numerator, eps)
+    return float(numerator / denominator)
+
+
+def top1_accuracy(labels_true, labels_pred) -> float:
+    labels_true, labels_pred = _check_labelings(labels_true, labels_pred)
+    return float(np.mean(labels_true == labels_pred)) if len(labels_true) else float("nan")
+
+
+def mean_average_precision(labels_true, scores: np.ndarray, *, chunk_classes: int = 64) -> float:
+    """Mean over the classes present in ``labels_true`` of the average precision of their score column.
+
+    Tied scores are one threshold, as in ``sklearn.metrics.average_precision_score``.
+
+    Parameters
+    ----------
+    labels_true : ndarray of shape (n_samples,), int in [0, n_classes)
+    scores : ndarray of shape (n_samples, n_classes)
+        Higher means more likely (probabilities or logits of the probe).
+    """
+    labels_true = np.asarray(labels_true)
+    n, k = scores.shape
+    present = np.unique(labels_true)
+    scores_t = np.ascontiguousarray(scores.T[present])  # one contiguous row per class: fast sorts
+    positions = np.arange(n)
+    ap = np.empty(len(present))
+    for start in range(0, len(present), chunk_classes):
+        block = scores_t[start:start + chunk_classes]
+        order = np.argsort(-block, axis=1, kind="stable")
+        sorted_scores = np.take_along_axis(block, order, axis=1)
+        hits = labels_true[order] == present[start:start + len(block), None]
+        cum_tp = np.cumsum(hits, axis=1)
+        group_end = np.ones_like(hits)
+        group_end[:, :-1] = sorted_scores[:, :-1] != sorted_scores[:, 1:]
+        # index of the last element of each element's tie group
+        end_index = np.minimum.accumulate(np.where(group_end, positions, n)[:, ::-1], axis=1)[:, ::-1]
+        precision_at_end = np.take_along_axis(cum_tp, end_index, axis=1) / (end_index + 1)
+        ap[start:start + len(block)] = (precision_at_end * hits).sum(axis=1) / cum_tp[:, -1]
+    return float(ap.mean()) if len(ap) else float("nan")
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def cross_entropy(labels_true, logits: np.ndarray) -> float:
+    """Mean negative log-likelihood (nats) of the true labels under softmax(logits)."""
+    labels_true = np.asarray(labels_true)
+    return float(-log_softmax(logits.astype(np.float64))[np.arange(len(labels_true)), labels_true].mean())
+
+
+def mutual_info_bits(cluster_sizes, test_cross_entropy: float) -> tuple[float, float]:
+    """Eq. (1): I ~ H(f_K) - CE_test, in bits, and its normalised form I / H(f_K).
+
+    Parameters
+    ----------
+    cluster_sizes : ndarray of shape (K,)
+        Images per cluster over the whole collection (the frequencies of f_K).
+    test_cross_entropy : float
+        The probe's mean test cross-entropy in nats (an upper bound on H(f_K | y)).
+    """
+    h = entropy_from_counts(cluster_sizes)
+    mi = (h - test_cross_entropy) / math.log(2)
+    return mi, (mi * math.log(2) / h if h > 0 else float("nan"))
+
+
+def probe_scores(labels_true, logits: np.ndarray, cluster_sizes) -> dict:
+    """Every metric of one probe on the test split, as a JSON-safe dict."""
+    labels_true = np.asarray(labels_true)
+    predicted = logits.argmax(axis=1)
+    c = contingency_matrix(labels_true, predicted)
+    log_probs = log_softmax(logits.astype(np.float64))
+    ce = float(-log_probs[np.arange(len(labels_true)), labels_true].mean())
+    mi_bits, mi_norm = mutual_info_bits(cluster_sizes, ce)
+    return {
+        "nmi": normalized_mutual_info(labels_true, predicted, contingency=c),
+        "ami": adjusted_mutual_info(labels_true, predicted, contingency=c),
+        "top1": top1_accuracy(labels_true, predicted),
+        "map": mean_average_precision(labels_true, np.exp(log_probs)),
+        "mi_bits": mi_bits, "mi_norm": mi_norm, "ce_test_nats": ce,
+        "h_clusters_bits": entropy_from_counts(cluster_sizes) / math.log(2),
+        "n_test": int(len(labels_true)),
+    }
