@@ -17,7 +17,8 @@ from .split import SplitConfig
 from .study import load_study
 from .synthetic import make_synthetic_study
 
-DEMO_K = 30  # the demo study plants 30 shape x colour combinations
+DEMO_K = 30
+PER_SEED_COLUMNS = ["model", "k", "seed", "groups", "nmi", "ami", "top1", "map", "mi_bits", "mi_norm", "probe"]  # the demo study plants 30 shape x colour combinations
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -59,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study", type=Path)
     p.add_argument("--k", type=int, default=None, help="only this K")
     p.add_argument("--groups", default=None, help="only this group set ('a+b')")
-    p.add_argument("--per-seed", action="store_true", help="one row per seed instead of mean ± std")
+    p.add_argument("--rows", choices=["mean", "seeds"], default=None,
+                   help="mean ± std over seeds, or one row per seed (default: mean for table, seeds for csv/json)")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--output", type=Path, default=None, help="write to this file instead of stdout")
     _common(p)
@@ -96,17 +98,14 @@ def _print_ranking(results: pd.DataFrame, args) -> None:
         results = results[results["groups"] == args.groups]
     if results.empty:
         raise InputError("no results match these filters", fix="check --k and --groups against `ranking` without them")
-    if args.per_seed:
-        table = results[["model", "k", "seed", "groups", "nmi", "ami", "top1", "map", "mi_bits", "mi_norm",
-                         "probe"]]
-    else:
-        table = ranking(results)
+    per_seed = (args.rows or ("mean" if args.format == "table" else "seeds")) == "seeds"
+    table = results if per_seed else ranking(results)
     if args.format == "csv":
         text = table.to_csv(index=False)
     elif args.format == "json":
         text = table.to_json(orient="records", indent=2)
     else:
-        text = _pretty(table) if not args.per_seed else table.to_string(index=False)
+        text = table[PER_SEED_COLUMNS].to_string(index=False) if per_seed else _pretty(table)
     if args.output:
         args.output.write_text(text)
         print(f"wrote {args.output}", file=sys.stderr)
@@ -150,14 +149,13 @@ def _dispatch(args) -> int:
         print(f"demo study written to {study_path}", file=sys.stderr)
         study = load_study(study_path)
         results = Runner(study, _run_config(args, study), cache).run()
-        args.per_seed, args.format, args.output, args.k, args.groups = False, "table", None, None, None
-        _print_ranking(results, args)
+        _print_ranking(results, argparse.Namespace(rows="mean", format="table", output=None, k=None, groups=None))
         return 0
     study = load_study(args.study)
     if args.verb == "run":
-        Runner(study, _run_config(args, study), cache).run()
-        args.per_seed, args.format, args.output = False, "table", None
-        _print_ranking(load_results(cache, study), argparse.Namespace(**{**vars(args), "k": None, "groups": None}))
+        results = Runner(study, _run_config(args, study), cache).run()
+        _print_ranking(results,
+                       argparse.Namespace(rows="mean", format="table", output=None, k=None, groups=None))
         return 0
     if args.verb == "ranking":
         _print_ranking(load_results(cache, study), args)

@@ -74,7 +74,7 @@ class ConceptTable:
             if g not in known:
                 raise InputError(f"unknown concept group {g!r}", fix=f"choose from {list(known)}")
         column_group = np.asarray(self.groups, dtype=object)
-        column_nnz = np.bincount(self.matrix.indices, minlength=self.matrix.shape[1])
+        column_nnz = np.bincount(self.matrix.indices, weights=self.matrix.data, minlength=self.matrix.shape[1])
         for g in groups:
             if column_nnz[column_group == g].sum() == 0:
                 raise InputError(f"concept group {g!r} is empty: no image has any of its concepts",

@@ -1,0 +1,33 @@
+"""A tiny synthetic study and a cache with its results, built once per test session."""
+
+from __future__ import annotations
+
+import pytest
+
+from qrp_core.cache import Cache
+from qrp_core.pipeline import RunConfig, Runner
+from qrp_core.probe import ProbeConfig
+from qrp_core.quantize import KMeansConfig
+from qrp_core.study import load_study
+from qrp_core.synthetic import make_synthetic_study
+
+TINY_RUN = RunConfig(ks=(8,), seeds=(0, 1), kmeans=KMeansConfig(n_iter=10, n_restarts=2),
+                     probe=ProbeConfig(max_epochs=15))
+
+
+@pytest.fixture(scope="session")
+def tiny_study_path(tmp_path_factory):
+    return make_synthetic_study(tmp_path_factory.mktemp("study"), n_images=600, dim=16, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tiny_study_path):
+    return load_study(tiny_study_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tiny_study, tmp_path_factory):
+    """A cache holding TINY_RUN's results for the tiny study, and the results table."""
+    cache = Cache(tmp_path_factory.mktemp("cache"))
+    results = Runner(tiny_study, TINY_RUN, cache, show_progress=False).run()
+    return cache, results

@@ -1,0 +1,87 @@
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from qrp_core.cli import build_parser, main
+
+RUN_ARGS = ["--k", "8", "--seeds", "2", "--iters", "10", "--restarts", "2", "--epochs", "15"]
+
+
+def _files(root):
+    return sorted(p.relative_to(root) for p in root.rglob("*")) if root.exists() else []
+
+
+@pytest.fixture(scope="module")
+def cli_cache(tiny_study_path, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cli-cache")
+    assert main(["run", str(tiny_study_path), "--cache", str(cache), "--models", "combo-net,noise-net",
+                 *RUN_ARGS]) == 0
+    return cache
+
+
+def test_run_prints_the_ranking(cli_cache, tiny_study_path, capsys):
+    assert main(["ranking", str(tiny_study_path), "--cache", str(cli_cache)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:3] == ["model", "k", "groups"]
+    assert out[1].startswith("combo-net") and out[2].startswith("noise-net")  # best NMI first
+    assert " ± " in out[1]
+
+
+def test_ranking_csv_has_one_row_per_seed(cli_cache, tiny_study_path, tmp_path):
+    out = tmp_path / "ranking.csv"
+    assert main(["ranking", str(tiny_study_path), "--cache", str(cli_cache), "--format", "csv",
+                 "--output", str(out)]) == 0
+    table = pd.read_csv(out)
+    assert {"model", "k", "seed", "groups", "nmi", "ami", "top1", "map", "mi_bits"} <= set(table.columns)
+    assert len(table) == 4 and set(table["seed"]) == {0, 1}
+    mean = pd.read_csv(pd.io.common.StringIO(_ranking_text(cli_cache, tiny_study_path, "--rows", "mean")))
+    combo = table[table["model"] == "combo-net"]
+    assert mean.set_index("model").loc["combo-net", "nmi_mean"] == pytest.approx(combo["nmi"].mean())
+    assert mean.set_index("model").loc["combo-net", "nmi_std"] == pytest.approx(combo["nmi"].std(ddof=1))
+
+
+def _ranking_text(cache, study, *extra):
+    result = subprocess.run([sys.executable, "-m", "qrp_core", "ranking", str(study), "--cache", str(cache),
+                             "--format", "csv", *extra], capture_output=True, text=True, check=True)
+    return result.stdout
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_export_per_image_assignments(cli_cache, tiny_study_path, tmp_path, suffix):
+    out = tmp_path / f"images{suffix}"
+    assert main(["export", str(tiny_study_path), "--cache", str(cli_cache), "--model", "combo-net", "--k", "8",
+                 "--seed", "1", "--output", str(out)]) == 0
+    table = pd.read_csv(out) if suffix == ".csv" else pd.read_parquet(out)
+    assert list(table.columns) == ["image_id", "split", "cluster", "predicted"]
+    assert len(table) == 600 and set(table["split"]) == {"train", "val", "test"}
+    assert table["cluster"].between(0, 7).all()
+
+
+def test_bad_input_exits_nonzero_and_leaves_cache_unchanged(cli_cache, tiny_study_path, capsys):
+    before = _files(cli_cache)
+    assert main(["run", str(tiny_study_path), "--cache", str(cli_cache), "--k", "601", "--seeds", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "K=601 is larger than the number of images (600)" in err and "Fix: " in err
+    assert main(["run", str(tiny_study_path), "--cache", str(cli_cache), "--models", "resnet"]) == 2
+    assert "unknown model 'resnet'" in capsys.readouterr().err
+    assert main(["run", str(tiny_study_path), "--cache", str(cli_cache), "--groups", "labels+scene"]) == 2
+    assert "unknown concept group 'scene'" in capsys.readouterr().err
+    assert _files(cli_cache) == before
+
+
+def test_every_verb_has_help():
+    parser = build_parser()
+    verbs = parser._subparsers._group_actions[0].choices
+    assert set(verbs) == {"demo", "run", "ranking", "export", "validate"}
+    for verb in verbs:
+        with pytest.raises(SystemExit) as info:
+            main([verb, "--help"])
+        assert info.value.code == 0
+
+
+def test_validate_reports_every_model(tiny_study_path, capsys):
+    assert main(["validate", str(tiny_study_path)]) == 0
+    out = capsys.readouterr().out
+    assert "combo-net: 600 x 16 float32" in out and "groups: labels (6)" in out

@@ -1,0 +1,93 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn import metrics as skm
+from sklearn.metrics.cluster import contingency_matrix as sk_contingency
+
+from qrp_core import metrics
+
+
+def _labelings(rng, n, k_true, k_pred, agreement):
+    true = rng.integers(0, k_true, n)
+    pred = np.where(rng.random(n) < agreement, true % k_pred, rng.integers(0, k_pred, n))
+    return true, pred
+
+
+@pytest.mark.parametrize("n,k_true,k_pred,agreement", [
+    (40, 3, 4, 0.5), (1000, 20, 30, 0.3), (5000, 200, 150, 0.6), (20000, 1000, 1000, 0.4), (300, 2, 2, 0.0),
+])
+def test_nmi_ami_equal_sklearn(n, k_true, k_pred, agreement):
+    rng = np.random.default_rng(n)
+    true, pred = _labelings(rng, n, k_true, k_pred, agreement)
+    assert metrics.normalized_mutual_info(true, pred) == pytest.approx(
+        skm.normalized_mutual_info_score(true, pred), abs=1e-9)
+    assert metrics.adjusted_mutual_info(true, pred) == pytest.approx(
+        skm.adjusted_mutual_info_score(true, pred), abs=1e-9)
+
+
+@pytest.mark.parametrize("true,pred", [
+    ([0, 0, 0], [1, 1, 1]),  # neither splits: perfect match
+    ([0, 0, 1, 1], [0, 0, 0, 0]),  # one side constant
+    ([0, 1, 2, 3], [0, 1, 2, 3]),  # identical, all singletons
+    ([0, 0, 1, 1], [1, 1, 0, 0]),  # permuted
+    ([0, 1, 0, 1], [0, 0, 1, 1]),  # independent
+])
+def test_edge_cases_equal_sklearn(true, pred):
+    assert metrics.normalized_mutual_info(true, pred) == pytest.approx(skm.normalized_mutual_info_score(true, pred))
+    assert metrics.adjusted_mutual_info(true, pred) == pytest.approx(skm.adjusted_mutual_info_score(true, pred))
+
+
+def test_contingency_and_mi_equal_sklearn():
+    rng = np.random.default_rng(1)
+    true, pred = _labelings(rng, 500, 7, 9, 0.5)
+    c = metrics.contingency_matrix(true, pred)
+    np.testing.assert_array_equal(c.toarray(), sk_contingency(true, pred))
+    assert metrics.mutual_info(c) == pytest.approx(skm.mutual_info_score(true, pred), abs=1e-12)
+
+
+def test_expected_mutual_info_equals_sklearn():
+    from sklearn.metrics.cluster._expected_mutual_info_fast import expected_mutual_information
+    rng = np.random.default_rng(2)
+    true, pred = _labelings(rng, 3000, 50, 40, 0.2)
+    c = metrics.contingency_matrix(true, pred)
+    ours = metrics.expected_mutual_info(np.asarray(c.sum(1)).ravel(), np.asarray(c.sum(0)).ravel())
+    assert ours == pytest.approx(expected_mutual_information(c, len(true)), abs=1e-10)
+
+
+def test_map_equals_sklearn_with_ties():
+    rng = np.random.default_rng(3)
+    n, k = 2000, 25
+    labels = rng.integers(0, k - 2, n)  # the last two classes never occur: left out of the mean
+    scores = np.round(rng.random((n, k)) + 0.7 * np.eye(k)[labels], 1)  # rounding makes many ties
+    expected = np.mean([skm.average_precision_score(labels == c, scores[:, c]) for c in np.unique(labels)])
+    assert metrics.mean_average_precision(labels, scores, chunk_classes=7) == pytest.approx(expected, abs=1e-12)
+
+
+def test_top1_and_cross_entropy_closed_forms():
+    labels = np.array([0, 1, 2, 1])
+    logits = np.log(np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.5, 0.25, 0.25], [0.3, 0.3, 0.4]]))
+    assert metrics.top1_accuracy(labels, logits.argmax(1)) == 0.5
+    expected = -np.mean(np.log([0.7, 0.8, 0.25, 0.3]))
+    assert metrics.cross_entropy(labels, logits) == pytest.approx(expected)
+    torch_ce = torch.nn.functional.cross_entropy(torch.tensor(logits), torch.tensor(labels)).item()
+    assert metrics.cross_entropy(labels, logits) == pytest.approx(torch_ce)
+
+
+def test_mutual_info_bits_closed_form():
+    sizes = np.array([25, 25, 25, 25])  # H = 2 bits
+    mi, norm = metrics.mutual_info_bits(sizes, test_cross_entropy=math.log(2))  # CE = 1 bit
+    assert mi == pytest.approx(1.0)
+    assert norm == pytest.approx(0.5)
+    assert metrics.entropy_from_counts([0, 4, 4]) == pytest.approx(math.log(2))
+
+
+def test_probe_scores_consistent():
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 5, 300)
+    logits = rng.normal(size=(300, 5)) + 2 * np.eye(5)[labels]
+    s = metrics.probe_scores(labels, logits, np.bincount(labels, minlength=5))
+    assert s["top1"] == pytest.approx(np.mean(logits.argmax(1) == labels))
+    assert s["nmi"] == pytest.approx(skm.normalized_mutual_info_score(labels, logits.argmax(1)))
+    assert s["mi_bits"] == pytest.approx(s["h_clusters_bits"] - s["ce_test_nats"] / math.log(2))

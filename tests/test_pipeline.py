@@ -1,0 +1,108 @@
+import hashlib
+import shutil
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+import qrp_core.pipeline as pipeline
+from qrp_core.cache import Cache
+from qrp_core.pipeline import Runner, load_probe, load_results, ranking
+from qrp_core.probe import probe_logits
+from qrp_core.split import TEST
+from qrp_core.study import load_study
+
+from conftest import TINY_RUN
+
+
+def test_results_table_covers_the_grid(tiny_cache, tiny_study):
+    cache, results = tiny_cache
+    assert len(results) == 3 * 1 * 2  # models x K x seeds, one group set
+    assert set(results["groups"]) == {"+".join(tiny_study.concepts.group_names)}
+    stored = load_results(cache, tiny_study)
+    assert stored[["model", "seed", "nmi"]].sort_values(["model", "seed"]).values.tolist() == \
+        results[["model", "seed", "nmi"]].sort_values(["model", "seed"]).values.tolist()
+
+
+def test_every_number_is_reproducible_from_its_artefacts(tiny_cache, tiny_study):
+    cache, results = tiny_cache
+    for row in results.itertuples():
+        assignments = cache.load_array("clusterings", row.clustering, "assignments.npy")
+        split = cache.load_array("splits", row.split, "split.npy")
+        probe = load_probe(cache, row.probe)
+        columns = [tiny_study.concepts.names.index(n) for n in probe["names"]]
+        logits = probe_logits(probe["weight"], probe["bias"], tiny_study.concepts.matrix[:, columns])
+        test = split == TEST
+        predicted = logits[test].argmax(1)
+        assert row.nmi == pytest.approx(skm.normalized_mutual_info_score(assignments[test], predicted), abs=1e-9)
+        assert row.ami == pytest.approx(skm.adjusted_mutual_info_score(assignments[test], predicted), abs=1e-9)
+        assert row.top1 == pytest.approx(np.mean(predicted == assignments[test]))
+        np.testing.assert_array_equal(cache.load_array("probes", row.probe, "predictions.npy"), logits.argmax(1))
+
+
+def test_manifests_record_how_each_artefact_was_made(tiny_cache, tiny_study):
+    cache, results = tiny_cache
+    row = results.iloc[0]
+    m = cache.manifest("clusterings", row["clustering"])
+    features = tiny_study.model(row["model"]).features
+    assert m["inputs"]["features_sha256"] == hashlib.sha256(features.read_bytes()).hexdigest()
+    assert m["params"]["n_clusters"] == 8 and m["params"]["seed"] == row["seed"]
+    assert m["stats"]["iterations_run"] == [10, 10]  # forced: every iteration ran
+    assert len(m["stats"]["restarts"]) == 2 and m["stats"]["device"] == "cpu"
+    assert {"torch", "faiss", "numpy", "scikit-learn", "python"} <= set(m["versions"])
+    p = cache.manifest("probes", row["probe"])
+    assert p["params"]["lr"] == 3.5 and p["params"]["max_epochs"] == 15
+    assert len(p["stats"]["history"]) == 15 and 0 <= p["stats"]["best_epoch"] < 15
+    assert p["inputs"]["clustering"] == row["clustering"]
+    assert p["metrics"]["nmi"] == row["nmi"]
+
+
+def test_rerun_reuses_the_cache(tiny_cache, tiny_study, monkeypatch):
+    cache, results = tiny_cache
+
+    def fail(*args, **kwargs):
+        raise AssertionError("recomputed a cached artefact")
+
+    monkeypatch.setattr(pipeline, "kmeans", fail)
+    monkeypatch.setattr(pipeline, "train_probe", fail)
+    again = Runner(tiny_study, TINY_RUN, cache, show_progress=False).run()
+    assert again["nmi"].tolist() == results["nmi"].tolist()
+
+
+def test_changed_features_recompute_and_same_inputs_give_identical_numbers(tiny_study_path, tiny_cache, tmp_path):
+    _, results = tiny_cache
+    copy = tmp_path / "study"
+    shutil.copytree(tiny_study_path.parent, copy)
+    study = load_study(copy / "study.toml")
+    cache = Cache(tmp_path / "cache")
+    config = pipeline.RunConfig(**{**TINY_RUN.__dict__, "models": ("combo-net",)})
+    fresh = Runner(study, config, cache, show_progress=False).run()
+    expected = results[results["model"] == "combo-net"]
+    assert fresh["nmi"].tolist() == expected["nmi"].tolist()  # bit-identical on CPU
+    assert fresh["clustering"].tolist() == expected["clustering"].tolist()  # same content, same key
+    x = np.load(copy / "features" / "combo-net.npy")
+    np.save(copy / "features" / "combo-net.npy", x + np.float32(0.5) * x[:, ::-1])
+    changed = Runner(study, config, cache, show_progress=False).run()
+    assert not set(changed["clustering"]) & set(fresh["clustering"])
+
+
+def test_group_ablation_shows_the_planted_combination(tiny_study, tmp_path):
+    config = pipeline.RunConfig(**{**TINY_RUN.__dict__, "models": ("combo-net",),
+                                   "group_sets": (("labels",), ("labels", "colour"))})
+    results = Runner(tiny_study, config, Cache(tmp_path), show_progress=False).run()
+    table = ranking(results).set_index("groups")
+    # combo-net clusters are shape x colour: shape labels alone cannot explain them
+    assert table.loc["labels+colour", "nmi_mean"] > table.loc["labels", "nmi_mean"] + 0.1
+
+
+def test_failed_write_leaves_nothing_behind(tmp_path):
+    cache = Cache(tmp_path)
+
+    def broken(path):
+        path.write_bytes(b"partial")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        cache.write("probes", "abc", {"a.npy": lambda p: np.save(p, np.zeros(3)), "b.bin": broken}, {})
+    assert not cache.has("probes", "abc")
+    assert list((tmp_path / "probes").iterdir()) == []

@@ -1,0 +1,138 @@
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+from safetensors.numpy import save_file
+
+from qrp_core.errors import InputError
+from qrp_core.features import load_features
+from qrp_core.study import concepts_from_long_table, load_study
+
+
+@pytest.fixture
+def study_dir(tiny_study_path, tmp_path):
+    """A private copy of the tiny study that a test may break."""
+    out = tmp_path / "study"
+    shutil.copytree(tiny_study_path.parent, out)
+    return out
+
+
+def test_study_loads_with_labels_as_base_group(tiny_study):
+    s = tiny_study
+    assert s.n_images == 600 and list(s.models) == ["combo-net", "shape-net", "noise-net"]
+    assert s.concepts.group_names[0] == "labels"
+    assert set(s.concepts.group_names) == {"labels", "colour", "texture", "other"}
+    assert s.concepts.matrix.shape == (600, len(s.concepts.names))
+    labels = s.concepts.select(("labels",))
+    assert (np.asarray(labels.matrix.sum(axis=1)).ravel() == 1).all()  # one label per image
+    first = labels.names[labels.matrix[0].indices[0]]
+    assert first == f"[labels] {s.labels[0]}"
+    assert s.features("combo-net").shape == (600, 16)
+    assert isinstance(s.features("combo-net"), np.memmap)  # .npy is memory-mapped, not read
+
+
+def test_every_feature_format_loads_the_same_array(tiny_study, tmp_path):
+    x = np.array(tiny_study.features("shape-net"))
+    ids = tiny_study.image_ids
+    np.savez(tmp_path / "f.npz", features=x, other=np.zeros(3))
+    save_file({"features": x}, str(tmp_path / "f.safetensors"))
+    torch.save({"features": torch.from_numpy(x)}, tmp_path / "f.pt")
+    shuffled = np.random.default_rng(0).permutation(len(ids))  # Parquet rows are matched by image id
+    frame = pd.DataFrame(x[shuffled], columns=[f"f{i}" for i in range(x.shape[1])])
+    frame.insert(0, "image_id", ids[shuffled])
+    frame.to_parquet(tmp_path / "f.parquet")
+    for name in ("f.npz", "f.safetensors", "f.pt", "f.parquet"):
+        np.testing.assert_array_equal(load_features(tmp_path / name, image_ids=ids), x, err_msg=name)
+
+
+def test_long_table_order_and_sparse_matrix_give_the_same_concepts(tiny_study, study_dir):
+    table = pd.read_parquet(study_dir / "concepts.parquet")
+    shuffled = table.sample(frac=1.0, random_state=0)
+    a = concepts_from_long_table(table, tiny_study.image_ids)
+    b = concepts_from_long_table(pd.concat([shuffled, shuffled.head(10)]), tiny_study.image_ids)  # repeats
+    assert a.names == b.names and (a.matrix != b.matrix).nnz == 0
+    assert a.content_hash() == b.content_hash()
+    table.to_csv(study_dir / "concepts.csv", index=False)
+    sp.save_npz(study_dir / "concepts.npz", a.matrix)
+    pd.DataFrame({"concept": a.names, "group": a.groups}).to_csv(study_dir / "names.csv", index=False)
+    text = (study_dir / "study.toml").read_text()
+    (study_dir / "csv.toml").write_text(text.replace("concepts.parquet", "concepts.csv"))
+    (study_dir / "npz.toml").write_text(text.replace('table = "concepts.parquet"',
+                                                     'matrix = "concepts.npz"\nnames = "names.csv"'))
+    for variant in ("csv.toml", "npz.toml"):
+        assert load_study(study_dir / variant).concepts.content_hash() == tiny_study.concepts.content_hash()
+
+
+def _expect(study_path, pattern, model=None):
+    with pytest.raises(InputError, match=pattern) as info:
+        study = load_study(study_path)
+        study.features(model or "combo-net")
+    assert "Fix: " in str(info.value)
+
+
+def test_feature_rows_disagreeing_with_images(study_dir):
+    np.save(study_dir / "features" / "combo-net.npy", np.zeros((599, 16), np.float32))
+    _expect(study_dir / "study.toml", r"combo-net.npy: 599 feature rows but the study has 600 images")
+
+
+def test_unknown_image_ids_in_concepts(study_dir):
+    table = pd.read_parquet(study_dir / "concepts.parquet")
+    table.loc[0, "image_id"] = "nope"
+    table.to_parquet(study_dir / "concepts.parquet")
+    _expect(study_dir / "study.toml", r"concepts.parquet: 1 image ids are not in the study's image table .*'nope'")
+
+
+def test_duplicate_image_ids(study_dir):
+    images = pd.read_csv(study_dir / "images.csv")
+    images.loc[1, "image_id"] = images.loc[0, "image_id"]
+    images.to_csv(study_dir / "images.csv", index=False)
+    _expect(study_dir / "study.toml", r"images.csv: duplicate image id 'img000000'")
+
+
+def test_truncated_feature_file(study_dir):
+    path = study_dir / "features" / "combo-net.npy"
+    path.write_bytes(path.read_bytes()[:1000])
+    _expect(study_dir / "study.toml", r"combo-net.npy: cannot read features .*unreadable or truncated")
+
+
+def test_truncated_concept_table(study_dir):
+    path = study_dir / "concepts.parquet"
+    path.write_bytes(path.read_bytes()[:200])
+    _expect(study_dir / "study.toml", r"concepts.parquet: cannot read table")
+
+
+def test_wrong_dtype(study_dir):
+    np.save(study_dir / "features" / "combo-net.npy", np.zeros((600, 16), np.int64))
+    _expect(study_dir / "study.toml", r"combo-net.npy: features must be floating point, got dtype int64")
+
+
+def test_unknown_model(study_dir):
+    _expect(study_dir / "study.toml", r"study.toml: unknown model 'resnet'\. Fix: .*combo-net", model="resnet")
+
+
+def test_empty_and_unknown_groups(tiny_study):
+    with pytest.raises(InputError, match="unknown concept group 'scene'"):
+        tiny_study.concepts.select(("labels", "scene"))
+    table = concepts_from_long_table(pd.DataFrame({"image_id": ["a", "b"], "concept": ["x", "y"], "group": "g"}),
+                                     np.array(["a", "b", "c"], dtype=object))
+    empty = type(table)(table.matrix.multiply(0).tocsr(), table.names, table.groups)
+    with pytest.raises(InputError, match="concept group 'g' is empty"):
+        empty.select(("g",))
+
+
+def test_concept_in_two_groups(tiny_study):
+    table = pd.DataFrame({"image_id": ["img000000", "img000001"], "concept": ["x", "x"], "group": ["a", "b"]})
+    with pytest.raises(InputError, match="concept 'x' belongs to several groups"):
+        concepts_from_long_table(table, tiny_study.image_ids, source="c.csv")
+
+
+def test_missing_study_keys_and_bad_toml(tmp_path):
+    (tmp_path / "a.toml").write_text('name = "x"\n')
+    with pytest.raises(InputError, match=r"a.toml: missing `images`"):
+        load_study(tmp_path / "a.toml")
+    (tmp_path / "b.toml").write_text("name = \n")
+    with pytest.raises(InputError, match=r"b.toml: not valid TOML"):
+        load_study(tmp_path / "b.toml")
