@@ -23,6 +23,7 @@ import numpy as np
 
 CACHE_ENV = "QRP_CACHE"
 MANIFEST = "manifest.json"
+FILE_HASHES = "file-hashes.json"
 
 
 def default_cache_dir() -> Path:
@@ -128,11 +129,14 @@ class Cache:
         return final
 
     def file_hash(self, path: str | Path) -> str:
-        """sha256 of a file's bytes, remembered by (path, size, mtime) so big feature files hash once."""
+        """sha256 of a file's bytes, remembered by (path, size, mtime) so big feature files hash once.
+
+        New hashes stay in memory until ``save_file_hashes`` (called when a run succeeds), so a
+        failed run leaves the cache folder exactly as it was.
+        """
         path = Path(path).resolve()
         st = path.stat()
-        memo_path = self.root / "file-hashes.json"
-        memo = json.loads(memo_path.read_text()) if memo_path.is_file() else {}
+        memo = self._file_hashes()
         stamp = f"{st.st_size}:{st.st_mtime_ns}"
         entry = memo.get(str(path))
         if entry and entry["stamp"] == stamp:
@@ -142,8 +146,20 @@ class Cache:
             for block in iter(lambda: f.read(1 << 24), b""):
                 h.update(block)
         memo[str(path)] = {"stamp": stamp, "sha256": h.hexdigest()}
-        atomic_write_json(memo_path, memo)
+        self._hashes_dirty = True
         return h.hexdigest()
+
+    def _file_hashes(self) -> dict:
+        if getattr(self, "_hashes", None) is None:
+            path = self.root / FILE_HASHES
+            self._hashes = json.loads(path.read_text()) if path.is_file() else {}
+            self._hashes_dirty = False
+        return self._hashes
+
+    def save_file_hashes(self) -> None:
+        if getattr(self, "_hashes_dirty", False):
+            atomic_write_json(self.root / FILE_HASHES, self._hashes)
+            self._hashes_dirty = False
 
 
 def save_npy(array: np.ndarray) -> Callable[[Path], None]:

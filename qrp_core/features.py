@@ -153,23 +153,35 @@ def standardisation_stats(x: np.ndarray, *, source: str | Path, chunk_rows: int 
     n, d = x.shape
     total = np.zeros(d, dtype=np.float64)
     total_sq = np.zeros(d, dtype=np.float64)
-    shift = np.asarray(x[0], dtype=np.float64)  # shifted sums keep the variance accurate
+    shift = np.asarray(x[0])  # sums of shifted values keep the variance accurate
     for start in range(0, n, chunk_rows):
-        chunk = np.asarray(x[start:start + chunk_rows], dtype=np.float64) - shift
-        if not np.isfinite(chunk).all():
-            row = start + int(np.argwhere(~np.isfinite(chunk))[0, 0])
-            raise InputError(f"non-finite value (NaN or Inf) in row {row}", where=source,
-                             fix="re-extract the features, or drop or impute the broken rows")
-        total += chunk.sum(axis=0)
-        total_sq += np.square(chunk).sum(axis=0)
+        chunk = np.asarray(x[start:start + chunk_rows]) - shift
+        chunk_sum = chunk.sum(axis=0, dtype=np.float64)
+        chunk_sq = np.square(chunk).sum(axis=0, dtype=np.float64)
+        if not (np.isfinite(chunk_sum).all() and np.isfinite(chunk_sq).all()):
+            _raise_non_finite(np.asarray(x[start:start + chunk_rows]), start, source)
+        total += chunk_sum
+        total_sq += chunk_sq
     mean_shifted = total / n
     var = np.maximum(total_sq / n - np.square(mean_shifted), 0.0)
     std = np.sqrt(var)
-    constant = std <= 1e-12 * np.maximum(1.0, np.abs(shift))
+    shift = shift.astype(np.float64)
+    constant = std <= 1e-6 * np.maximum(1.0, np.abs(shift))
     std[constant] = 1.0
     return mean_shifted + shift, std, int(constant.sum())
 
 
+def _raise_non_finite(chunk: np.ndarray, start: int, source) -> None:
+    bad = np.argwhere(~np.isfinite(chunk))
+    if len(bad):
+        raise InputError(f"non-finite value (NaN or Inf) in row {start + int(bad[0, 0])}", where=source,
+                         fix="re-extract the features, or drop or impute the broken rows")
+    raise InputError(f"values too large to square in float (rows {start}..{start + len(chunk) - 1})",
+                     where=source, fix="check the feature extraction; rescale the features")
+
+
 def standardise(chunk: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     """Zero mean, unit std per dimension, as contiguous float32 (what faiss takes)."""
-    return np.ascontiguousarray((np.asarray(chunk, dtype=np.float64) - mean) / std, dtype=np.float32)
+    out = np.subtract(chunk, mean.astype(np.float32), dtype=np.float32)
+    out *= (1.0 / std).astype(np.float32)
+    return np.ascontiguousarray(out)

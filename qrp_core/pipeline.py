@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from .cache import Cache, atomic_write_bytes, save_json, save_npy, stable_hash
 from .errors import InputError
+from .features import standardisation_stats
 from .metrics import probe_scores
 from .probe import ProbeConfig, probe_logits, train_probe
 from .quantize import KMeansConfig, check_n_clusters, kmeans
@@ -64,6 +65,7 @@ class Runner:
         self.study, self.config, self.cache = study, config, cache
         self.show_progress = show_progress
         self.concepts_hash = {}
+        self.standardisation = {}  # model -> (mean, std, n_constant), computed once per run
 
     def models(self) -> list[str]:
         names = list(self.config.models) or list(self.study.models)
@@ -103,7 +105,10 @@ class Runner:
         config = dataclasses.replace(self.config.kmeans, n_clusters=k)
         status = (lambda text: bar.set_postfix_str(f"{model} K={k} seed={seed}: {text}")) if bar else None
         t = time.perf_counter()
-        result = kmeans(x, config, seed=seed, source=spec.features, progress=status)
+        if model not in self.standardisation:
+            self.standardisation[model] = standardisation_stats(x, source=spec.features)
+        result = kmeans(x, config, seed=seed, source=spec.features, progress=status,
+                        standardisation=self.standardisation[model])
         self.cache.write("clusterings", key, {
             "assignments.npy": save_npy(result.assignments), "centroids.npy": save_npy(result.centroids),
             "mean.npy": save_npy(result.mean), "std.npy": save_npy(result.std),
@@ -157,11 +162,23 @@ class Runner:
             "metrics": scores})
         return key
 
+    def validate_features(self, models: list[str]) -> None:
+        """Load and check every model that still needs a clustering before anything is written,
+        so bad input stops the run with the cache as it was (the statistics are reused)."""
+        cfg = self.config
+        todo = [m for m in models if any(not self.cache.has("clusterings", self.clustering_key(m, k, s))
+                                         for k in cfg.ks for s in cfg.seeds)]
+        for model in tqdm(todo, desc="checking features", disable=not self.show_progress or not todo):
+            spec = self.study.model(model)
+            x = spec.load(self.study.image_ids)
+            self.standardisation[model] = standardisation_stats(x, source=spec.features)
+
     # --- the grid ---------------------------------------------------------------------------
     def run(self) -> pd.DataFrame:
         models, sets, cfg = self.models(), self.group_sets(), self.config
         for k in cfg.ks:
             check_n_clusters(k, self.study.n_images, source=self.study.path)
+        self.validate_features(models)
         units = len(models) * len(cfg.ks) * len(cfg.seeds)
         rows = []
         with tqdm(total=units * (1 + len(sets)), desc="qrp run", unit="step",
@@ -182,6 +199,7 @@ class Runner:
                             bar.update(1)
         results = pd.DataFrame(rows)
         save_results(self.cache, self.study, results)
+        self.cache.save_file_hashes()
         return results
 
 

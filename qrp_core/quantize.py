@@ -55,7 +55,8 @@ def check_n_clusters(n_clusters: int, n_images: int, *, source: str | Path) -> N
 
 
 def kmeans(x: np.ndarray, config: KMeansConfig, *, seed: int, source: str | Path = "features",
-           progress=None, chunk_rows: int = 65536) -> Clustering:
+           progress=None, chunk_rows: int = 65536,
+           standardisation: tuple[np.ndarray, np.ndarray, int] | None = None) -> Clustering:
     """Standardise ``x`` and cluster it with faiss K-means.
 
     Parameters
@@ -67,6 +68,8 @@ def kmeans(x: np.ndarray, config: KMeansConfig, *, seed: int, source: str | Path
         Seeds the training sample and every restart.
     progress : callable(str), optional
         Called with a short status line before each restart.
+    standardisation : (mean, std, n_constant), optional
+        ``features.standardisation_stats(x)`` when the caller already has it.
 
     Returns
     -------
@@ -79,14 +82,20 @@ def kmeans(x: np.ndarray, config: KMeansConfig, *, seed: int, source: str | Path
     check_n_clusters(k, n, source=source)
     device = resolve_faiss_device(config.device)
     t0 = time.perf_counter()
-    mean, std, n_constant = standardisation_stats(x, source=source, chunk_rows=chunk_rows)
+    if standardisation is None:
+        standardisation = standardisation_stats(x, source=source, chunk_rows=chunk_rows)
+    mean, std, n_constant = standardisation
     t_stats = time.perf_counter() - t0
 
+    t = time.perf_counter()
     rng = np.random.default_rng(seed)
     n_train = min(n, k * config.max_points_per_centroid)
-    train_rows = np.arange(n) if n_train == n else np.sort(rng.choice(n, size=n_train, replace=False))
-    sample = standardise(x[train_rows], mean, std)
+    if n_train == n:  # the whole collection trains: standardise once, reuse it for assignment
+        sample = standardise(x, mean, std)
+    else:
+        sample = standardise(x[np.sort(rng.choice(n, size=n_train, replace=False))], mean, std)
     restart_seeds = [int(s) for s in rng.integers(0, 2**31 - 1, size=config.n_restarts)]
+    t_standardise = time.perf_counter() - t
 
     restarts, best = [], None
     for r, restart_seed in enumerate(restart_seeds):
@@ -105,7 +114,10 @@ def kmeans(x: np.ndarray, config: KMeansConfig, *, seed: int, source: str | Path
     centroids = np.ascontiguousarray(best[1], dtype=np.float32)
 
     t = time.perf_counter()
-    assignments, inertia = assign(x, centroids, mean, std, device=device, chunk_rows=chunk_rows)
+    if n_train == n:
+        assignments, inertia = assign(sample, centroids, device=device, chunk_rows=chunk_rows)
+    else:
+        assignments, inertia = assign(x, centroids, (mean, std), device=device, chunk_rows=chunk_rows)
     sizes = np.bincount(assignments, minlength=k)
     stats = {
         "device": device,
@@ -115,15 +127,18 @@ def kmeans(x: np.ndarray, config: KMeansConfig, *, seed: int, source: str | Path
         "inertia_all_points": inertia,
         "n_empty_clusters": int((sizes == 0).sum()), "min_cluster_size": int(sizes.min()),
         "max_cluster_size": int(sizes.max()),
-        "seconds": {"standardise_stats": t_stats, "kmeans": sum(r["seconds"] for r in restarts),
+        "seconds": {"standardise_stats": t_stats, "standardise_sample": t_standardise, "kmeans": sum(r["seconds"] for r in restarts),
                     "assign": time.perf_counter() - t},
     }
     return Clustering(assignments, centroids, mean, std, stats)
 
 
-def assign(x: np.ndarray, centroids: np.ndarray, mean: np.ndarray, std: np.ndarray, *,
-           device: str = "cpu", chunk_rows: int = 65536) -> tuple[np.ndarray, float]:
-    """Nearest centroid of every row of ``x`` (standardised on the fly) and the summed squared distance."""
+def assign(x: np.ndarray, centroids: np.ndarray, standardisation: tuple[np.ndarray, np.ndarray] | None = None,
+           *, device: str = "cpu", chunk_rows: int = 65536) -> tuple[np.ndarray, float]:
+    """Nearest centroid of every row of ``x`` and the summed squared distance.
+
+    ``standardisation`` = (mean, std) standardises each chunk on the fly; None means ``x`` already is.
+    """
     index = faiss.IndexFlatL2(centroids.shape[1])
     if device == "cuda":
         index = faiss.index_cpu_to_all_gpus(index)
@@ -131,7 +146,9 @@ def assign(x: np.ndarray, centroids: np.ndarray, mean: np.ndarray, std: np.ndarr
     labels = np.empty(len(x), dtype=np.int32)
     inertia = 0.0
     for start in range(0, len(x), chunk_rows):
-        distances, nearest = index.search(standardise(x[start:start + chunk_rows], mean, std), 1)
+        chunk = x[start:start + chunk_rows]
+        chunk = standardise(chunk, *standardisation) if standardisation else np.ascontiguousarray(chunk, np.float32)
+        distances, nearest = index.search(chunk, 1)
         labels[start:start + len(nearest)] = nearest[:, 0]
         inertia += float(distances.sum(dtype=np.float64))
     return labels, inertia

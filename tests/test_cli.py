@@ -85,3 +85,19 @@ def test_validate_reports_every_model(tiny_study_path, capsys):
     assert main(["validate", str(tiny_study_path)]) == 0
     out = capsys.readouterr().out
     assert "combo-net: 600 x 16 float32" in out and "groups: labels (6)" in out
+
+
+def test_nan_features_exit_nonzero_and_leave_cache_unchanged(tiny_study_path, tmp_path, capsys):
+    import shutil
+
+    import numpy as np
+    study = tmp_path / "study"
+    shutil.copytree(tiny_study_path.parent, study)
+    x = np.load(study / "features" / "noise-net.npy")
+    x[42, 3] = np.inf
+    np.save(study / "features" / "noise-net.npy", x)
+    cache = tmp_path / "cache"
+    assert main(["run", str(study / "study.toml"), "--cache", str(cache), *RUN_ARGS]) == 2
+    err = capsys.readouterr().err
+    assert "noise-net.npy: non-finite value (NaN or Inf) in row 42" in err
+    assert _files(cache) == []  # every model is checked before any artefact is written

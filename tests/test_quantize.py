@@ -31,7 +31,7 @@ def test_standardisation_stats_match_numpy_in_chunks_with_constant_dims():
 
 def test_kmeans_forces_every_iteration_records_restarts_and_assigns_nearest():
     x, _ = _blobs()
-    config = KMeansConfig(n_clusters=5, n_iter=25, n_restarts=3, max_points_per_centroid=100)
+    config = KMeansConfig(n_clusters=5, n_iter=25, n_restarts=3, max_points_per_centroid=100)  # subsampled
     result = kmeans(x, config, seed=0, chunk_rows=300)
     st = result.stats
     assert st["device"] == "cpu"
@@ -72,12 +72,12 @@ def test_same_seed_same_clustering():
     assert not np.array_equal(a.centroids, c.centroids)
 
 
-def test_assign_chunks_equal_one_pass():
+def test_assign_in_chunks_on_the_fly_equals_one_pass_pre_standardised():
     x, _ = _blobs(n=700)
     centroids = np.random.default_rng(0).normal(size=(9, 8)).astype(np.float32)
-    mean, std = np.zeros(8), np.ones(8)
-    a, inertia_a = assign(x, centroids, mean, std, chunk_rows=64)
-    b, inertia_b = assign(x, centroids, mean, std, chunk_rows=10_000)
+    mean, std = x.mean(0).astype(np.float64), x.std(0).astype(np.float64)
+    a, inertia_a = assign(x, centroids, (mean, std), chunk_rows=64)
+    b, inertia_b = assign(standardise(x, mean, std), centroids, chunk_rows=10_000)
     np.testing.assert_array_equal(a, b)
     assert inertia_a == pytest.approx(inertia_b, rel=1e-6)
 
