@@ -6,6 +6,7 @@ Every step reads its artefact from the cache when the inputs and parameters are 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,8 +24,9 @@ from .metrics import probe_scores
 from .probe import ProbeConfig, probe_logits, train_probe
 from .quantize import KMeansConfig, check_n_clusters, kmeans
 from .split import TEST, SplitConfig, stratified_split
-from .study import Study
+from .study import GROUND_TRUTH, Study
 
+FORMAT = 1  # artefact layout version: part of every key, so a layout change recomputes
 RESULT_KEYS = ["model", "k", "seed", "groups"]
 METRIC_COLUMNS = ["nmi", "ami", "top1", "map", "mi_bits", "mi_norm"]
 
@@ -66,6 +68,7 @@ class Runner:
         self.show_progress = show_progress
         self.concepts_hash = {}
         self.standardisation = {}  # model -> (mean, std, n_constant), computed once per run
+        self.given_clusters = {}  # model without features -> its cluster ids
 
     def models(self) -> list[str]:
         names = list(self.config.models) or list(self.study.models)
@@ -73,26 +76,47 @@ class Runner:
             self.study.model(name)
         return names
 
-    def group_sets(self) -> list[tuple[str, ...]]:
+    def group_sets(self, model: str | None = None) -> list[tuple[str, ...]]:
+        """The configured group sets; for the ground-truth model the base group (the labels
+        themselves) is dropped, since it would predict them trivially."""
         sets = list(self.config.group_sets) or [self.study.concepts.group_names]
+        if model == GROUND_TRUTH:
+            sets = [tuple(g for g in groups if g != self.study.base_group) for groups in sets]
+            sets = list(dict.fromkeys(groups for groups in sets if groups))
         for groups in sets:
             self.study.concepts.select(groups)
         return sets
 
+    def units(self, models: list[str]) -> list[tuple[str, int, int]]:
+        """(model, K, seed) of every clustering: K-means for each K, or the model's given clusters."""
+        out = []
+        for model in models:
+            if self.study.model(model).has_features:
+                ks = self.config.ks
+            else:
+                ids = self.given_clusters.setdefault(model, self.study.cluster_ids(model))
+                ks = (int(ids.max()) + 1,)
+            out += [(model, k, seed) for k in ks for seed in self.config.seeds]
+        return out
+
     # --- keys -------------------------------------------------------------------------------
     def clustering_key(self, model: str, k: int, seed: int) -> str:
-        features = self.study.model(model).features
-        return stable_hash({"features": self.cache.file_hash(features), "key": self.study.model(model).key,
+        spec = self.study.model(model)
+        if not spec.has_features:
+            ids = self.given_clusters[model]
+            return stable_hash({"format": FORMAT, "cluster_ids": hashlib.sha256(ids.tobytes()).hexdigest()})
+        return stable_hash({"format": FORMAT, "features": self.cache.file_hash(spec.features), "key": spec.key,
                             "kmeans": _params(dataclasses.replace(self.config.kmeans, n_clusters=k)),
                             "seed": seed})
 
     def split_key(self, clustering_key: str, seed: int) -> str:
-        return stable_hash({"clustering": clustering_key, "split": _params(self.config.split), "seed": seed})
+        return stable_hash({"format": FORMAT, "clustering": clustering_key, "split": _params(self.config.split),
+                            "seed": seed})
 
     def probe_key(self, split_key: str, groups: tuple[str, ...], seed: int) -> str:
         if groups not in self.concepts_hash:
             self.concepts_hash[groups] = self.study.concepts.select(groups).content_hash()
-        return stable_hash({"split": split_key, "concepts": self.concepts_hash[groups],
+        return stable_hash({"format": FORMAT, "split": split_key, "concepts": self.concepts_hash[groups],
                             "probe": _params(self.config.probe), "seed": seed})
 
     # --- steps ------------------------------------------------------------------------------
@@ -101,6 +125,13 @@ class Runner:
         if self.cache.has("clusterings", key):
             return key
         spec = self.study.model(model)
+        if not spec.has_features:
+            ids = self.given_clusters[model]
+            self.cache.write("clusterings", key, {"assignments.npy": save_npy(ids)}, {
+                "inputs": {"assignments": str(spec.assignments or "image table labels"),
+                           "image_ids_sha256": stable_hash(list(self.study.image_ids))},
+                "params": {"n_clusters": k, "model": model, "source": "given cluster ids"}, "stats": {}})
+            return key
         x = spec.load(self.study.image_ids)
         config = dataclasses.replace(self.config.kmeans, n_clusters=k)
         status = (lambda text: bar.set_postfix_str(f"{model} K={k} seed={seed}: {text}")) if bar else None
@@ -110,8 +141,9 @@ class Runner:
         result = kmeans(x, config, seed=seed, source=spec.features, progress=status,
                         standardisation=self.standardisation[model])
         self.cache.write("clusterings", key, {
-            "assignments.npy": save_npy(result.assignments), "centroids.npy": save_npy(result.centroids),
-            "mean.npy": save_npy(result.mean), "std.npy": save_npy(result.std),
+            "assignments.npy": save_npy(result.assignments), "distances.npy": save_npy(result.distances),
+            "centroids.npy": save_npy(result.centroids), "mean.npy": save_npy(result.mean),
+            "std.npy": save_npy(result.std),
         }, {"inputs": {"features": str(spec.features), "features_sha256": self.cache.file_hash(spec.features),
                        "image_ids_sha256": stable_hash(list(self.study.image_ids))},
             "params": {**dataclasses.asdict(config), "seed": seed, "model": model},
@@ -129,8 +161,7 @@ class Runner:
                           "params": {**dataclasses.asdict(self.config.split), "seed": seed}, "stats": stats})
         return key
 
-    def probe(self, clustering_key: str, split_key: str, groups: tuple[str, ...], seed: int, k: int,
-              bar=None) -> str:
+    def probe(self, clustering_key: str, split_key: str, groups: tuple[str, ...], seed: int, k: int) -> str:
         key = self.probe_key(split_key, groups, seed)
         if self.cache.has("probes", key):
             return key
@@ -162,41 +193,41 @@ class Runner:
             "metrics": scores})
         return key
 
-    def validate_features(self, models: list[str]) -> None:
-        """Load and check every model that still needs a clustering before anything is written,
-        so bad input stops the run with the cache as it was (the statistics are reused)."""
-        cfg = self.config
-        todo = [m for m in models if any(not self.cache.has("clusterings", self.clustering_key(m, k, s))
-                                         for k in cfg.ks for s in cfg.seeds)]
+    def validate_inputs(self, units: list[tuple[str, int, int]]) -> None:
+        """Check K and load and check every model that still needs a clustering before anything is
+        written, so bad input stops the run with the cache as it was (the statistics are reused)."""
+        todo = []
+        for model, k, seed in units:
+            if self.study.model(model).has_features:
+                check_n_clusters(k, self.study.n_images, source=self.study.path)
+                if model not in todo and not self.cache.has("clusterings", self.clustering_key(model, k, seed)):
+                    todo.append(model)
         for model in tqdm(todo, desc="checking features", disable=not self.show_progress or not todo):
             spec = self.study.model(model)
-            x = spec.load(self.study.image_ids)
-            self.standardisation[model] = standardisation_stats(x, source=spec.features)
+            self.standardisation[model] = standardisation_stats(spec.load(self.study.image_ids),
+                                                                source=spec.features)
 
     # --- the grid ---------------------------------------------------------------------------
     def run(self) -> pd.DataFrame:
-        models, sets, cfg = self.models(), self.group_sets(), self.config
-        for k in cfg.ks:
-            check_n_clusters(k, self.study.n_images, source=self.study.path)
-        self.validate_features(models)
-        units = len(models) * len(cfg.ks) * len(cfg.seeds)
+        models = self.models()
+        sets = {model: self.group_sets(model) for model in models}
+        units = self.units(models)
+        self.validate_inputs(units)
         rows = []
-        with tqdm(total=units * (1 + len(sets)), desc="qrp run", unit="step",
+        with tqdm(total=sum(1 + len(sets[m]) for m, _, _ in units), desc="qrp run", unit="step",
                   disable=not self.show_progress) as bar:
-            for model in models:
-                for k in cfg.ks:
-                    for seed in cfg.seeds:
-                        bar.set_postfix_str(f"{model} K={k} seed={seed}: clustering")
-                        ckey = self.clustering(model, k, seed, bar)
-                        skey = self.split(ckey, seed)
-                        bar.update(1)
-                        for groups in sets:
-                            bar.set_postfix_str(f"{model} K={k} seed={seed}: probe {groups_label(groups)}")
-                            pkey = self.probe(ckey, skey, groups, seed, k, bar)
-                            metrics = self.cache.load_json("probes", pkey, "metrics.json")
-                            rows.append({"model": model, "k": k, "seed": seed, "groups": groups_label(groups),
-                                         **metrics, "clustering": ckey, "split": skey, "probe": pkey})
-                            bar.update(1)
+            for model, k, seed in units:
+                bar.set_postfix_str(f"{model} K={k} seed={seed}: clustering")
+                ckey = self.clustering(model, k, seed, bar)
+                skey = self.split(ckey, seed)
+                bar.update(1)
+                for groups in sets[model]:
+                    bar.set_postfix_str(f"{model} K={k} seed={seed}: probe {groups_label(groups)}")
+                    pkey = self.probe(ckey, skey, groups, seed, k)
+                    metrics = self.cache.load_json("probes", pkey, "metrics.json")
+                    rows.append({"model": model, "k": k, "seed": seed, "groups": groups_label(groups),
+                                 **metrics, "clustering": ckey, "split": skey, "probe": pkey})
+                    bar.update(1)
         results = pd.DataFrame(rows)
         save_results(self.cache, self.study, results)
         self.cache.save_file_hashes()

@@ -25,9 +25,11 @@ class KMeansConfig:
 
 @dataclass
 class Clustering:
-    """assignments : (n_images,) int32; centroids : (K, dim) float32, in standardised space."""
+    """assignments : (n_images,) int32; distances : (n_images,) float32, squared distance to the
+    assigned centroid; centroids : (K, dim) float32, in standardised space."""
 
     assignments: np.ndarray
+    distances: np.ndarray
     centroids: np.ndarray
     mean: np.ndarray
     std: np.ndarray
@@ -115,40 +117,41 @@ def kmeans(x: np.ndarray, config: KMeansConfig, *, seed: int, source: str | Path
 
     t = time.perf_counter()
     if n_train == n:
-        assignments, inertia = assign(sample, centroids, device=device, chunk_rows=chunk_rows)
+        assignments, distances = assign(sample, centroids, device=device, chunk_rows=chunk_rows)
     else:
-        assignments, inertia = assign(x, centroids, (mean, std), device=device, chunk_rows=chunk_rows)
+        assignments, distances = assign(x, centroids, (mean, std), device=device, chunk_rows=chunk_rows)
     sizes = np.bincount(assignments, minlength=k)
     stats = {
         "device": device,
         "n_images": n, "dim": d, "n_train_points": int(n_train), "n_constant_dims": n_constant,
         "restarts": restarts, "best_restart": best_restart,
         "iterations_run": [r["iterations"] for r in restarts],
-        "inertia_all_points": inertia,
+        "inertia_all_points": float(distances.sum(dtype=np.float64)),
         "n_empty_clusters": int((sizes == 0).sum()), "min_cluster_size": int(sizes.min()),
         "max_cluster_size": int(sizes.max()),
         "seconds": {"standardise_stats": t_stats, "standardise_sample": t_standardise, "kmeans": sum(r["seconds"] for r in restarts),
                     "assign": time.perf_counter() - t},
     }
-    return Clustering(assignments, centroids, mean, std, stats)
+    return Clustering(assignments, distances, centroids, mean, std, stats)
 
 
 def assign(x: np.ndarray, centroids: np.ndarray, standardisation: tuple[np.ndarray, np.ndarray] | None = None,
-           *, device: str = "cpu", chunk_rows: int = 65536) -> tuple[np.ndarray, float]:
-    """Nearest centroid of every row of ``x`` and the summed squared distance.
+           *, device: str = "cpu", chunk_rows: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centroid of every row of ``x`` and the squared distance to it.
 
     ``standardisation`` = (mean, std) standardises each chunk on the fly; None means ``x`` already is.
+    Returns (labels (n,) int32, distances (n,) float32).
     """
     index = faiss.IndexFlatL2(centroids.shape[1])
     if device == "cuda":
         index = faiss.index_cpu_to_all_gpus(index)
     index.add(centroids)
     labels = np.empty(len(x), dtype=np.int32)
-    inertia = 0.0
+    distances = np.empty(len(x), dtype=np.float32)
     for start in range(0, len(x), chunk_rows):
         chunk = x[start:start + chunk_rows]
         chunk = standardise(chunk, *standardisation) if standardisation else np.ascontiguousarray(chunk, np.float32)
-        distances, nearest = index.search(chunk, 1)
+        d, nearest = index.search(chunk, 1)
         labels[start:start + len(nearest)] = nearest[:, 0]
-        inertia += float(distances.sum(dtype=np.float64))
-    return labels, inertia
+        distances[start:start + len(nearest)] = d[:, 0]
+    return labels, distances

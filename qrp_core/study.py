@@ -35,17 +35,30 @@ from .errors import InputError
 from .features import load_features
 
 DEFAULT_BASE_GROUP = "labels"
-MODEL_METADATA = ("architecture", "family", "epochs", "linear_acc")
+MODEL_METADATA = ("architecture", "family", "epochs", "linear_acc", "network", "layer")
+
+
+GROUND_TRUTH = "ground-truth"  # the pseudo-model whose clusters are the ground-truth labels (appendix D.1)
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One representation of the study's images."""
+    """One representation of the study's images: features to cluster, or ready-made cluster ids.
+
+    ``assignments`` replaces K-means with given cluster ids (a self-labelling method's own labels,
+    paper Table 6): ``.npy`` of shape (n_images,) in image order, or CSV/Parquet with columns
+    ``image_id, cluster``.
+    """
 
     name: str
-    features: Path
+    features: Path | None = None
     key: str | None = None  # array name inside .npz/.safetensors/.pt containers
-    metadata: dict = field(default_factory=dict)  # architecture, family, epochs, linear_acc
+    assignments: Path | None = None
+    metadata: dict = field(default_factory=dict)  # architecture, family, epochs, linear_acc, layer
+
+    @property
+    def has_features(self) -> bool:
+        return self.features is not None
 
     def load(self, image_ids: np.ndarray) -> np.ndarray:
         return load_features(self.features, image_ids=image_ids, key=self.key)
@@ -109,13 +122,23 @@ class Study:
         return len(self.image_ids)
 
     def model(self, name: str) -> ModelSpec:
+        if name == GROUND_TRUTH and self.labels is not None and name not in self.models:
+            return ModelSpec(name=GROUND_TRUTH, metadata={"family": "ground truth"})
         if name not in self.models:
+            extra = f" (or {GROUND_TRUTH!r}, when the image table has labels)"
             raise InputError(f"unknown model {name!r}", where=self.path,
-                             fix=f"choose from {sorted(self.models)} or add a [models.{name}] table")
+                             fix=f"choose from {sorted(self.models)}{extra} or add a [models.{name}] table")
         return self.models[name]
 
     def features(self, name: str) -> np.ndarray:
         return self.model(name).load(self.image_ids)
+
+    def cluster_ids(self, name: str) -> np.ndarray:
+        """Given cluster ids of a model without features, as int32 codes 0..K-1 in image order."""
+        spec = self.model(name)
+        if spec.name == GROUND_TRUTH and spec.assignments is None:
+            return np.unique(self.labels, return_inverse=True)[1].astype(np.int32)
+        return load_assignments(spec.assignments, self.image_ids)
 
 
 def load_study(path: str | Path) -> Study:
@@ -146,11 +169,13 @@ def load_study(path: str | Path) -> Study:
         concepts = _add_label_concepts(concepts, labels, base_group)
     models = {}
     for name, entry in spec["models"].items():
-        if "features" not in entry:
-            raise InputError(f"model {name!r} has no `features` path", where=path,
+        if ("features" in entry) == ("assignments" in entry):
+            raise InputError(f"model {name!r} needs exactly one of `features` and `assignments`", where=path,
                              fix=f'add features = "path/to/{name}.npy" under [models.{name}]')
-        models[name] = ModelSpec(name=name, features=root / entry["features"], key=entry.get("key"),
-                                 metadata={k: entry[k] for k in MODEL_METADATA if k in entry})
+        models[name] = ModelSpec(
+            name=name, features=root / entry["features"] if "features" in entry else None, key=entry.get("key"),
+            assignments=root / entry["assignments"] if "assignments" in entry else None,
+            metadata={k: entry[k] for k in MODEL_METADATA if k in entry})
     if not models:
         raise InputError("the study has no models", where=path, fix="add at least one [models.NAME] table")
     return Study(name=spec.get("name", path.stem), path=path, image_ids=image_ids, image_paths=paths,
@@ -260,3 +285,30 @@ def _add_label_concepts(concepts: ConceptTable, labels: np.ndarray, base_group: 
     matrix.sort_indices()
     names = tuple(f"[{base_group}] {c}" for c in classes) + concepts.names
     return ConceptTable(matrix, names, (base_group,) * len(classes) + concepts.groups)
+
+
+def load_assignments(path: Path, image_ids: np.ndarray) -> np.ndarray:
+    """Cluster ids from ``.npy`` (image order) or a table with ``image_id, cluster``, as codes 0..K-1."""
+    if path.suffix.lower() == ".npy":
+        try:
+            raw = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise InputError("file not found", where=path, fix="check the path in the study file")
+        except Exception as exc:
+            raise InputError(f"cannot read assignments ({type(exc).__name__}: {exc})", where=path,
+                             fix="save a 1-D integer array with numpy.save")
+        if raw.shape != (len(image_ids),):
+            raise InputError(f"assignments of shape {raw.shape}, expected ({len(image_ids)},)", where=path,
+                             fix="one cluster id per study image, in image-table order")
+    else:
+        table = _read_table(path)
+        if not {"image_id", "cluster"} <= set(table.columns):
+            raise InputError(f"needs columns image_id, cluster (found {list(table.columns)})", where=path,
+                             fix="one row per image with its cluster id")
+        table = table.set_index(table["image_id"].astype(str))
+        missing = ~pd.Index(image_ids).isin(table.index)
+        if missing.any():
+            raise InputError(f"{int(missing.sum())} study images have no cluster (first: {image_ids[missing][0]!r})",
+                             where=path, fix="assign every study image to a cluster")
+        raw = table.loc[list(image_ids), "cluster"].astype(str).to_numpy()
+    return np.unique(raw, return_inverse=True)[1].astype(np.int32)
