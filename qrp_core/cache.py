@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 
 CACHE_ENV = "QRP_CACHE"
 MANIFEST = "manifest.json"
@@ -128,6 +129,27 @@ class Cache:
             raise
         return final
 
+    def write_table(self, study: str, name: str, table, params: dict, *, keys: list[str] | None = None) -> Path:
+        """An analysis table of a study: ``analyses/<study>/<name>.parquet`` plus a ``.json`` manifest.
+
+        With ``keys``, the new rows replace every stored row with the same values in the key
+        columns; other rows stay (so analyses of different models accumulate). Rows carry the
+        artefact keys they were computed from, so each number traces to a manifest.
+        """
+        folder = self.root / "analyses" / study
+        path = folder / f"{name}.parquet"
+        if keys is not None and path.is_file():
+            table = replace_rows(pd.read_parquet(path), table, keys)
+        atomic_write_bytes(path, table.to_parquet(index=False))
+        atomic_write_json(folder / f"{name}.json", {
+            "analysis": name, "study": study, "params": params, "rows": len(table),
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(), "versions": versions()})
+        return path
+
+    def read_table(self, study: str, name: str):
+        path = self.root / "analyses" / study / f"{name}.parquet"
+        return pd.read_parquet(path) if path.is_file() else None
+
     def file_hash(self, path: str | Path) -> str:
         """sha256 of a file's bytes, remembered by (path, size, mtime) so big feature files hash once.
 
@@ -168,3 +190,9 @@ def save_npy(array: np.ndarray) -> Callable[[Path], None]:
 
 def save_json(obj) -> Callable[[Path], None]:
     return lambda path: path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def replace_rows(old: pd.DataFrame, new: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """``old`` without the rows whose ``keys`` values occur in ``new``, then ``new``."""
+    stale = old.set_index(keys).index.isin(new.set_index(keys).index)
+    return pd.concat([old[~stale], new], ignore_index=True)

@@ -137,7 +137,7 @@ def top1_accuracy(labels_true, labels_pred) -> float:
     return float(np.mean(labels_true == labels_pred)) if len(labels_true) else float("nan")
 
 
-def mean_average_precision(labels_true, scores: np.ndarray, *, chunk_classes: int = 64) -> float:
+def mean_average_precision(labels_true, scores: np.ndarray, *, sample_weight=None, chunk_classes: int = 64) -> float:
     """Mean over the classes present in ``labels_true`` of the average precision of their score column.
 
     Tied scores are one threshold, as in ``sklearn.metrics.average_precision_score``.
@@ -147,26 +147,47 @@ def mean_average_precision(labels_true, scores: np.ndarray, *, chunk_classes: in
     labels_true : ndarray of shape (n_samples,), int in [0, n_classes)
     scores : ndarray of shape (n_samples, n_classes)
         Higher means more likely (probabilities or logits of the probe).
+    sample_weight : ndarray of shape (n_samples,), optional
+        Non-negative weights (bootstrap counts); classes whose positives all weigh 0 are left out.
     """
     labels_true = np.asarray(labels_true)
-    n, k = scores.shape
     present = np.unique(labels_true)
-    scores_t = np.ascontiguousarray(scores.T[present])  # one contiguous row per class: fast sorts
-    positions = np.arange(n)
-    ap = np.empty(len(present))
-    for start in range(0, len(present), chunk_classes):
-        block = scores_t[start:start + chunk_classes]
-        order = np.argsort(-block, axis=1, kind="stable")
-        sorted_scores = np.take_along_axis(block, order, axis=1)
-        hits = labels_true[order] == present[start:start + len(block), None]
-        cum_tp = np.cumsum(hits, axis=1)
-        group_end = np.ones_like(hits)
+    ap = np.concatenate([RankedScores(labels_true, scores, present[start:start + chunk_classes])
+                         .average_precision(sample_weight)
+                         for start in range(0, len(present), chunk_classes)]) if len(present) else np.array([])
+    return float(np.nanmean(ap)) if np.isfinite(ap).any() else float("nan")
+
+
+class RankedScores:
+    """Each class's score column sorted once, so average precision can be re-weighted cheaply
+    (a bootstrap draws new weights, never a new sort). Memory: 9 bytes per (class, sample)."""
+
+    def __init__(self, labels_true: np.ndarray, scores: np.ndarray, classes: np.ndarray):
+        block = np.ascontiguousarray(scores.T[classes])  # one contiguous row per class: fast sorts
+        self.order = np.argsort(-block, axis=1, kind="stable").astype(np.int32)
+        sorted_scores = np.take_along_axis(block, self.order, axis=1)
+        self.hits = labels_true[self.order] == classes[:, None]
+        n = block.shape[1]
+        group_end = np.ones(self.hits.shape, dtype=bool)
         group_end[:, :-1] = sorted_scores[:, :-1] != sorted_scores[:, 1:]
+        positions = np.arange(n, dtype=np.int32)
         # index of the last element of each element's tie group
-        end_index = np.minimum.accumulate(np.where(group_end, positions, n)[:, ::-1], axis=1)[:, ::-1]
-        precision_at_end = np.take_along_axis(cum_tp, end_index, axis=1) / (end_index + 1)
-        ap[start:start + len(block)] = (precision_at_end * hits).sum(axis=1) / cum_tp[:, -1]
-    return float(ap.mean()) if len(ap) else float("nan")
+        self.end = np.minimum.accumulate(np.where(group_end, positions, n)[:, ::-1], axis=1)[:, ::-1]
+
+    def average_precision(self, sample_weight=None) -> np.ndarray:
+        """Average precision per class (NaN for a class without weighted positives)."""
+        if sample_weight is None:
+            weight = np.ones(self.order.shape, dtype=np.float64)
+        else:
+            weight = np.asarray(sample_weight, dtype=np.float64)[self.order]
+        positive_weight = self.hits * weight
+        cum_tp = np.cumsum(positive_weight, axis=1)
+        cum_all = np.cumsum(weight, axis=1)
+        tp_end, all_end = np.take_along_axis(cum_tp, self.end, 1), np.take_along_axis(cum_all, self.end, 1)
+        precision_at_end = np.divide(tp_end, all_end, out=np.zeros_like(tp_end), where=all_end > 0)
+        total = cum_tp[:, -1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(total > 0, (precision_at_end * positive_weight).sum(axis=1) / total, np.nan)
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:

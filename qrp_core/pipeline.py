@@ -17,7 +17,7 @@ import pandas as pd
 from safetensors.numpy import load_file, save_file
 from tqdm.auto import tqdm
 
-from .cache import Cache, atomic_write_bytes, save_json, save_npy, stable_hash
+from .cache import Cache, atomic_write_bytes, replace_rows, save_json, save_npy, stable_hash
 from .errors import InputError
 from .features import standardisation_stats
 from .metrics import probe_scores
@@ -241,11 +241,7 @@ def results_path(cache: Cache, study: Study) -> Path:
 def save_results(cache: Cache, study: Study, new: pd.DataFrame) -> None:
     """Upsert rows into the study's results table (one row per model, K, seed, group set)."""
     path = results_path(cache, study)
-    if path.is_file():
-        old = pd.read_parquet(path)
-        merged = pd.concat([old, new]).drop_duplicates(RESULT_KEYS, keep="last")
-    else:
-        merged = new
+    merged = replace_rows(pd.read_parquet(path), new, RESULT_KEYS) if path.is_file() else new
     merged = merged.sort_values(RESULT_KEYS).reset_index(drop=True)
     atomic_write_bytes(path, merged.to_parquet(index=False))
 

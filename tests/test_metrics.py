@@ -91,3 +91,17 @@ def test_probe_scores_consistent():
     assert s["top1"] == pytest.approx(np.mean(logits.argmax(1) == labels))
     assert s["nmi"] == pytest.approx(skm.normalized_mutual_info_score(labels, logits.argmax(1)))
     assert s["mi_bits"] == pytest.approx(s["h_clusters_bits"] - s["ce_test_nats"] / math.log(2))
+
+
+def test_weighted_map_equals_sklearn_and_repeated_samples():
+    rng = np.random.default_rng(5)
+    n, k = 600, 12
+    labels = rng.integers(0, k, n)
+    scores = np.round(rng.random((n, k)) + 0.5 * np.eye(k)[labels], 1)
+    weights = rng.integers(0, 3, n)  # bootstrap-like counts, zeros included
+    present = np.unique(labels[weights > 0])
+    expected = np.mean([skm.average_precision_score(labels == c, scores[:, c], sample_weight=weights)
+                        for c in present])
+    assert metrics.mean_average_precision(labels, scores, sample_weight=weights) == pytest.approx(expected, abs=1e-12)
+    repeated = np.repeat(np.arange(n), weights)  # integer weights = repeated rows
+    assert metrics.mean_average_precision(labels[repeated], scores[repeated]) == pytest.approx(expected, abs=1e-12)

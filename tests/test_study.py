@@ -89,7 +89,7 @@ def test_duplicate_image_ids(study_dir):
     images = pd.read_csv(study_dir / "images.csv")
     images.loc[1, "image_id"] = images.loc[0, "image_id"]
     images.to_csv(study_dir / "images.csv", index=False)
-    _expect(study_dir / "study.toml", r"images.csv: duplicate image id 'img000000'")
+    _expect(study_dir / "study.toml", r"images.csv: duplicate image id 'img0-000000'")
 
 
 def test_truncated_feature_file(study_dir):
@@ -124,7 +124,7 @@ def test_empty_and_unknown_groups(tiny_study):
 
 
 def test_concept_in_two_groups(tiny_study):
-    table = pd.DataFrame({"image_id": ["img000000", "img000001"], "concept": ["x", "x"], "group": ["a", "b"]})
+    table = pd.DataFrame({"image_id": ["img0-000000", "img0-000001"], "concept": ["x", "x"], "group": ["a", "b"]})
     with pytest.raises(InputError, match="concept 'x' belongs to several groups"):
         concepts_from_long_table(table, tiny_study.image_ids, source="c.csv")
 

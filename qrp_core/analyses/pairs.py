@@ -1,0 +1,170 @@
+"""Confused cluster pairs and why (paper section 4.4, Fig. 5, 8-11).
+
+For one clustering, compare a probe on groups A with a probe on A + G: rank cluster pairs by
+how much less they are confused once G is known, and explain a pair by the difference of its
+two clusters' probe coefficients. Everything is computed per pair; nothing is K x K x M.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ..cache import Cache, save_npy, stable_hash
+from ..errors import InputError
+from ..pipeline import RunConfig, Runner, groups_label, load_probe
+from ..split import TEST
+from ..study import Study
+
+
+def confusion_matrix(true: np.ndarray, predicted: np.ndarray, n_clusters: int) -> sp.csr_matrix:
+    """Sparse (K, K) counts: row = true cluster, column = predicted cluster."""
+    return sp.csr_matrix((np.ones(len(true), np.int64), (true, predicted)), shape=(n_clusters, n_clusters))
+
+
+def pairwise_confusion(confusion: sp.spmatrix) -> pd.DataFrame:
+    """Symmetric confusion of each pair i < j that is confused at all.
+
+    confusion(i, j) = (C[i, j] + C[j, i]) / (n_i + n_j): the fraction of the two clusters' test
+    images predicted as the other one, where n_i counts the test images of cluster i.
+    """
+    c = sp.coo_matrix(confusion)
+    sizes = np.asarray(confusion.sum(axis=1)).ravel()
+    off = c.row != c.col
+    i, j = np.minimum(c.row[off], c.col[off]), np.maximum(c.row[off], c.col[off])
+    sym = sp.coo_matrix((c.data[off], (i, j)), shape=confusion.shape).tocsr()
+    sym.sum_duplicates()
+    sym = sym.tocoo()
+    return pd.DataFrame({"i": sym.row, "j": sym.col, "confused": sym.data,
+                         "confusion": sym.data / (sizes[sym.row] + sizes[sym.col])})
+
+
+def _test_confusion(cache: Cache, probe_key: str, k: int) -> sp.csr_matrix:
+    manifest = cache.manifest("probes", probe_key)
+    truth = cache.load_array("clusterings", manifest["inputs"]["clustering"], "assignments.npy")
+    split = cache.load_array("splits", manifest["inputs"]["split"], "split.npy")
+    predicted = cache.load_array("probes", probe_key, "predictions.npy")
+    test = split == TEST
+    return confusion_matrix(truth[test], predicted[test], k)
+
+
+def confusion_drop(cache: Cache, probe_a: str, probe_b: str, k: int) -> pd.DataFrame:
+    """Pairs ranked by how much less probe B confuses them than probe A (same clustering and split).
+
+    Columns: i, j, confusion_a, confusion_b, drop (= a - b), largest drop first.
+    """
+    a_inputs = cache.manifest("probes", probe_a)["inputs"]
+    b_inputs = cache.manifest("probes", probe_b)["inputs"]
+    if (a_inputs["clustering"], a_inputs["split"]) != (b_inputs["clustering"], b_inputs["split"]):
+        raise InputError("the two probes were trained on different clusterings or splits",
+                         fix="compare probes of the same model, K and seed")
+    a = pairwise_confusion(_test_confusion(cache, probe_a, k)).set_index(["i", "j"])["confusion"]
+    b = pairwise_confusion(_test_confusion(cache, probe_b, k)).set_index(["i", "j"])["confusion"]
+    table = pd.concat({"confusion_a": a, "confusion_b": b}, axis=1).fillna(0.0)
+    table["drop"] = table["confusion_a"] - table["confusion_b"]
+    return table.reset_index().sort_values(["drop", "i", "j"], ascending=[False, True, True], ignore_index=True)
+
+
+def coefficient_difference(probe: dict, i: int, j: int) -> pd.DataFrame:
+    """theta_i - theta_j per concept (positive: the concept speaks for cluster i), largest |difference| first.
+
+    ``probe`` is ``pipeline.load_probe(...)``: weight (n_concepts, K) and the concept names and groups.
+    """
+    weight = probe["weight"]
+    diff = weight[:, i] - weight[:, j]
+    table = pd.DataFrame({"concept": probe["names"], "group": probe["groups"], "difference": diff,
+                          "theta_i": weight[:, i], "theta_j": weight[:, j]})
+    return table.reindex(np.argsort(-np.abs(diff), kind="stable")).reset_index(drop=True)
+
+
+def top_concepts(probe: dict, cluster: int, n: int = 10) -> pd.DataFrame:
+    """The concepts with the largest probe coefficients for one cluster."""
+    column = probe["weight"][:, cluster]
+    order = np.argsort(-column, kind="stable")[:n]
+    return pd.DataFrame({"concept": np.asarray(probe["names"])[order], "group": np.asarray(probe["groups"])[order],
+                         "coefficient": column[order]})
+
+
+def nearest_images(cache: Cache, clustering_key: str, cluster: int, n: int = 32) -> np.ndarray:
+    """Indices of the cluster's images, nearest its centroid first (all members when n is None)."""
+    assignments = cache.load_array("clusterings", clustering_key, "assignments.npy")
+    members = np.flatnonzero(assignments == cluster)
+    distances_path = cache.path("clusterings", clustering_key) / "distances.npy"
+    if distances_path.is_file():  # given cluster ids have no centroids: they keep image order
+        distances = np.load(distances_path)[members]
+        members = members[np.argsort(distances, kind="stable")]
+    return members if n is None else members[:n]
+
+
+def cluster_concept_counts(study: Study, cache: Cache, clustering_key: str) -> sp.csr_matrix:
+    """(K, n_concepts) counts of each concept in each cluster, cached per clustering and concept table."""
+    key = stable_hash({"clustering": clustering_key, "concepts": study.concepts.content_hash()})
+    if not cache.has("profiles", key):
+        assignments = cache.load_array("clusterings", clustering_key, "assignments.npy")
+        k = int(cache.manifest("clusterings", clustering_key)["params"]["n_clusters"])
+        onehot = sp.csr_matrix((np.ones(len(assignments), np.int64), (assignments, np.arange(len(assignments)))),
+                               shape=(k, len(assignments)))
+        counts = (onehot @ study.concepts.matrix.astype(np.int64)).tocsr()
+        cache.write("profiles", key, {"counts.npz": lambda p: sp.save_npz(p, counts),
+                                      "cluster_sizes.npy": save_npy(np.bincount(assignments, minlength=k))},
+                    {"inputs": {"clustering": clustering_key, "concepts_sha256": study.concepts.content_hash()}})
+    return sp.load_npz(cache.path("profiles", key) / "counts.npz").tocsr()
+
+
+def over_represented(study: Study, cache: Cache, clustering_key: str, cluster: int, n: int = 10) -> pd.DataFrame:
+    """Concepts most over-represented in one cluster relative to the whole collection.
+
+    Ranked by p_c * log(p_c / p), the concept's contribution to the KL divergence between the
+    cluster's and the collection's concept frequencies: frequent *and* specific concepts first.
+    """
+    counts = cluster_concept_counts(study, cache, clustering_key)
+    size = int(np.sum(cache.load_array("clusterings", clustering_key, "assignments.npy") == cluster))
+    overall = np.asarray(study.concepts.matrix.sum(axis=0)).ravel() / study.n_images
+    row = counts[cluster]
+    in_cluster = row.data / max(size, 1)
+    base = overall[row.indices]
+    score = in_cluster * np.log(in_cluster / base)
+    order = np.argsort(-score, kind="stable")[:n]
+    return pd.DataFrame({"concept": np.asarray(study.concepts.names)[row.indices[order]],
+                         "group": np.asarray(study.concepts.groups)[row.indices[order]],
+                         "in_cluster": in_cluster[order], "overall": base[order],
+                         "lift": in_cluster[order] / base[order], "score": score[order]})
+
+
+def explain_pair(study: Study, cache: Cache, probe_key: str, i: int, j: int, *, n: int = 10) -> dict:
+    """Everything the pair view draws: coefficient differences, top concepts and images of each side."""
+    probe = load_probe(cache, probe_key)
+    clustering = cache.manifest("probes", probe_key)["inputs"]["clustering"]
+    return {
+        "difference": coefficient_difference(probe, i, j),
+        "top_i": top_concepts(probe, i, n), "top_j": top_concepts(probe, j, n),
+        "images_i": nearest_images(cache, clustering, i, n), "images_j": nearest_images(cache, clustering, j, n),
+        "over_i": over_represented(study, cache, clustering, i, n),
+        "over_j": over_represented(study, cache, clustering, j, n),
+    }
+
+
+def run_pairs(study: Study, config: RunConfig, cache: Cache, *, base: tuple[str, ...], added: str,
+              show_progress: bool = True) -> pd.DataFrame:
+    """Train (or reuse) the probes on ``base`` and ``base + added`` for every model, K and seed of
+    ``config`` and rank each clustering's pairs by the drop in confusion. Stored as the study's
+    ``pairs`` analysis table, one row per pair and comparison."""
+    if added in base:
+        raise InputError(f"group {added!r} is already among the base groups {list(base)}",
+                         fix="add a group that the base set lacks")
+    with_added = (*base, added)
+    results = Runner(study, dataclasses.replace(config, group_sets=(base, with_added)), cache,
+                     show_progress=show_progress).run()
+    probes = results.pivot_table(index=["model", "k", "seed"], columns="groups", values="probe", aggfunc="first")
+    tables = []
+    for (model, k, seed), row in probes.iterrows():
+        table = confusion_drop(cache, row[groups_label(base)], row[groups_label(with_added)], int(k))
+        tables.append(table.assign(model=model, k=k, seed=seed, base=groups_label(base), added=added,
+                                   probe_a=row[groups_label(base)], probe_b=row[groups_label(with_added)]))
+    pairs = pd.concat(tables, ignore_index=True)
+    cache.write_table(study.name, "pairs", pairs, {"base": list(base), "added": added},
+                      keys=["model", "k", "seed", "base", "added"])
+    return pairs

@@ -1,0 +1,138 @@
+"""Is a score more than chance, and how sure is it? (beyond the paper)
+
+* Permutation baseline: concept rows are shuffled across images (clusters and split kept), the
+  probe is retrained R times with the same settings; the p-value is (1 + #{null >= observed}) / (R + 1).
+* Bootstrap: test images are resampled with replacement B times; the 2.5 and 97.5 percentiles of
+  each metric form its 95% confidence interval.
+* Model comparison: Welch's t-test over seeds (clusterings), the main source of variance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from ..cache import Cache, save_json, stable_hash
+from ..metrics import (RankedScores, adjusted_mutual_info, contingency_matrix, log_softmax, mutual_info_bits,
+                       normalized_mutual_info, probe_scores)
+from ..pipeline import METRIC_COLUMNS, load_probe
+from ..probe import ProbeConfig, probe_logits, train_probe
+from ..split import TEST
+from ..study import Study
+
+
+def _probe_inputs(study: Study, cache: Cache, probe_key: str):
+    manifest = cache.manifest("probes", probe_key)
+    assignments = cache.load_array("clusterings", manifest["inputs"]["clustering"], "assignments.npy")
+    split = cache.load_array("splits", manifest["inputs"]["split"], "split.npy")
+    concepts = study.concepts.select(tuple(manifest["inputs"]["groups"]))
+    k = int(cache.manifest("clusterings", manifest["inputs"]["clustering"])["params"]["n_clusters"])
+    return manifest, assignments, split, concepts, k
+
+
+def permutation_baseline(study: Study, cache: Cache, probe_key: str, *, repeats: int = 20, seed: int = 0,
+                         progress=None) -> dict:
+    """Scores of ``repeats`` probes trained on concepts shuffled across images; cached per probe."""
+    key = stable_hash({"probe": probe_key, "repeats": repeats, "seed": seed, "test": "permutation"})
+    if cache.has("significance", key):
+        return cache.load_json("significance", key, "permutation.json")
+    manifest, assignments, split, concepts, k = _probe_inputs(study, cache, probe_key)
+    params = {f.name: manifest["params"][f.name] for f in dataclasses.fields(ProbeConfig)}
+    params["lr_milestones"] = tuple(params["lr_milestones"])
+    config = ProbeConfig(**params)
+    rng = np.random.default_rng(seed)
+    test = split == TEST
+    sizes = np.bincount(assignments, minlength=k)
+    null = []
+    for r in range(repeats):
+        shuffled = concepts.matrix[rng.permutation(study.n_images)]
+        result = train_probe(shuffled, assignments, split, k, config, seed=manifest["params"]["seed"])
+        logits = probe_logits(result.weight, result.bias, shuffled[np.flatnonzero(test)], device=config.device)
+        null.append(probe_scores(assignments[test], logits, sizes))
+        if progress is not None:
+            progress(r)
+    observed = cache.load_json("probes", probe_key, "metrics.json")
+    out = {"observed": {m: observed[m] for m in METRIC_COLUMNS}, "repeats": repeats, "seed": seed}
+    for m in METRIC_COLUMNS:
+        values = np.array([s[m] for s in null])
+        out[m] = {"null": values.tolist(), "mean": float(values.mean()), "std": float(values.std(ddof=1)),
+                  "p_value": float((1 + np.sum(values >= observed[m])) / (repeats + 1))}
+    cache.write("significance", key, {"permutation.json": save_json(out)},
+                {"inputs": {"probe": probe_key}, "params": {"repeats": repeats, "seed": seed}})
+    return out
+
+
+def bootstrap_ci(study: Study, cache: Cache, probe_key: str, *, n_boot: int = 200, seed: int = 0,
+                 level: float = 0.95) -> dict:
+    """Percentile confidence intervals of every metric over test images resampled with replacement."""
+    key = stable_hash({"probe": probe_key, "n_boot": n_boot, "seed": seed, "level": level, "test": "bootstrap"})
+    if cache.has("significance", key):
+        return cache.load_json("significance", key, "bootstrap.json")
+    _, assignments, split, concepts, k = _probe_inputs(study, cache, probe_key)
+    probe = load_probe(cache, probe_key)
+    test = np.flatnonzero(split == TEST)
+    truth = assignments[test]
+    log_probs = log_softmax(probe_logits(probe["weight"], probe["bias"], concepts.matrix[test]).astype(np.float64))
+    predicted = log_probs.argmax(axis=1)
+    true_log_prob = log_probs[np.arange(len(test)), truth]
+    sizes = np.bincount(assignments, minlength=k)
+    ranked = RankedScores(truth, np.exp(log_probs), np.unique(truth))
+    rng = np.random.default_rng(seed)
+    draws = {m: [] for m in METRIC_COLUMNS}
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(test), len(test))
+        t, p = truth[idx], predicted[idx]
+        c = contingency_matrix(t, p)
+        mi_bits, mi_norm = mutual_info_bits(sizes, float(-true_log_prob[idx].mean()))
+        draws["nmi"].append(normalized_mutual_info(t, p, contingency=c))
+        draws["ami"].append(adjusted_mutual_info(t, p, contingency=c))
+        draws["top1"].append(float(np.mean(t == p)))
+        draws["map"].append(float(np.nanmean(ranked.average_precision(np.bincount(idx, minlength=len(test))))))
+        draws["mi_bits"].append(mi_bits)
+        draws["mi_norm"].append(mi_norm)
+    tail = (1 - level) / 2 * 100
+    out = {m: {"low": float(np.percentile(v, tail)), "high": float(np.percentile(v, 100 - tail))}
+           for m, v in draws.items()}
+    out.update(n_boot=n_boot, seed=seed, level=level)
+    cache.write("significance", key, {"bootstrap.json": save_json(out)},
+                {"inputs": {"probe": probe_key}, "params": {"n_boot": n_boot, "seed": seed, "level": level}})
+    return out
+
+
+def significance_table(study: Study, cache: Cache, results: pd.DataFrame, *, repeats: int = 20,
+                       n_boot: int = 200, seed: int = 0, progress=None) -> pd.DataFrame:
+    """One row per result row and metric: observed, permutation mean/std/p-value, bootstrap CI."""
+    rows = []
+    for row in results.itertuples():
+        perm = permutation_baseline(study, cache, row.probe, repeats=repeats, seed=seed)
+        boot = bootstrap_ci(study, cache, row.probe, n_boot=n_boot, seed=seed)
+        for m in METRIC_COLUMNS:
+            rows.append({"model": row.model, "k": row.k, "seed": row.seed, "groups": row.groups, "metric": m,
+                         "observed": getattr(row, m), "null_mean": perm[m]["mean"], "null_std": perm[m]["std"],
+                         "p_value": perm[m]["p_value"], "ci_low": boot[m]["low"], "ci_high": boot[m]["high"],
+                         "repeats": repeats, "n_boot": n_boot, "probe": row.probe})
+        if progress is not None:
+            progress()
+    table = pd.DataFrame(rows)
+    cache.write_table(study.name, "significance", table, {"repeats": repeats, "n_boot": n_boot, "seed": seed},
+                      keys=["model", "k", "seed", "groups"])
+    return table
+
+
+def compare_models(results: pd.DataFrame, *, metric: str = "nmi", alpha: float = 0.05) -> pd.DataFrame:
+    """Each model against the next one down the ranking (per K and group set): the difference of
+    mean ``metric`` over seeds and Welch's t-test p-value; ``distinguishable`` when p < alpha."""
+    rows = []
+    for (k, groups), part in results.groupby(["k", "groups"]):
+        means = part.groupby("model")[metric].mean().sort_values(ascending=False)
+        for better, worse in zip(means.index[:-1], means.index[1:]):
+            a = part.loc[part["model"] == better, metric].to_numpy()
+            b = part.loc[part["model"] == worse, metric].to_numpy()
+            p = float(stats.ttest_ind(a, b, equal_var=False).pvalue) if min(len(a), len(b)) > 1 else float("nan")
+            rows.append({"k": k, "groups": groups, "model": better, "next_model": worse, "metric": metric,
+                         "difference": means[better] - means[worse], "p_value": p,
+                         "distinguishable": bool(p < alpha) if np.isfinite(p) else False})
+    return pd.DataFrame(rows)

@@ -1,0 +1,93 @@
+"""Transfer (paper section 4.5, Tables 4 and 7).
+
+Table 4 style (quantize and probe a second collection with its own concepts) is ``run`` on the
+second study. Table 7 style, here: probes trained on collection A are applied to collection B
+without retraining. B's images are assigned to A's centroids (standardised with A's statistics),
+B's concepts are matched to A's by name (concepts A never saw are ignored, concepts B lacks are
+absent), and A's probe predicts the cluster.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ..cache import Cache
+from ..errors import InputError
+from ..metrics import adjusted_mutual_info, normalized_mutual_info, top1_accuracy
+from ..pipeline import load_probe, load_results
+from ..probe import probe_logits
+from ..quantize import assign
+from ..study import Study
+
+
+def concepts_by_name(study: Study, names: list[str]) -> tuple[sp.csr_matrix, int]:
+    """``study``'s concept matrix with columns in the order of ``names`` (zero where it lacks one),
+    and how many of ``names`` it has."""
+    index = {name: i for i, name in enumerate(study.concepts.names)}
+    found = [(target, index[name]) for target, name in enumerate(names) if name in index]
+    if not found:
+        raise InputError("the two studies share no concept names", where=study.path,
+                         fix="label both collections with the same experts (same concept names)")
+    target, source = map(np.array, zip(*found))
+    selector = sp.csr_matrix((np.ones(len(found), bool), (source, target)),
+                             shape=(len(study.concepts.names), len(names)))
+    return (study.concepts.matrix.astype(np.float32) @ selector.astype(np.float32)).astype(bool).tocsr(), len(found)
+
+
+def transfer_probe(source: Study, target: Study, cache: Cache, probe_key: str) -> dict:
+    """Apply one probe of ``source`` to ``target``: accuracy, top-5, NMI and AMI on all target images."""
+    manifest = cache.manifest("probes", probe_key)
+    clustering = manifest["inputs"]["clustering"]
+    cluster_manifest = cache.manifest("clusterings", clustering)
+    model = cluster_manifest["params"]["model"]
+    if "centroids.npy" not in cluster_manifest["files"]:
+        raise InputError(f"model {model!r} has given cluster ids, no centroids to assign new images to",
+                         fix="transfer models whose clusters come from K-means")
+    features = target.features(model)
+    centroids = cache.load_array("clusterings", clustering, "centroids.npy")
+    if features.shape[1] != centroids.shape[1]:
+        raise InputError(f"target features have {features.shape[1]} dimensions, the source clustering "
+                         f"{centroids.shape[1]}", where=target.model(model).features,
+                         fix="extract both collections' features with the same model and layer")
+    mean = cache.load_array("clusterings", clustering, "mean.npy")
+    std = cache.load_array("clusterings", clustering, "std.npy")
+    truth, _ = assign(features, centroids, (mean, std))
+    probe = load_probe(cache, probe_key)
+    concepts, n_shared = concepts_by_name(target, list(probe["names"]))
+    logits = probe_logits(probe["weight"], probe["bias"], concepts)
+    top5 = np.argsort(-logits, axis=1)[:, :5]
+    predicted = top5[:, 0]
+    return {"model": model, "top1": top1_accuracy(truth, predicted),
+            "top5": float(np.mean((top5 == truth[:, None]).any(axis=1))),
+            "nmi": normalized_mutual_info(truth, predicted), "ami": adjusted_mutual_info(truth, predicted),
+            "n_images": int(len(truth)), "shared_concepts": n_shared, "probe_concepts": len(probe["names"])}
+
+
+def run_transfer(source: Study, target: Study, cache: Cache, *, k: int | None = None,
+                 groups: str | None = None) -> pd.DataFrame:
+    """Transfer every probe of ``source``'s results (filtered by K and group set) to ``target``;
+    also reports the source's own test scores side by side. Stored as ``transfer-<target>``."""
+    results = load_results(cache, source)
+    if k is not None:
+        results = results[results["k"] == k]
+    if groups is not None:
+        results = results[results["groups"] == groups]
+    if results.empty:
+        raise InputError("no source results match", where=source.path,
+                         fix=f"run `python -m qrp_core run {source.path}` with that K and group set first")
+    rows = []
+    for row in results.itertuples():
+        if not target.model(row.model).has_features:
+            continue
+        scores = transfer_probe(source, target, cache, row.probe)
+        rows.append({"model": row.model, "k": row.k, "seed": row.seed, "groups": row.groups,
+                     "source_top1": row.top1, "source_nmi": row.nmi, "source_ami": row.ami,
+                     **{f"target_{m}": scores[m] for m in ("top1", "top5", "nmi", "ami")},
+                     "shared_concepts": scores["shared_concepts"], "probe_concepts": scores["probe_concepts"],
+                     "probe": row.probe})
+    table = pd.DataFrame(rows)
+    cache.write_table(source.name, f"transfer-{target.name}", table, {"target": str(target.path)},
+                      keys=["model", "k", "seed", "groups"])
+    return table

@@ -1,0 +1,38 @@
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from qrp_core.analyses.transfer import concepts_by_name, run_transfer
+from qrp_core.cache import Cache
+from qrp_core.pipeline import RunConfig, Runner
+from qrp_core.probe import ProbeConfig
+from qrp_core.quantize import KMeansConfig
+from qrp_core.study import load_study
+from qrp_core.synthetic import make_synthetic_study
+
+
+def test_probe_transfers_to_a_second_collection_without_retraining(tmp_path):
+    # one seed: the same planted "networks"; two image seeds: two collections of different images
+    source = load_study(make_synthetic_study(tmp_path / "a", n_images=900, dim=16, seed=0, image_seed=0))
+    target_path = make_synthetic_study(tmp_path / "b", n_images=1200, dim=16, seed=0, image_seed=1)
+    target = load_study(target_path)
+    cache = Cache(tmp_path / "cache")
+    config = RunConfig(ks=(30,), seeds=(0,), models=("combo-net", "noise-net"),
+                       kmeans=KMeansConfig(n_iter=20, n_restarts=3), probe=ProbeConfig(max_epochs=40))
+    Runner(source, config, cache, show_progress=False).run()
+    table = run_transfer(source, target, cache).set_index("model")
+    assert table.loc["combo-net", "target_top1"] > 0.8
+    assert table.loc["combo-net", "target_top5"] >= table.loc["combo-net", "target_top1"]
+    assert table.loc["noise-net", "target_top1"] < 0.15
+    assert table.loc["combo-net", "shared_concepts"] == table.loc["combo-net", "probe_concepts"]
+    assert cache.read_table(source.name, f"transfer-{target.name}") is not None
+
+
+def test_concepts_are_matched_by_name(tiny_study):
+    names = ["[Color] red", "not-there", "[labels] star"]
+    matrix, shared = concepts_by_name(tiny_study, names)
+    assert shared == 2 and matrix.shape == (600, 3)
+    full = tiny_study.concepts
+    red = full.matrix[:, full.names.index("[Color] red")].toarray().ravel()
+    np.testing.assert_array_equal(matrix[:, 0].toarray().ravel(), red)
+    assert matrix[:, 1].nnz == 0
