@@ -1,4 +1,5 @@
-"""``python -m qrp_core <verb>``: demo, run, ranking, export, validate."""
+"""``python -m qrp_core <verb>``: demo, run, ranking, export, validate, and the analyses
+(ablation, pairs, explain, sweep-k, layers, transfer, significance)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .analyses import commands
 from .cache import Cache
 from .errors import InputError
 from .pipeline import (RunConfig, Runner, load_results, parse_groups, per_image_table, ranking, groups_label)
@@ -77,7 +79,63 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("validate", help="load the study and every model's features, report problems")
     p.add_argument("study", type=Path)
+    _analysis_verbs(verbs)
     return parser
+
+
+def _analysis_verbs(verbs) -> None:
+    p = verbs.add_parser("ablation", help="expert-group ablations: cumulative prefixes (Fig. 4), per-group gain (Table 3)")
+    p.add_argument("study", type=Path)
+    p.add_argument("--order", default=None,
+                   help="comma-separated group order after the base group (default: objects,scene,material,texture,other)")
+    _common(p)
+    _grid_options(p)
+
+    p = verbs.add_parser("pairs", help="cluster pairs whose confusion drops most when a group is added (Fig. 5)")
+    p.add_argument("study", type=Path)
+    p.add_argument("--base", default="labels", help="groups of the first probe, joined by '+'")
+    p.add_argument("--added", required=True, help="the group added for the second probe")
+    p.add_argument("--top", type=int, default=10, help="pairs and concepts to print")
+    _common(p)
+    _grid_options(p)
+
+    p = verbs.add_parser("explain", help="why a probe tells two clusters apart: coefficients, concepts, images")
+    p.add_argument("study", type=Path)
+    p.add_argument("--model", required=True)
+    p.add_argument("--k", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--groups", default="all")
+    p.add_argument("--pair", type=int, nargs=2, required=True, metavar=("I", "J"))
+    p.add_argument("--top", type=int, default=10)
+    _common(p)
+
+    p = verbs.add_parser("sweep-k", help="the measure for several K (Fig. 6, 7)")
+    p.add_argument("study", type=Path)
+    _common(p)
+    _grid_options(p)
+    p.set_defaults(k=[500, 1000, 1500, 2000, 2500, 3000])
+
+    p = verbs.add_parser("layers", help="the measure per layer of each network (models with network and layer metadata)")
+    p.add_argument("study", type=Path)
+    _common(p)
+    _grid_options(p)
+
+    p = verbs.add_parser("transfer", help="apply the source study's probes to a target collection (Table 7)")
+    p.add_argument("source", type=Path, help="study whose results hold the probes")
+    p.add_argument("target", type=Path, help="study of the other collection (same model names)")
+    p.add_argument("--k", type=int, default=None)
+    p.add_argument("--groups", default=None, help="only this group set ('a+b')")
+    _common(p)
+
+    p = verbs.add_parser("significance", help="permutation baseline, bootstrap CIs and model comparisons")
+    p.add_argument("study", type=Path)
+    p.add_argument("--k", type=int, default=None)
+    p.add_argument("--groups", default=None)
+    p.add_argument("--models", default="", help="comma-separated (default: all in the results)")
+    p.add_argument("--repeats", type=int, default=20, help="permutation repeats R (p-value >= 1/(R+1))")
+    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples of the test images")
+    p.add_argument("--metric", default="nmi", choices=["nmi", "ami", "top1", "map", "mi_bits"])
+    _common(p)
 
 
 def _run_config(args, study) -> RunConfig:
@@ -151,7 +209,16 @@ def _dispatch(args) -> int:
         results = Runner(study, _run_config(args, study), cache).run()
         _print_ranking(results, argparse.Namespace(rows="mean", format="table", output=None, k=None, groups=None))
         return 0
+    if args.verb == "transfer":
+        commands.transfer(args, cache)
+        return 0
     study = load_study(args.study)
+    if args.verb in ("ablation", "pairs", "sweep-k", "layers"):
+        getattr(commands, args.verb.replace("-", "_"))(args, study, cache, _run_config(args, study))
+        return 0
+    if args.verb in ("explain", "significance"):
+        getattr(commands, args.verb)(args, study, cache)
+        return 0
     if args.verb == "run":
         results = Runner(study, _run_config(args, study), cache).run()
         _print_ranking(results,

@@ -3,7 +3,8 @@
 * Permutation baseline: concept rows are shuffled across images (clusters and split kept), the
   probe is retrained R times with the same settings; the p-value is (1 + #{null >= observed}) / (R + 1).
 * Bootstrap: test images are resampled with replacement B times; the 2.5 and 97.5 percentiles of
-  each metric form its 95% confidence interval.
+  each metric, shifted by the bootstrap estimate of the metric's bias (mean of the resamples minus
+  the observed score), form its 95% confidence interval.
 * Model comparison: Welch's t-test over seeds (clusterings), the main source of variance.
 """
 
@@ -68,7 +69,8 @@ def permutation_baseline(study: Study, cache: Cache, probe_key: str, *, repeats:
 def bootstrap_ci(study: Study, cache: Cache, probe_key: str, *, n_boot: int = 200, seed: int = 0,
                  level: float = 0.95) -> dict:
     """Percentile confidence intervals of every metric over test images resampled with replacement."""
-    key = stable_hash({"probe": probe_key, "n_boot": n_boot, "seed": seed, "level": level, "test": "bootstrap"})
+    key = stable_hash({"probe": probe_key, "n_boot": n_boot, "seed": seed, "level": level,
+                      "test": "bootstrap, percentile shifted by the bias"})
     if cache.has("significance", key):
         return cache.load_json("significance", key, "bootstrap.json")
     _, assignments, split, concepts, k = _probe_inputs(study, cache, probe_key)
@@ -93,9 +95,15 @@ def bootstrap_ci(study: Study, cache: Cache, probe_key: str, *, n_boot: int = 20
         draws["map"].append(float(np.nanmean(ranked.average_precision(np.bincount(idx, minlength=len(test))))))
         draws["mi_bits"].append(mi_bits)
         draws["mi_norm"].append(mi_norm)
+    observed = cache.load_json("probes", probe_key, "metrics.json")
     tail = (1 - level) / 2 * 100
-    out = {m: {"low": float(np.percentile(v, tail)), "high": float(np.percentile(v, 100 - tail))}
-           for m, v in draws.items()}
+    out = {}
+    for m, values in draws.items():
+        # plug-in NMI/AMI/MI are biased upwards, more so on resamples (repeated images): re-centre
+        # the percentile interval by the bootstrap estimate of that bias
+        bias = float(np.mean(values)) - observed[m]
+        out[m] = {"low": float(np.percentile(values, tail)) - bias, "high": float(np.percentile(values, 100 - tail)) - bias,
+                  "bias": bias}
     out.update(n_boot=n_boot, seed=seed, level=level)
     cache.write("significance", key, {"bootstrap.json": save_json(out)},
                 {"inputs": {"probe": probe_key}, "params": {"n_boot": n_boot, "seed": seed, "level": level}})

@@ -1,0 +1,53 @@
+"""Each analysis verb runs from the command line and prints what its engine function computed."""
+
+import pytest
+
+from qrp_core.cli import main
+from qrp_core.synthetic import make_synthetic_study
+
+GRID = ["--k", "8", "--seeds", "2", "--iters", "10", "--restarts", "2", "--epochs", "15"]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cli-analyses-cache")
+
+
+def _run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    return captured.out
+
+
+def test_ablation_pairs_explain(tiny_study_path, cache, capsys):
+    out = _run(capsys, "ablation", tiny_study_path, "--cache", cache, "--models", "combo-net",
+               "--order", "colour,texture,other", *GRID)
+    assert "Cumulative (Fig. 4)" in out and "labels+colour+texture+other" in out and "Per-group gain" in out
+    out = _run(capsys, "pairs", tiny_study_path, "--cache", cache, "--models", "combo-net", "--added", "colour",
+               "--top", "3", *GRID)
+    assert "pairs whose confusion drops most when 'colour' joins labels" in out
+    assert "[Color]" in out.split("why")[1]  # the colour concepts explain the top pair
+    out = _run(capsys, "explain", tiny_study_path, "--cache", cache, "--model", "combo-net", "--k", "8",
+               "--groups", "labels+colour", "--pair", "0", "1", "--top", "3")
+    assert "theta_0 - theta_1" in out and "images nearest the centroid: img0-" in out
+
+
+def test_sweep_k_layers_significance(tiny_study_path, cache, capsys):
+    out = _run(capsys, "sweep-k", tiny_study_path, "--cache", cache, "--models", "combo-net", *GRID[2:],
+               "--k", "4", "8")
+    lines = [line for line in out.splitlines() if line.startswith("combo-net")]
+    assert [line.split()[2] for line in lines] == ["4", "8"]
+    out = _run(capsys, "significance", tiny_study_path, "--cache", cache, "--k", "8", "--groups", "all",
+               "--repeats", "4", "--bootstrap", "20")
+    assert "permutation baseline (4 shuffles)" in out and "Welch" in out
+    main(["layers", str(tiny_study_path), "--cache", str(cache), *GRID])
+    assert "no model has `network` and `layer` metadata" in capsys.readouterr().err
+
+
+def test_transfer(tmp_path, capsys):
+    a = make_synthetic_study(tmp_path / "a", n_images=500, dim=16, seed=0, image_seed=0)
+    b = make_synthetic_study(tmp_path / "b", n_images=400, dim=16, seed=0, image_seed=1)
+    _run(capsys, "run", a, "--cache", tmp_path / "c", "--models", "combo-net", *GRID)
+    out = _run(capsys, "transfer", a, b, "--cache", tmp_path / "c")
+    assert "Probes of synthetic-500 applied to synthetic-400" in out and "combo-net" in out
