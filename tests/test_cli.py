@@ -74,7 +74,8 @@ def test_bad_input_exits_nonzero_and_leaves_cache_unchanged(cli_cache, tiny_stud
 def test_every_verb_has_help():
     parser = build_parser()
     verbs = parser._subparsers._group_actions[0].choices
-    assert set(verbs) == {"demo", "run", "ranking", "export", "validate"}
+    assert set(verbs) == {"demo", "run", "ranking", "export", "validate", "ablation", "pairs", "explain",
+                          "sweep-k", "layers", "transfer", "significance"}
     for verb in verbs:
         with pytest.raises(SystemExit) as info:
             main([verb, "--help"])
