@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ import pandas as pd
 from safetensors.numpy import load_file, save_file
 from tqdm.auto import tqdm
 
-from .cache import Cache, atomic_write_bytes, replace_rows, save_json, save_npy, stable_hash
+from .cache import Cache, atomic_write_bytes, atomic_write_json, replace_rows, save_json, save_npy, stable_hash
 from .errors import InputError
 from .features import standardisation_stats
 from .metrics import probe_scores
@@ -28,6 +29,7 @@ from .study import GROUND_TRUTH, Study
 
 FORMAT = 1  # artefact layout version: part of every key, so a layout change recomputes
 RESULT_KEYS = ["model", "k", "seed", "groups"]
+STUDIES = "studies.json"  # study name -> study file, for the app
 METRIC_COLUMNS = ["nmi", "ami", "top1", "map", "mi_bits", "mi_norm"]
 
 
@@ -63,9 +65,12 @@ def parse_groups(text: str, study: Study) -> tuple[str, ...]:
 class Runner:
     """Computes or loads each artefact of one study; ``run`` returns the results table."""
 
-    def __init__(self, study: Study, config: RunConfig, cache: Cache, *, show_progress: bool = True):
+    def __init__(self, study: Study, config: RunConfig, cache: Cache, *, show_progress: bool = True,
+                 on_step=None):
+        """``on_step(done, total, text)`` is called after each step (the app's progress bar)."""
         self.study, self.config, self.cache = study, config, cache
         self.show_progress = show_progress
+        self.on_step = on_step
         self.concepts_hash = {}
         self.standardisation = {}  # model -> (mean, std, n_constant), computed once per run
         self.given_clusters = {}  # model without features -> its cluster ids
@@ -214,20 +219,26 @@ class Runner:
         units = self.units(models)
         self.validate_inputs(units)
         rows = []
-        with tqdm(total=sum(1 + len(sets[m]) for m, _, _ in units), desc="qrp run", unit="step",
-                  disable=not self.show_progress) as bar:
+        total = sum(1 + len(sets[m]) for m, _, _ in units)
+
+        def step(text: str) -> None:
+            bar.update(1)
+            if self.on_step is not None:
+                self.on_step(bar.n, total, text)
+
+        with tqdm(total=total, desc="qrp run", unit="step", disable=not self.show_progress) as bar:
             for model, k, seed in units:
                 bar.set_postfix_str(f"{model} K={k} seed={seed}: clustering")
                 ckey = self.clustering(model, k, seed, bar)
                 skey = self.split(ckey, seed)
-                bar.update(1)
+                step(f"{model} K={k} seed={seed}: clustering")
                 for groups in sets[model]:
                     bar.set_postfix_str(f"{model} K={k} seed={seed}: probe {groups_label(groups)}")
                     pkey = self.probe(ckey, skey, groups, seed, k)
                     metrics = self.cache.load_json("probes", pkey, "metrics.json")
                     rows.append({"model": model, "k": k, "seed": seed, "groups": groups_label(groups),
                                  **metrics, "clustering": ckey, "split": skey, "probe": pkey})
-                    bar.update(1)
+                    step(f"{model} K={k} seed={seed}: probe {groups_label(groups)}")
         results = pd.DataFrame(rows)
         save_results(self.cache, self.study, results)
         self.cache.save_file_hashes()
@@ -244,6 +255,15 @@ def save_results(cache: Cache, study: Study, new: pd.DataFrame) -> None:
     merged = replace_rows(pd.read_parquet(path), new, RESULT_KEYS) if path.is_file() else new
     merged = merged.sort_values(RESULT_KEYS).reset_index(drop=True)
     atomic_write_bytes(path, merged.to_parquet(index=False))
+    register_study(cache, study)
+
+
+def register_study(cache: Cache, study: Study) -> None:
+    """Remember where the study file is, so the app can list the studies of a cache."""
+    path = cache.root / STUDIES
+    registry = json.loads(path.read_text()) if path.is_file() else {}
+    registry[study.name] = {"path": str(Path(study.path).resolve())}
+    atomic_write_json(path, registry)
 
 
 def load_results(cache: Cache, study: Study) -> pd.DataFrame:

@@ -1,7 +1,8 @@
 """A synthetic study with planted structure: the embedded demo and the tests' fixture.
 
 Each image has a shape (its ground-truth label), a colour, a texture and a few random
-"other" bits. Three representations of clearly different quality:
+"other" bits, and a small drawn thumbnail that shows them. The features are planted, not
+extracted from the thumbnails. Three representations of clearly different quality:
 
 * ``combo-net`` clusters images by (shape, colour) combination: the reverse probe explains
   its clusters almost perfectly from concepts;
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .cache import atomic_write_bytes
+from .shapes import draw_image
 
 SHAPES = ("circle", "square", "triangle", "star", "cross", "ring")
 COLOURS = ("red", "green", "blue", "yellow", "purple")
@@ -63,12 +65,18 @@ def make_synthetic_study(out_dir: str | Path, *, n_images: int = 3000, dim: int 
         "noise-net": rng.normal(size=(n_images, dim)),
     }
 
+    (out / "thumbs").mkdir(parents=True, exist_ok=True)
+    paths = np.array([f"thumbs/{i}.jpg" for i in ids], dtype=object)
+    draw_rng = np.random.default_rng([seed, image_seed, 1])
+    for path, s, c, t in zip(paths, shape, colour, texture):
+        draw_image(SHAPES[s], COLOURS[c], TEXTURES[t], draw_rng).save(out / path, quality=85)
     return write_study(out, f"synthetic-{n_images}", ids, concepts, features, MODELS,
-                       labels=np.array(SHAPES)[shape])
+                       labels=np.array(SHAPES)[shape], paths=paths)
 
 
 def write_study(out: Path, name: str, ids: np.ndarray, concepts: pd.DataFrame, features: dict[str, np.ndarray],
-                metadata: dict[str, dict], *, labels: np.ndarray | None = None) -> Path:
+                metadata: dict[str, dict], *, labels: np.ndarray | None = None,
+                paths: np.ndarray | None = None) -> Path:
     """Write the files of a study (image table, long concept table, one .npy per model, study.toml)."""
     out = Path(out)
     (out / "features").mkdir(parents=True, exist_ok=True)
@@ -77,6 +85,8 @@ def write_study(out: Path, name: str, ids: np.ndarray, concepts: pd.DataFrame, f
     images = pd.DataFrame({"image_id": ids})
     if labels is not None:
         images["label"] = labels
+    if paths is not None:
+        images["path"] = paths
     atomic_write_bytes(out / "images.csv", images.to_csv(index=False).encode())
     atomic_write_bytes(out / "concepts.parquet", concepts.to_parquet(index=False))
     lines = [f'name = "{name}"', 'images = "images.csv"', 'base_group = "labels"', "",

@@ -1,0 +1,103 @@
+"""Read-only access to a cache for the app: studies, tables, images, word clouds. Computes nothing heavy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .cache import Cache
+from .pipeline import STUDIES, groups_label, ranking
+from .study import Study, load_study
+
+BLUE, RED = "#1f5fbf", "#c62828"  # word-cloud colours: cluster i larger, cluster j larger
+
+
+def list_studies(cache: Cache) -> pd.DataFrame:
+    """One row per study the cache has results for: name, study file, rows, models, K values, seeds."""
+    path = cache.root / STUDIES
+    registry = json.loads(path.read_text()) if path.is_file() else {}
+    rows = []
+    for name, entry in sorted(registry.items()):
+        results_file = cache.root / "results" / f"{name}.parquet"
+        if not results_file.is_file():
+            continue
+        results = pd.read_parquet(results_file, columns=["model", "k", "seed", "groups"])
+        rows.append({"study": name, "path": entry["path"], "study_file_exists": Path(entry["path"]).is_file(),
+                     "results": len(results), "models": results["model"].nunique(),
+                     "k": ", ".join(map(str, sorted(results["k"].unique()))), "seeds": results["seed"].nunique(),
+                     "updated": pd.Timestamp(results_file.stat().st_mtime, unit="s").strftime("%Y-%m-%d %H:%M")})
+    return pd.DataFrame(rows, columns=["study", "path", "study_file_exists", "results", "models", "k", "seeds",
+                                       "updated"])
+
+
+def open_study(cache: Cache, name: str) -> Study:
+    registry = json.loads((cache.root / STUDIES).read_text())
+    return load_study(registry[name]["path"])
+
+
+def model_metadata(study: Study) -> pd.DataFrame:
+    rows = [{"model": name, **spec.metadata} for name, spec in study.models.items()]
+    table = pd.DataFrame(rows)
+    for column in ("family", "architecture", "linear_acc"):
+        if column not in table:
+            table[column] = None
+    return table
+
+
+def ranking_table(cache: Cache, study: Study, results: pd.DataFrame) -> pd.DataFrame:
+    """Mean ± std over seeds per model, with the metadata, and the permutation chance level and bootstrap
+    interval of each metric (means over seeds) where ``significance`` has been run."""
+    table = ranking(results).merge(model_metadata(study), on="model", how="left")
+    significance = cache.read_table(study.name, "significance")
+    if significance is not None:
+        sig = significance[significance["probe"].isin(results["probe"])]
+        summary = sig.groupby(["model", "k", "groups", "metric"])[["null_mean", "ci_low", "ci_high", "p_value"]]\
+            .agg({"null_mean": "mean", "ci_low": "mean", "ci_high": "mean", "p_value": "max"}).unstack("metric")
+        summary.columns = [f"{metric}_{stat}" for stat, metric in summary.columns]
+        table = table.merge(summary.reset_index(), on=["model", "k", "groups"], how="left")
+    return table
+
+
+def linear_fit(x: np.ndarray, y: np.ndarray) -> dict:
+    """Least-squares line and Pearson r of y on x (Fig. 3)."""
+    fit = stats.linregress(x, y)
+    return {"slope": float(fit.slope), "intercept": float(fit.intercept), "r": float(fit.rvalue),
+            "p_value": float(fit.pvalue)}
+
+
+def probe_key(results: pd.DataFrame, model: str, k: int, seed: int, groups: tuple[str, ...] | str) -> str | None:
+    label = groups if isinstance(groups, str) else groups_label(groups)
+    row = results[(results["model"] == model) & (results["k"] == k) & (results["seed"] == seed)
+                  & (results["groups"] == label)]
+    return None if row.empty else str(row["probe"].iloc[0])
+
+
+def image_files(study: Study, indices: np.ndarray) -> list[Path | None]:
+    """The image files of the given rows (relative paths start at the study file's folder)."""
+    if study.image_paths is None:
+        return [None] * len(indices)
+    root = Path(study.path).parent
+    return [root / study.image_paths[i] for i in indices]
+
+
+def wordcloud_words(difference: pd.DataFrame, n: int = 40) -> pd.DataFrame:
+    """The ``n`` concepts of largest |theta_i - theta_j|: size = |difference|, colour = side."""
+    top = difference.reindex(difference["difference"].abs().sort_values(ascending=False).index).head(n)
+    top = top[top["difference"] != 0]
+    return top.assign(size=top["difference"].abs(), colour=np.where(top["difference"] > 0, BLUE, RED))
+
+
+def wordcloud_image(words: pd.DataFrame, *, width: int = 640, height: int = 320):
+    """A PIL image of the words (blue: cluster i larger, red: cluster j larger)."""
+    from wordcloud import WordCloud
+
+    colours = dict(zip(words["concept"], words["colour"]))
+    cloud = WordCloud(width=width, height=height, background_color="white", prefer_horizontal=1.0,
+                      random_state=0, collocations=False, margin=4,
+                      color_func=lambda word, **_: colours.get(word, "#555555"))
+    cloud.generate_from_frequencies(dict(zip(words["concept"], words["size"])))
+    return cloud.to_image()
