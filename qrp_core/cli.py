@@ -17,9 +17,8 @@ from .probe import ProbeConfig
 from .quantize import KMeansConfig
 from .split import SplitConfig
 from .study import load_study
-from .synthetic import make_synthetic_study
+from .demo import DEMO_K, build_demo
 
-DEMO_K = 30
 PER_SEED_COLUMNS = ["model", "k", "seed", "groups", "nmi", "ami", "top1", "map", "mi_bits", "mi_norm", "probe"]  # the demo study plants 30 shape x colour combinations
 
 
@@ -47,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m qrp_core", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
 
-    p = verbs.add_parser("demo", help="build the synthetic demo study and measure its three models")
+    p = verbs.add_parser("demo", help="build the synthetic demo study, measure and analyse its three models")
     p.add_argument("--out", type=Path, default=None, help="where to write the study (default: <cache>/demo)")
     p.add_argument("--n-images", type=int, default=3000)
     _common(p)
@@ -139,7 +138,7 @@ def _analysis_verbs(verbs) -> None:
 
 
 def _run_config(args, study) -> RunConfig:
-    groups = tuple(parse_groups(g, study) for g in (args.groups or ["all"]))
+    groups = tuple(parse_groups(g, study) for g in args.groups) if args.groups else ()
     return RunConfig(
         models=tuple(m for m in args.models.split(",") if m), ks=tuple(args.k), seeds=tuple(range(args.seeds)),
         group_sets=groups,
@@ -202,12 +201,13 @@ def _dispatch(args) -> int:
         return 0
     cache = Cache(args.cache)
     if args.verb == "demo":
-        out = args.out or cache.root / "demo"
-        study_path = make_synthetic_study(out, n_images=args.n_images)
-        print(f"demo study written to {study_path}", file=sys.stderr)
-        study = load_study(study_path)
-        results = Runner(study, _run_config(args, study), cache).run()
+        args.groups = None
+        study = build_demo(cache, _run_config(args, None), n_images=args.n_images, out=args.out,
+                           on_stage=lambda text, _: print(f"demo: {text}", file=sys.stderr))
+        results = load_results(cache, study)
+        results = results[(results["k"] == DEMO_K) & (results["groups"] == "+".join(study.concepts.group_names))]
         _print_ranking(results, argparse.Namespace(rows="mean", format="table", output=None, k=None, groups=None))
+        print(f"\nbrowse it: streamlit run app.py   (study file: {study.path})", file=sys.stderr)
         return 0
     if args.verb == "transfer":
         commands.transfer(args, cache)

@@ -1,0 +1,41 @@
+"""Cluster browser: any cluster's images, its over-represented concepts and its probe coefficients."""
+
+import streamlit as st
+
+from pages._shared import command_hint, image_grid, require_selection
+from qrp_core import browse
+from qrp_core.analyses.pairs import nearest_images, over_represented, top_concepts
+from qrp_core.pipeline import load_probe
+
+PER_PAGE = 18
+
+sel = require_selection()
+st.title("Cluster browser")
+model = st.selectbox("Model", sel.models, key="browser_model")
+rows = sel.results[(sel.results["model"] == model) & (sel.results["k"] == sel.k)
+                   & (sel.results["groups"] == "+".join(sel.groups))]
+if rows.empty:
+    command_hint(f"No probe of {model} at K={sel.k} on {'+'.join(sel.groups)}.",
+                 f"python -m qrp_core run {sel.study.path} --models {model} --k {sel.k} --groups {'+'.join(sel.groups)}")
+    st.stop()
+seeds = sorted(rows["seed"])
+seed = sel.seed if sel.seed in seeds else seeds[0]
+probe = browse.probe_key(rows, model, sel.k, seed, sel.groups)
+clustering = sel.cache.manifest("probes", probe)["inputs"]["clustering"]
+k = int(sel.cache.manifest("clusterings", clustering)["params"]["n_clusters"])
+cluster = int(st.number_input(f"Cluster (0 – {k - 1}), seed {seed}", min_value=0, max_value=k - 1, value=0,
+                              key="browser_cluster"))
+members = nearest_images(sel.cache, clustering, cluster, n=None)
+st.markdown(f"**{len(members)} images**, nearest the centroid first")
+pages = max((len(members) + PER_PAGE - 1) // PER_PAGE, 1)
+page = int(st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1, key="browser_page")) - 1
+image_grid(sel.study, members[page * PER_PAGE:(page + 1) * PER_PAGE], columns=6)
+left, right = st.columns(2)
+with left:
+    st.markdown("**Over-represented concepts** (vs the whole collection)")
+    st.dataframe(over_represented(sel.study, sel.cache, clustering, cluster, n=12).round(3), hide_index=True,
+                 width="stretch", key="browser_over")
+with right:
+    st.markdown(f"**Probe coefficients** ({'+'.join(sel.groups)})")
+    st.dataframe(top_concepts(load_probe(sel.cache, probe), cluster, n=12).round(3), hide_index=True,
+                 width="stretch", key="browser_coefficients")

@@ -1,0 +1,75 @@
+"""Cluster pairs (paper Fig. 5, 8-11): pairs a group disambiguates, and why."""
+
+import streamlit as st
+
+from pages._shared import command_hint, csv_download, image_grid, require_selection
+from qrp_core import browse
+from qrp_core.analyses.pairs import explain_pair, nearest_images
+
+PER_PAGE = 12
+
+sel = require_selection()
+st.title("Cluster pairs")
+pairs = sel.table("pairs")
+base, added = "+".join(sel.base), sel.added
+
+
+def use_comparison(base_groups: str, group: str) -> None:
+    st.session_state["base"] = base_groups.split("+")
+    st.session_state["added"] = group
+
+
+available = (pairs[["base", "added"]].drop_duplicates().itertuples(index=False) if pairs is not None else [])
+available = list(available)
+if pairs is None or added is None or (base, added) not in [(a.base, a.added) for a in available]:
+    st.info("Choose probe groups and an added group in the sidebar for which pairs were computed"
+            + (", or pick one of these:" if available else "."))
+    for a in available:
+        st.button(f"{a.base}  →  + {a.added}", on_click=use_comparison, args=(a.base, a.added),
+                  key=f"use_{a.base}_{a.added}")
+    command_hint("To compute another comparison:",
+                 f"python -m qrp_core pairs {sel.study.path} --k {sel.k} --base {base or 'labels'} "
+                 f"--added {added or 'GROUP'}")
+    st.stop()
+
+model = st.selectbox("Model", sel.models, key="pairs_model")
+comparison = pairs[(pairs["model"] == model) & (pairs["k"] == sel.k) & (pairs["base"] == base)
+                   & (pairs["added"] == added)]
+seeds = sorted(comparison["seed"].unique())
+if not seeds:
+    command_hint(f"No pairs for {model} at K={sel.k}.",
+                 f"python -m qrp_core pairs {sel.study.path} --k {sel.k} --base {base} --added {added} --models {model}")
+    st.stop()
+seed = sel.seed if sel.seed in seeds else seeds[0]
+if sel.seed is None:
+    st.caption(f"Cluster ids differ between clusterings: showing seed {seed} (pick a seed in the sidebar).")
+comparison = comparison[comparison["seed"] == seed].sort_values("drop", ascending=False, ignore_index=True)
+st.markdown(f"**{model}**, K={sel.k}, seed {seed}: pairs whose confusion drops most when **{added}** joins "
+            f"**{base}** (confusion = share of the two clusters' test images taken for the other).")
+top = comparison.head(30)
+shown = top[["i", "j", "confusion_a", "confusion_b", "drop"]].copy()
+shown[["confusion_a", "confusion_b", "drop"]] *= 100
+shown.columns = ["cluster i", "cluster j", f"confusion, {base} (%)", f"confusion, + {added} (%)", "drop (points)"]
+st.dataframe(shown.round(2), hide_index=True, width="stretch", key="pairs_table")
+csv_download(comparison, f"{sel.study_name}-pairs-{model}-k{sel.k}-s{seed}.csv", "pairs_csv")
+
+choice = st.selectbox("Pair", range(len(top)), key="pair_choice",
+                      format_func=lambda r: f"{top['i'][r]} vs {top['j'][r]}  (drop {100 * top['drop'][r]:.1f} points)")
+i, j, probe = int(top["i"][choice]), int(top["j"][choice]), top["probe_b"][choice]
+parts = explain_pair(sel.study, sel.cache, probe, i, j, n=10)
+words = browse.wordcloud_words(parts["difference"], n=40)
+st.subheader(f"Why {i} and {j} differ: θ{i} − θ{j} on {base}+{added}")
+st.image(browse.wordcloud_image(words), width="stretch")
+st.caption(f"Blue: larger for cluster {i}; red: larger for cluster {j}; size: |difference|. Words: "
+           + ", ".join(words["concept"].head(12)))
+
+page = st.number_input("Image page", min_value=1, value=1, step=1, key="pair_page") - 1
+clustering = sel.cache.manifest("probes", probe)["inputs"]["clustering"]
+left, right = st.columns(2)
+for column, cluster, side in ((left, i, "i"), (right, j, "j")):
+    with column:
+        members = nearest_images(sel.cache, clustering, cluster, n=None)
+        st.markdown(f"**Cluster {cluster}** · {len(members)} images, nearest its centroid first")
+        image_grid(sel.study, members[page * PER_PAGE:(page + 1) * PER_PAGE], columns=4)
+        st.markdown("Top coefficients")
+        st.dataframe(parts[f"top_{side}"].round(3), hide_index=True, width="stretch", key=f"top_{side}")

@@ -1,0 +1,52 @@
+"""Expert groups (paper Fig. 4 and Table 3): what each concept group adds to the probe."""
+
+import plotly.express as px
+import streamlit as st
+
+from pages._shared import command_hint, csv_download, require_selection
+
+PLOT = {"toImageButtonOptions": {"format": "svg"}}
+
+sel = require_selection()
+st.title("Expert groups")
+cumulative = sel.table("ablation-cumulative")
+if cumulative is None:
+    command_hint("No ablation in the cache for this study.",
+                 f"python -m qrp_core ablation {sel.study.path} --k {sel.k}")
+    st.stop()
+part = cumulative[cumulative["model"].isin(sel.models) & (cumulative["k"] == sel.k)]
+if sel.seed is not None:
+    part = part[part["seed"] == sel.seed]
+if part.empty:
+    command_hint(f"The ablation has no rows for these models at K={sel.k}.",
+                 f"python -m qrp_core ablation {sel.study.path} --k {sel.k} --models {','.join(sel.models)}")
+    st.stop()
+
+st.subheader("Cumulative (Fig. 4)")
+st.caption("Each bar: a probe on the group named and all groups before it; NMI mean ± std over seeds.")
+summary = (part.groupby(["model", "variant", "step", "added", "groups"])["nmi"].agg(["mean", "std"])
+           .reset_index().sort_values(["variant", "step"]))
+summary["mean"] *= 100
+summary["std"] = summary["std"].fillna(0) * 100
+figure = px.bar(summary, x="model", y="mean", error_y="std", color="added", barmode="group", facet_row="variant",
+                category_orders={"added": list(dict.fromkeys(summary["added"]))}, hover_data=["groups"],
+                labels={"mean": "NMI (%)", "added": "last group added"}, height=520)
+st.plotly_chart(figure, config=PLOT, key="cumulative_chart")
+csv_download(summary, f"{sel.study_name}-ablation-cumulative.csv", "cumulative_csv")
+
+gain = sel.table("ablation-gain")
+st.subheader(f"Gain over {sel.study.base_group} alone (Table 3)")
+if gain is None or gain.empty:
+    st.caption("Needs a base group (ground-truth labels) in the study.")
+    st.stop()
+gain = gain[gain["model"].isin(sel.models) & (gain["k"] == sel.k)]
+if sel.seed is not None:
+    gain = gain[gain["seed"] == sel.seed]
+matrix = gain.groupby(["model", "added"])["delta_nmi"].mean().unstack("added") * 100
+base = gain.groupby("model")["base_nmi"].mean() * 100
+heat = px.imshow(matrix, text_auto=".2f", color_continuous_scale="RdBu", color_continuous_midpoint=0,
+                 labels={"x": "added group", "y": "model", "color": "ΔNMI (points)"}, aspect="auto")
+st.plotly_chart(heat, config=PLOT, key="gain_heatmap")
+table = matrix.assign(**{f"{sel.study.base_group} alone (NMI %)": base}).reset_index()
+st.dataframe(table.round(2), hide_index=True, width="stretch", key="gain_table")
+csv_download(table, f"{sel.study_name}-ablation-gain.csv", "gain_csv")

@@ -1,0 +1,46 @@
+"""Home: what the measure is, the studies in the cache, and the demo."""
+
+import streamlit as st
+
+from pages._shared import cache_root, studies, _stamp
+from qrp_core.cache import Cache
+from qrp_core.demo import build_demo
+from qrp_core.pipeline import RunConfig
+
+st.title("Quantized reverse probing")
+st.markdown(
+    "A representation is **interpretable** when the groups it forms are ones people can name. "
+    "qrp clusters each model's features with K-means, labels the same images with concepts from expert "
+    "models (objects, scenes, materials, textures, colours, …), and trains a linear *reverse* probe from "
+    "concepts to cluster ids: the better concepts predict clusters (NMI, AMI, top-1, mAP, mutual information "
+    "in bits), the more semantic the representation; the probe's coefficients say why "
+    "([Laina, Asano, Vedaldi, ICLR 2022](https://openreview.net/forum?id=HFPTzdwN39)).")
+st.graphviz_chart("""
+digraph {
+  rankdir=LR; node [shape=box, style="rounded,filled", fillcolor="#f3f6fb", fontname="sans-serif"];
+  images [label="images"]; features [label="model features\\n(standardised)"];
+  clusters [label="K-means\\nclusters"]; concepts [label="expert concepts\\n(sparse, grouped)"];
+  probe [label="linear reverse probe\\nconcepts → cluster"]; scores [label="NMI · AMI · top-1\\nmAP · MI bits"];
+  images -> features -> clusters -> probe; images -> concepts -> probe; probe -> scores;
+}
+""")
+
+root = cache_root()
+table = studies(str(root), _stamp(root / "studies.json"))
+st.subheader("Studies in the cache")
+if table.empty:
+    st.info(f"`{root}` holds no study yet.")
+else:
+    st.dataframe(table, hide_index=True, width="stretch")
+
+st.subheader("The demo study")
+st.markdown("Three synthetic models of planted quality on 3,000 drawn images (shape × colour × texture): "
+            "`combo-net` clusters by shape *and* colour, `shape-net` by shape, `noise-net` by nothing. "
+            "Building it measures and analyses all three (about a minute).")
+if st.button("Build the demo study", type="primary" if table.empty else "secondary", key="build_demo"):
+    bar = st.progress(0.0, text="starting")
+    build_demo(Cache(root), RunConfig(), on_stage=lambda text, fraction: bar.progress(fraction, text=text),
+               show_progress=False)
+    st.cache_data.clear()
+    st.success("Demo built: pick pages on the left.")
+    st.rerun()
