@@ -2,8 +2,6 @@
 
 import streamlit as st
 
-from pages._shared import sidebar
-
 st.set_page_config(page_title="qrp · reverse probing", page_icon=":material/search:", layout="wide")
 
 navigation = st.navigation({
@@ -15,5 +13,4 @@ navigation = st.navigation({
     "Explain": [st.Page("pages/cluster_pairs.py", title="Cluster pairs", icon=":material/compare_arrows:"),
                 st.Page("pages/cluster_browser.py", title="Cluster browser", icon=":material/grid_view:")],
 })
-st.session_state["selection"] = sidebar()
-navigation.run()
+navigation.run()  # each page draws the shared sidebar (pages/_shared.py) before its content

@@ -81,11 +81,30 @@ class Selection:
         return r[r["groups"] == label]
 
 
-def _from_url(key: str, default):
-    """Initial widget value from the URL query string, so a shared link opens the same view."""
-    if key in st.session_state:
-        return st.session_state[key]
+def _url_value(key: str, default):
+    """A widget's initial value from the URL query string, so a shared link opens the same view."""
     return st.query_params.get(key, default)
+
+
+def _restore(key: str, initial, valid) -> None:
+    """Give a sidebar widget its value before it is drawn. Widgets of different pages are different
+    widgets to Streamlit, so the value lives on under ``_<key>`` and follows the user across pages;
+    ``valid(value)`` returns the value made valid for the current study, or None to use ``initial``
+    (which must be valid)."""
+    store = f"_{key}"
+    value = st.session_state.get(store, initial)
+    value = valid(value)
+    st.session_state[store] = st.session_state[key] = initial if value is None else value
+
+
+def _keep(key: str) -> None:
+    st.session_state[f"_{key}"] = st.session_state[key]
+
+
+def set_selection(**values) -> None:
+    """Change sidebar values from a page (in a widget callback): e.g. ``set_selection(base=[...])``."""
+    for key, value in values.items():
+        st.session_state[f"_{key}"] = value
 
 
 def sidebar() -> Selection | None:
@@ -96,39 +115,37 @@ def sidebar() -> Selection | None:
         st.sidebar.info("No study in the cache yet: build the demo on the Home page.")
         return None
     names = table["study"].tolist()
-    name = st.sidebar.selectbox("Study", names, index=names.index(_from_url("study", names[0]))
-                                if _from_url("study", names[0]) in names else 0, key="study")
-    stamp = _stamp(root / "results" / f"{name}.parquet")
+    _restore("study", _url_value("study", names[0]), lambda v: v if v in names else names[0])
+    name = st.sidebar.selectbox("Study", names, key="study", on_change=_keep, args=("study",))
     the_study = study(str(root), name, _stamp(Path(table.set_index("study").loc[name, "path"])))
-    all_results = results(str(root), name, stamp)
+    all_results = results(str(root), name, _stamp(root / "results" / f"{name}.parquet"))
 
     meta = browse.model_metadata(the_study).set_index("model")
-    model_names = [m for m in dict.fromkeys(all_results["model"])]
+    model_names = list(dict.fromkeys(all_results["model"]))
     family = {m: (meta["family"].get(m) if m in meta.index else None) or "other" for m in model_names}
     model_names.sort(key=lambda m: (family[m], m))
-    url_models = _from_url("models", ",".join(model_names))
-    default_models = [m for m in (url_models if isinstance(url_models, list) else url_models.split(","))
-                      if m in model_names] or model_names
-    models = st.sidebar.multiselect("Models", model_names, default=default_models, key="models",
+    known = lambda values, options: [v for v in values if v in options] or None  # noqa: E731
+    _restore("models", known(_url_value("models", "").split(","), model_names) or model_names,
+             lambda v: known(v, model_names))
+    models = st.sidebar.multiselect("Models", model_names, key="models", on_change=_keep, args=("models",),
                                     format_func=lambda m: f"{m}  ·  {family[m]}")
     ks = sorted(int(k) for k in all_results["k"].unique())
-    k_default = int(_from_url("k", ks[len(ks) // 2]))
-    k = st.sidebar.selectbox("K (clusters)", ks, index=ks.index(k_default) if k_default in ks else 0, key="k")
+    _restore("k", _url_value("k", str(ks[len(ks) // 2])),
+             lambda v: int(v) if str(v).isdigit() and int(v) in ks else ks[len(ks) // 2])
+    k = st.sidebar.selectbox("K (clusters)", ks, key="k", on_change=_keep, args=("k",))
     seeds = [ALL_SEEDS] + sorted(int(s) for s in all_results["seed"].unique())
-    seed_default = _from_url("seed", ALL_SEEDS)
-    seed_default = seed_default if seed_default == ALL_SEEDS else int(seed_default)
-    seed = st.sidebar.selectbox("Seed", seeds, index=seeds.index(seed_default) if seed_default in seeds else 0,
-                                key="seed")
+    _restore("seed", _url_value("seed", ALL_SEEDS),
+             lambda v: int(v) if str(v).isdigit() and int(v) in seeds else ALL_SEEDS)
+    seed = st.sidebar.selectbox("Seed", seeds, key="seed", on_change=_keep, args=("seed",))
 
     group_names = list(the_study.concepts.group_names)
-    url_base = _from_url("base", ",".join(group_names))
-    base_default = [g for g in (url_base if isinstance(url_base, list) else url_base.split(",")) if g in group_names]
-    base = st.sidebar.multiselect("Probe on groups", group_names, default=base_default or group_names, key="base",
+    _restore("base", known(_url_value("base", "").split(","), group_names) or group_names,
+             lambda v: known(v, group_names))
+    base = st.sidebar.multiselect("Probe on groups", group_names, key="base", on_change=_keep, args=("base",),
                                   help="the probe's concept groups; pages that compare probes add one more")
     added_options = [NO_GROUP] + [g for g in group_names if g not in base]
-    added_default = _from_url("added", NO_GROUP)
-    added = st.sidebar.selectbox("Added group", added_options, key="added",
-                                 index=added_options.index(added_default) if added_default in added_options else 0)
+    _restore("added", _url_value("added", NO_GROUP), lambda v: v if v in added_options else NO_GROUP)
+    added = st.sidebar.selectbox("Added group", added_options, key="added", on_change=_keep, args=("added",))
     st.query_params.update({"study": name, "models": ",".join(models), "k": str(k), "seed": str(seed),
                             "base": ",".join(base), "added": added})
     return Selection(cache=Cache(root), study_name=name, study=the_study, results=all_results,
@@ -137,7 +154,8 @@ def sidebar() -> Selection | None:
 
 
 def require_selection() -> Selection:
-    selection = st.session_state.get("selection")
+    """Draw the sidebar and return its selection; stop the page with a hint when there is none."""
+    selection = sidebar()
     if selection is None:
         st.info("The cache holds no study yet. Build the demo on the Home page, or run "
                 "`python -m qrp_core run study.toml`.")

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from pages._shared import command_hint, csv_download, image_grid, require_selection
+from pages._shared import command_hint, csv_download, image_grid, require_selection, set_selection
 from qrp_core import browse
 from qrp_core.analyses.pairs import explain_pair, nearest_images
 
@@ -15,8 +15,7 @@ base, added = "+".join(sel.base), sel.added
 
 
 def use_comparison(base_groups: str, group: str) -> None:
-    st.session_state["base"] = base_groups.split("+")
-    st.session_state["added"] = group
+    set_selection(base=base_groups.split("+"), added=group)
 
 
 available = (pairs[["base", "added"]].drop_duplicates().itertuples(index=False) if pairs is not None else [])

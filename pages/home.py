@@ -2,11 +2,12 @@
 
 import streamlit as st
 
-from pages._shared import cache_root, studies, _stamp
+from pages._shared import cache_root, sidebar, studies, _stamp
 from qrp_core.cache import Cache
 from qrp_core.demo import build_demo
 from qrp_core.pipeline import RunConfig
 
+sidebar()
 st.title("Quantized reverse probing")
 st.markdown(
     "A representation is **interpretable** when the groups it forms are ones people can name. "

@@ -16,10 +16,11 @@ if not names:
 name = st.selectbox("Target collection", names, format_func=lambda n: n.removeprefix("transfer-"),
                     key="transfer_target")
 table = sel.table(name)
-table = table[table["model"].isin(sel.models) & (table["k"] == sel.k)]
+groups = "+".join(sel.groups)
+table = table[table["model"].isin(sel.models) & (table["k"] == sel.k) & (table["groups"] == groups)]
 if table.empty:
-    command_hint(f"No transferred probes for these models at K={sel.k}.",
-                 f"python -m qrp_core transfer {sel.study.path} OTHER/study.toml --k {sel.k}")
+    command_hint(f"No transferred probes for these models at K={sel.k} on {groups}.",
+                 f"python -m qrp_core transfer {sel.study.path} OTHER/study.toml --k {sel.k} --groups {groups}")
     st.stop()
 columns = ["source_top1", "target_top1", "target_top5", "source_nmi", "target_nmi", "target_ami"]
 summary = (table.groupby(["model", "groups"])[columns].agg(["mean", "std"]) * 100).round(2)

@@ -56,4 +56,4 @@ def _significance(study: Study, cache: Cache, config: RunConfig) -> None:
 def _transfer(study: Study, cache: Cache, out: Path, n_images: int) -> None:
     other = load_study(make_synthetic_study(out.parent / f"{out.name}-transfer", n_images=n_images // 2,
                                             image_seed=1))
-    run_transfer(study, other, cache, k=DEMO_K)
+    run_transfer(study, other, cache, k=DEMO_K, groups="+".join(study.concepts.group_names))

@@ -31,3 +31,14 @@ def tiny_cache(tiny_study, tmp_path_factory):
     cache = Cache(tmp_path_factory.mktemp("cache"))
     results = Runner(tiny_study, TINY_RUN, cache, show_progress=False).run()
     return cache, results
+
+
+@pytest.fixture(scope="session")
+def demo_cache(tmp_path_factory):
+    """A small demo (every view has content) in its own cache folder, for the app's tests."""
+    from qrp_core.demo import build_demo
+
+    root = tmp_path_factory.mktemp("demo-cache")
+    config = RunConfig(seeds=(0, 1), kmeans=KMeansConfig(n_iter=10, n_restarts=2), probe=ProbeConfig(max_epochs=15))
+    study = build_demo(Cache(root), config, n_images=600, show_progress=False)
+    return root, study

@@ -1,0 +1,136 @@
+"""Every page of the app on a small demo cache, asserting on content against the engine's numbers."""
+
+import numpy as np
+import pytest
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from qrp_core import browse
+from qrp_core.analyses.ablation import gain_summary
+from qrp_core.analyses.pairs import explain_pair, over_represented
+from qrp_core.cache import Cache
+from qrp_core.pipeline import load_results
+
+APP = Path(__file__).resolve().parents[1] / "app.py"
+
+
+def frame(at, column):
+    """The page's table that has this column (AppTest does not look tables up by key)."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
+@pytest.fixture
+def app(demo_cache, monkeypatch):
+    root, _ = demo_cache
+    monkeypatch.setenv("QRP_CACHE", str(root))
+
+    def open_page(page=None, **query):
+        at = AppTest.from_file(str(APP), default_timeout=60)
+        for key, value in query.items():
+            at.query_params[key] = value
+        at.run()
+        if page:
+            at.switch_page(f"pages/{page}.py").run()
+        assert not at.exception, at.exception
+        return at
+
+    return open_page
+
+
+def test_home_lists_the_demo_study(app, demo_cache):
+    at = app()
+    _, study = demo_cache
+    assert at.title[0].value == "Quantized reverse probing"
+    assert at.dataframe[0].value["study"].tolist() == [study.name]
+    assert at.button(key="build_demo")
+
+
+def test_ranking_table_equals_the_engine(app, demo_cache):
+    root, study = demo_cache
+    at = app("ranking")
+    table = frame(at, "NMI ±").set_index("model")
+    results = load_results(Cache(root), study)
+    rows = results[(results["k"] == 30) & (results["groups"] == "+".join(study.concepts.group_names))]
+    for model, part in rows.groupby("model"):
+        assert table.loc[model, "NMI"] == pytest.approx(100 * part["nmi"].mean())
+        assert table.loc[model, "NMI ±"] == pytest.approx(100 * part["nmi"].std(ddof=1))
+        assert table.loc[model, "MI (bits)"] == pytest.approx(part["mi_bits"].mean())
+    assert "NMI chance" in table.columns  # the demo ran the permutation baseline
+    assert table["NMI"].idxmax() == "combo-net"
+    assert at.get("plotly_chart")
+
+
+def test_sidebar_selection_filters_and_lands_in_the_url(app):
+    at = app("ranking", models="combo-net,noise-net", seed="1")
+    table = frame(at, "NMI ±")
+    assert sorted(table["model"]) == ["combo-net", "noise-net"]
+    assert at.query_params["seed"] == ["1"] or at.query_params["seed"] == "1"
+    assert "Seed 1 only" in " ".join(c.value for c in at.caption)
+
+
+def test_expert_groups_gain_equals_the_engine(app, demo_cache):
+    root, study = demo_cache
+    at = app("expert_groups")
+    table = frame(at, "labels alone (NMI %)").set_index("model")
+    gain = Cache(root).read_table(study.name, "ablation-gain")
+    expected = gain_summary(gain[gain["k"] == 30]).set_index("model")
+    for model in expected.index:
+        assert table.loc[model, "colour"] == pytest.approx(round(expected.loc[model, "colour"], 2))
+
+
+def test_cluster_pairs_are_ordered_by_drop_and_the_cloud_shows_the_top_concepts(app, demo_cache):
+    root, study = demo_cache
+    at = app("cluster_pairs", base="labels", added="colour", seed="0")
+    pairs = frame(at, "drop (points)")
+    drops = pairs["drop (points)"].to_numpy()
+    assert len(drops) > 3 and np.all(np.diff(drops) <= 1e-9)
+    stored = Cache(root).read_table(study.name, "pairs")
+    top = stored[(stored["model"] == "combo-net") & (stored["seed"] == 0) & (stored["k"] == 30)]\
+        .sort_values("drop", ascending=False).iloc[0]
+    assert (pairs.iloc[0]["cluster i"], pairs.iloc[0]["cluster j"]) == (top["i"], top["j"])
+    words = browse.wordcloud_words(explain_pair(study, Cache(root), top["probe_b"], int(top["i"]), int(top["j"]))
+                                   ["difference"])
+    caption = next(c.value for c in at.caption if c.value.startswith("Blue:"))
+    assert caption.endswith(", ".join(words["concept"].head(12)))
+    assert set(words["concept"].head(2)) <= {f"[Color] {c}" for c in ("red", "green", "blue", "yellow", "purple")}
+    assert len(at.get("image")) >= 1 + 2 * 12  # the word cloud and a page of each cluster's images
+
+
+def test_cluster_pairs_offers_the_computed_comparisons(app):
+    at = app("cluster_pairs")
+    button = at.button(key="use_labels_colour")
+    button.click().run()
+    assert at.session_state["base"] == ["labels"] and at.session_state["added"] == "colour"
+    assert at.query_params["added"] in ("colour", ["colour"])
+    assert frame(at, "drop (points)").shape[0] > 0
+
+
+def test_cluster_browser_shows_the_engine_profile(app, demo_cache):
+    root, study = demo_cache
+    at = app("cluster_browser", seed="0")
+    at.number_input(key="browser_cluster").set_value(2).run()
+    shown = frame(at, "lift")
+    results = load_results(Cache(root), study)
+    row = results[(results["model"] == "combo-net") & (results["k"] == 30) & (results["seed"] == 0)
+                  & (results["groups"] == "+".join(study.concepts.group_names))].iloc[0]
+    expected = over_represented(study, Cache(root), row["clustering"], 2, n=12)
+    assert shown["concept"].tolist() == expected["concept"].tolist()
+
+
+def test_varying_k_and_transfer(app, demo_cache):
+    at = app("varying_k")
+    assert len(at.get("plotly_chart")) == 2
+    at = app("transfer")
+    table = frame(at, "target_top1 mean")
+    assert set(table["model"]) == {"combo-net", "shape-net", "noise-net"}
+    assert table.set_index("model").loc["combo-net", "target_top1 mean"] > 50
+
+
+def test_pages_say_how_to_compute_what_is_missing(tmp_path, monkeypatch, tiny_cache):
+    cache, _ = tiny_cache
+    monkeypatch.setenv("QRP_CACHE", str(cache.root))
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    at.switch_page("pages/transfer.py").run()
+    assert not at.exception
+    assert any("python -m qrp_core transfer" in c.value for c in at.code)
