@@ -15,7 +15,8 @@ st.markdown(
     "models (objects, scenes, materials, textures, colours, …), and trains a linear *reverse* probe from "
     "concepts to cluster ids: the better concepts predict clusters (NMI, AMI, top-1, mAP, mutual information "
     "in bits), the more semantic the representation; the probe's coefficients say why "
-    "([Laina, Asano, Vedaldi, ICLR 2022](https://openreview.net/forum?id=HFPTzdwN39)).")
+    "(Laina, Asano, Vedaldi, *Measuring the Interpretability of Unsupervised Representations via Quantized "
+    "Reverse Probing*, ICLR 2022).")
 st.graphviz_chart("""
 digraph {
   rankdir=LR; node [shape=box, style="rounded,filled", fillcolor="#f3f6fb", fontname="sans-serif"];

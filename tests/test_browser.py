@@ -1,0 +1,101 @@
+"""The app in a real browser: `streamlit run` on 127.0.0.1 driven by Debian's headless Chromium."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+PAGES = ["", "ranking", "expert_groups", "varying_k", "transfer", "cluster_pairs?base=labels&added=colour&seed=0",
+         "cluster_browser"]
+
+if not Path(CHROMIUM).exists() or __import__("importlib").util.find_spec("playwright") is None:
+    if os.environ.get("CI"):
+        raise RuntimeError("CI needs Debian's chromium and the playwright package (see .ci/run)")
+    pytest.skip("needs Debian's chromium (apt-get install chromium) and playwright", allow_module_level=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(demo_cache):
+    root, _ = demo_cache
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
+         "--server.address", "127.0.0.1", "--server.port", str(port), "--server.fileWatcherType", "none",
+         "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env={**os.environ, "QRP_CACHE": str(root)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            raise RuntimeError("streamlit did not start")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield chromium
+        chromium.close()
+
+
+def _load(page, url: str) -> float:
+    start = time.perf_counter()
+    page.goto(url, wait_until="networkidle")
+    page.wait_for_selector('[data-testid="stMain"] h1', timeout=30_000)
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
+    page.wait_for_timeout(500)
+    return time.perf_counter() - start
+
+
+def test_every_page_renders_without_errors(server, browser, tmp_path):
+    shots = Path(os.environ.get("QRP_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1800})
+    for path in PAGES:
+        _load(page, f"{server}/{path}")
+        exceptions = page.locator('[data-testid="stException"]')
+        assert exceptions.count() == 0, f"{path}: {exceptions.first.inner_text()}"
+        main_text = page.locator('[data-testid="stMain"]').inner_text()
+        assert len(main_text.strip()) > 40, f"{path}: empty main area"
+        name = path.split("?")[0] or "home"
+        page.screenshot(path=str(shots / f"{name}.png"))
+    page.close()
+
+
+def test_selection_follows_the_user_across_pages_and_into_the_url(server, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    _load(page, f"{server}/ranking?seed=1")
+    assert "Seed 1 only" in page.locator('[data-testid="stMain"]').inner_text()
+    page.get_by_role("link", name="Cluster browser").click()
+    page.wait_for_selector("text=Cluster browser", timeout=30_000)
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
+    page.wait_for_timeout(500)
+    assert "seed 1" in page.locator('[data-testid="stMain"]').inner_text()
+    assert "seed=1" in page.url
+    page.close()
