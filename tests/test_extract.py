@@ -1,0 +1,101 @@
+"""Feature extraction with real weights on real images from ../shared/data (skipped where it is absent)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from qrp_core.errors import InputError
+from qrp_core.extract import ImageList, extract, list_images, load_batch
+from qrp_core.networks import get_source, list_sources
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+IMAGENETTE = SHARED / "data" / "imagenette-val"
+CIFAR = SHARED / "data" / "cifar10-test"
+RESNET20 = SHARED / "models" / "cifar10-resnet" / "resnet20-12fca82f.th"
+IMAGENET_INDEX = {"n01440764": 0, "n02102040": 217, "n02979186": 482, "n03000684": 491, "n03028079": 497,
+                  "n03394916": 566, "n03417042": 569, "n03425413": 571, "n03445777": 574, "n03888257": 701}
+needs_shared = pytest.mark.skipif(not IMAGENETTE.is_dir(), reason=f"needs the shared data folder {SHARED}/data")
+
+
+def _subset(images: ImageList, indices) -> ImageList:
+    labels = None if images.labels is None else tuple(images.labels[i] for i in indices)
+    return ImageList(images.root, tuple(images.paths[i] for i in indices), tuple(images.ids[i] for i in indices), labels)
+
+
+def _first_per_class(images: ImageList, n: int) -> list[int]:
+    return [i for c in sorted(set(images.labels)) for i in [j for j, l in enumerate(images.labels) if l == c][:n]]
+
+
+@needs_shared
+def test_efficientnet_lite0_recognises_imagenette():
+    images = list_images(IMAGENETTE)
+    chosen = _first_per_class(images, 10)  # the first ten files of each class
+    source = get_source("efficientnet-lite0")
+    x = load_batch([images.paths[i] for i in chosen], source.image_size, source.mean, source.std)
+    with torch.inference_mode():
+        logits = source.model(x)
+    truth = torch.tensor([IMAGENET_INDEX[images.labels[i]] for i in chosen])
+    # measured on these 100 images: top-1 of 1000 classes 0.67 (cassette player and church are hard),
+    # top-5 0.91, and 0.98 among the ten Imagenette classes
+    assert (logits.argmax(1) == truth).float().mean() >= 0.6
+    assert (logits.topk(5).indices == truth[:, None]).any(1).float().mean() >= 0.85
+    ten = torch.tensor(sorted(IMAGENET_INDEX.values()))
+    assert (ten[logits[:, ten].argmax(1)] == truth).float().mean() >= 0.9
+
+
+@needs_shared
+def test_cifar_resnet20_from_its_state_dict():
+    images = list_images(CIFAR)
+    chosen = np.random.default_rng(0).choice(len(images.paths), 200, replace=False)
+    source = get_source("cifar-resnet20", weights=RESNET20)
+    x = load_batch([images.paths[i] for i in chosen], 32, source.mean, source.std)
+    with torch.inference_mode():
+        predicted = source.model(x).argmax(1).numpy()
+    classes = np.array(sorted(set(images.labels)))
+    assert np.mean(classes[predicted] == np.array(images.labels)[chosen]) >= 0.75
+
+
+@needs_shared
+def test_extraction_resumes_without_recomputing_and_gives_identical_features(tmp_path, monkeypatch):
+    images = _subset(list_images(CIFAR), range(0, 10000, 100))  # 100 images
+    source = get_source("cifar-resnet20", weights=RESNET20)
+    whole = extract(source, images, tmp_path / "whole", batch_size=16, show_progress=False)
+    partial_dir = tmp_path / "resumed"
+    extract(source, images, partial_dir, batch_size=16, show_progress=False, stop_after=3)  # interrupted
+    calls = []
+    original = source.model.forward
+    monkeypatch.setattr(source.model, "forward", lambda x: calls.append(len(x)) or original(x))
+    resumed = extract(source, images, partial_dir, batch_size=16, show_progress=False)
+    assert len(calls) == 7 - 3  # 7 batches in all, 3 were done
+    for layer in ("final", "layer1", "layer2"):
+        np.testing.assert_array_equal(np.load(whole[layer]), np.load(resumed[layer]))
+    final = np.load(whole["final"])
+    assert final.shape == (100, 64) and np.isfinite(final).all()
+
+
+def test_baselines_and_registry(tmp_path):
+    from PIL import Image
+    for i, colour in enumerate([(255, 0, 0), (0, 0, 255)]):
+        (tmp_path / "imgs" / f"c{i}").mkdir(parents=True)
+        Image.new("RGB", (40, 30), colour).save(tmp_path / "imgs" / f"c{i}" / "a.png")
+    images = list_images(tmp_path / "imgs")
+    assert images.ids == ("c0/a.png", "c1/a.png") and images.labels == ("c0", "c1")
+    hist = np.load(extract(get_source("colour-histogram"), images, tmp_path / "h", show_progress=False)["final"])
+    assert hist.shape == (2, 512)
+    np.testing.assert_allclose(hist.sum(1), 1.0)
+    assert hist[0].argmax() == 7 * 64 and hist[1].argmax() == 7  # pure red / pure blue bins
+    pixels = np.load(extract(get_source("pixels", side=4), images, tmp_path / "p", show_progress=False)["final"])
+    np.testing.assert_allclose(pixels[0].reshape(3, 16)[0], 1.0, atol=1e-6)  # red channel full
+    assert {"efficientnet-lite0", "cifar-resnet56", "pixels"} <= set(list_sources())
+    with pytest.raises(InputError, match="unknown model source 'resnet-9000'"):
+        get_source("resnet-9000")
+    with pytest.raises(InputError, match="checkpoint not found"):
+        get_source("cifar-resnet20", weights=tmp_path / "nope.th")
+
+
+def test_random_init_is_seeded():
+    a = get_source("cifar-resnet20", seed=3).model.conv1.weight
+    b = get_source("cifar-resnet20", seed=3).model.conv1.weight
+    assert torch.equal(a, b)
