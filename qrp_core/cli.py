@@ -17,7 +17,7 @@ from .probe import ProbeConfig
 from .quantize import KMeansConfig
 from .split import SplitConfig
 from .study import load_study
-from .demo import DEMO_K, build_demo
+from .demo import DEMO_K, build_demo, build_photo_study
 
 PER_SEED_COLUMNS = ["model", "k", "seed", "groups", "nmi", "ami", "top1", "map", "mi_bits", "mi_norm", "probe"]  # the demo study plants 30 shape x colour combinations
 
@@ -49,8 +49,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("demo", help="build the synthetic demo study, measure and analyse its three models")
     p.add_argument("--out", type=Path, default=None, help="where to write the study (default: <cache>/demo)")
     p.add_argument("--n-images", type=int, default=3000)
+    p.add_argument("--study", choices=["synthetic", "imagenette", "cifar10"], default="synthetic",
+                   help="synthetic (default, built from code), or real photos from --images")
+    p.add_argument("--images", type=Path, default=None,
+                   help="folder of class folders (imagenette: ../shared/data/imagenette-val here)")
+    p.add_argument("--weights-dir", type=Path, default=None, help="cifar10: folder of the CIFAR ResNet .th files")
     _common(p)
     _grid_options(p, k_default=DEMO_K)
+
+    p = verbs.add_parser("extract", help="run a model source over a folder of images (resumable)")
+    p.add_argument("--source", required=True, help="efficientnet-lite0/1/2, cifar-resnet20/32/44/56, pixels, "
+                   "colour-histogram")
+    p.add_argument("--images", type=Path, required=True, help="folder of images or of class folders")
+    p.add_argument("--out", type=Path, required=True, help="folder for <layer>.npy and images.csv")
+    p.add_argument("--weights", type=Path, default=None, help="state dict (CIFAR ResNets)")
+    p.add_argument("--random-init", action="store_true", help="EfficientNet without its ImageNet weights")
+    p.add_argument("--blocks", type=int, nargs="*", default=[], help="EfficientNet blocks to keep as layers too")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
     p = verbs.add_parser("run", help="cluster, probe and score the study's models")
     p.add_argument("study", type=Path, help="study .toml file")
@@ -200,6 +216,17 @@ def _dispatch(args) -> int:
         print(f"{study.n_images} images, {len(study.concepts.names)} concepts in groups: {groups}")
         return 0
     cache = Cache(args.cache)
+    if args.verb == "extract":
+        return _extract(args)
+    if args.verb == "demo" and args.study != "synthetic":
+        if args.images is None:
+            raise InputError(f"--study {args.study} needs --images", fix="pass the folder of class folders")
+        study = build_photo_study(args.study, args.images, args.out or cache.root / args.study,
+                                  weights_dir=args.weights_dir)
+        args.groups = None
+        results = Runner(study, _run_config(args, study), cache).run()
+        _print_ranking(results, argparse.Namespace(rows="mean", format="table", output=None, k=None, groups=None))
+        return 0
     if args.verb == "demo":
         args.groups = None
         study = build_demo(cache, _run_config(args, None), n_images=args.n_images, out=args.out,
@@ -243,3 +270,21 @@ def _dispatch(args) -> int:
         print(f"wrote {len(table)} rows to {args.output}", file=sys.stderr)
         return 0
     raise AssertionError(args.verb)
+
+
+def _extract(args) -> int:
+    from .extract import extract, list_images
+    from .networks import get_source
+
+    options = {}
+    if args.weights is not None:
+        options["weights"] = args.weights
+    if args.source.startswith("efficientnet"):
+        options.update(pretrained=not args.random_init, blocks=tuple(args.blocks))
+    source = get_source(args.source, **options)
+    images = list_images(args.images)
+    files = extract(source, images, args.out, batch_size=args.batch_size, device=args.device)
+    images.table().to_csv(args.out / "images.csv", index=False)
+    for layer, path in files.items():
+        print(f"{layer}: {path}")
+    return 0

@@ -11,9 +11,10 @@ from .analyses.pairs import run_pairs
 from .analyses.significance import significance_table
 from .analyses.transfer import run_transfer
 from .cache import Cache
+from .errors import InputError
 from .pipeline import RunConfig, Runner
 from .study import Study, load_study
-from .synthetic import make_synthetic_study
+from .synthetic import make_synthetic_study, write_study
 
 DEMO_K = 30  # the demo study plants 30 shape x colour combinations
 DEMO_SWEEP = (10, 60)  # extra K for the varying-K view
@@ -57,3 +58,67 @@ def _transfer(study: Study, cache: Cache, out: Path, n_images: int) -> None:
     other = load_study(make_synthetic_study(out.parent / f"{out.name}-transfer", n_images=n_images // 2,
                                             image_seed=1))
     run_transfer(study, other, cache, k=DEMO_K, groups="+".join(study.concepts.group_names))
+
+
+# --- demo studies of real photos -----------------------------------------------------------------
+IMAGENETTE_CLASSES = {"n01440764": "tench", "n02102040": "English springer", "n02979186": "cassette player",
+                      "n03000684": "chain saw", "n03028079": "church", "n03394916": "French horn",
+                      "n03417042": "garbage truck", "n03425413": "gas pump", "n03445777": "golf ball",
+                      "n03888257": "parachute"}
+# extraction jobs (one pass of a network each) and the representations they give:
+# job -> (source, options); representation -> (job, layer, metadata)
+PHOTO_JOBS = {
+    "imagenette": {"lite0": ("efficientnet-lite0", {"blocks": (3, 7, 11)}), "lite1": ("efficientnet-lite1", {}),
+                   "lite2": ("efficientnet-lite2", {}), "lite0-random": ("efficientnet-lite0", {"pretrained": False}),
+                   "pixels": ("pixels", {"side": 16})},
+    "cifar10": {**{f"resnet{d}": (f"cifar-resnet{d}", {"weights": f"resnet{d}"}) for d in (20, 32, 44, 56)},
+                "resnet20-random": ("cifar-resnet20", {}), "pixels": ("pixels", {"side": 16, "image_size": 32})},
+}
+PHOTO_MODELS = {
+    "imagenette": {
+        **{f"lite{v}": (f"lite{v}", "final", {"network": f"lite{v}", "layer": 16}) for v in (0, 1, 2)},
+        **{f"lite0-block{b}": ("lite0", f"block{b}", {"network": "lite0", "layer": b}) for b in (3, 7, 11)},
+        "lite0-random": ("lite0-random", "final", {}), "pixels": ("pixels", "final", {}),
+    },
+    "cifar10": {job: (job, "final", {}) for job in PHOTO_JOBS["cifar10"]},
+}
+
+
+def build_photo_study(name: str, images_root: Path, out: Path, *, weights_dir: Path | None = None,
+                      show_progress: bool = True) -> Study:
+    """A study of a folder of class folders (Imagenette, CIFAR-10): thumbnails, the ground-truth labels
+    as the base group (the only concepts until experts label the images), and the features of every
+    representation in ``PHOTO_MODELS[name]``, extracted once per network and resumably."""
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    from .extract import extract, list_images
+    from .networks import get_source
+
+    images = list_images(images_root)
+    thumbs = out / "thumbs"
+    thumbs.mkdir(parents=True, exist_ok=True)
+    paths = np.array([f"thumbs/{i.replace('/', '__').rsplit('.', 1)[0]}.jpg" for i in images.ids], dtype=object)
+    for source_path, thumb in zip(images.paths, paths):
+        if not (out / thumb).is_file():
+            with Image.open(source_path) as image:
+                image.convert("RGB").resize((64, 64), Image.BILINEAR).save(out / thumb, quality=85)
+    files, sources = {}, {}
+    for job, (source_name, options) in PHOTO_JOBS[name].items():
+        options = dict(options)
+        if "weights" in options:
+            matches = sorted((weights_dir or Path()).glob(f"{options['weights']}-*.th"))
+            if not matches:
+                raise InputError(f"no {options['weights']} weights", where=weights_dir or Path(),
+                                 fix="pass --weights-dir with the CIFAR ResNet .th files")
+            options["weights"] = matches[0]
+        sources[job] = get_source(source_name, **options)
+        files[job] = extract(sources[job], images, out / "features", prefix=f"{job}--", show_progress=show_progress)
+    features = {model: files[job][layer] for model, (job, layer, _) in PHOTO_MODELS[name].items()}
+    metadata = {model: {**sources[job].metadata, **meta} for model, (job, _, meta) in PHOTO_MODELS[name].items()}
+    labels = np.array([IMAGENETTE_CLASSES.get(label, label) for label in images.labels], dtype=object)
+    no_concepts = pd.DataFrame({"image_id": pd.Series([], dtype=str), "concept": pd.Series([], dtype=str),
+                                "group": pd.Series([], dtype=str)})
+    return load_study(write_study(out, name, np.array(images.ids, dtype=object), no_concepts, features, metadata,
+                                  labels=labels, paths=paths))

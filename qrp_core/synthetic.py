@@ -77,11 +77,19 @@ def make_synthetic_study(out_dir: str | Path, *, n_images: int = 3000, dim: int 
 def write_study(out: Path, name: str, ids: np.ndarray, concepts: pd.DataFrame, features: dict[str, np.ndarray],
                 metadata: dict[str, dict], *, labels: np.ndarray | None = None,
                 paths: np.ndarray | None = None) -> Path:
-    """Write the files of a study (image table, long concept table, one .npy per model, study.toml)."""
+    """Write the files of a study (image table, long concept table, one .npy per model, study.toml).
+
+    A feature value that is a path to a file inside ``out`` is referenced, not copied.
+    """
     out = Path(out)
     (out / "features").mkdir(parents=True, exist_ok=True)
+    feature_files = {}
     for model, x in features.items():
-        np.save(out / "features" / f"{model}.npy", x.astype(np.float32))
+        if isinstance(x, Path):
+            feature_files[model] = x.relative_to(out).as_posix()
+        else:
+            np.save(out / "features" / f"{model}.npy", x.astype(np.float32))
+            feature_files[model] = f"features/{model}.npy"
     images = pd.DataFrame({"image_id": ids})
     if labels is not None:
         images["label"] = labels
@@ -92,7 +100,7 @@ def write_study(out: Path, name: str, ids: np.ndarray, concepts: pd.DataFrame, f
     lines = [f'name = "{name}"', 'images = "images.csv"', 'base_group = "labels"', "",
              "[concepts]", 'table = "concepts.parquet"']
     for model in features:
-        lines += ["", f"[models.{model}]", f'features = "features/{model}.npy"']
+        lines += ["", f"[models.{model}]", f'features = "{feature_files[model]}"']
         lines += [f"{k} = {json.dumps(v)}" for k, v in metadata.get(model, {}).items()]
     study_path = out / "study.toml"
     atomic_write_bytes(study_path, ("\n".join(lines) + "\n").encode())

@@ -99,3 +99,28 @@ def test_random_init_is_seeded():
     a = get_source("cifar-resnet20", seed=3).model.conv1.weight
     b = get_source("cifar-resnet20", seed=3).model.conv1.weight
     assert torch.equal(a, b)
+
+
+@needs_shared
+def test_cifar10_demo_study_is_built_from_real_images(tmp_path):
+    from qrp_core.cache import Cache
+    from qrp_core.demo import build_photo_study
+    from qrp_core.pipeline import RunConfig, Runner
+    from qrp_core.probe import ProbeConfig
+    from qrp_core.quantize import KMeansConfig
+
+    images = tmp_path / "images"
+    for label in sorted(p.name for p in CIFAR.iterdir()):
+        (images / label).mkdir(parents=True)
+        for name in sorted(p.name for p in (CIFAR / label).iterdir())[:6]:
+            (images / label / name).symlink_to(CIFAR / label / name)  # read in place, never copied
+    study = build_photo_study("cifar10", images, tmp_path / "study", weights_dir=RESNET20.parent,
+                              show_progress=False)
+    assert set(study.models) == {"resnet20", "resnet32", "resnet44", "resnet56", "resnet20-random", "pixels"}
+    assert study.features("resnet56").shape == (60, 64) and study.features("pixels").shape == (60, 768)
+    assert study.concepts.group_names == ("labels",) and len(study.concepts.names) == 10
+    assert all((tmp_path / "study" / p).stat().st_size < 5000 for p in study.image_paths)  # small thumbnails
+    config = RunConfig(ks=(10,), seeds=(0,), kmeans=KMeansConfig(n_iter=10, n_restarts=2),
+                       probe=ProbeConfig(max_epochs=10))
+    results = Runner(study, config, Cache(tmp_path / "cache"), show_progress=False).run().set_index("model")
+    assert results.loc["resnet56", "nmi"] > results.loc["resnet20-random", "nmi"]
