@@ -12,7 +12,7 @@ import pandas as pd
 from .analyses import commands
 from .cache import Cache
 from .errors import InputError
-from .pipeline import (RunConfig, Runner, load_results, parse_groups, per_image_table, ranking, groups_label)
+from .pipeline import RunConfig, Runner, find_probe, load_results, parse_groups, per_image_table, ranking
 from .probe import ProbeConfig
 from .quantize import KMeansConfig
 from .split import SplitConfig
@@ -24,6 +24,15 @@ PER_SEED_COLUMNS = ["model", "k", "seed", "groups", "nmi", "ami", "top1", "map",
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", type=Path, default=None, help="cache folder (default: $QRP_CACHE or ./cache)")
+
+
+def _probe_options(p: argparse.ArgumentParser) -> None:
+    """Which probe: a study, and the model, K, seed and group set of one result row."""
+    p.add_argument("study", type=Path)
+    p.add_argument("--model", required=True)
+    p.add_argument("--k", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--groups", default="all", help="'all' or groups joined by '+'")
 
 
 def _grid_options(p: argparse.ArgumentParser, *, k_default: int = 1000) -> None:
@@ -84,11 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = verbs.add_parser("export", help="per-image cluster and prediction of one probe (CSV or Parquet)")
-    p.add_argument("study", type=Path)
-    p.add_argument("--model", required=True)
-    p.add_argument("--k", type=int, required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--groups", default="all")
+    _probe_options(p)
     p.add_argument("--output", type=Path, required=True, help="a .csv or .parquet path")
     _common(p)
 
@@ -115,11 +120,7 @@ def _analysis_verbs(verbs) -> None:
     _grid_options(p)
 
     p = verbs.add_parser("explain", help="why a probe tells two clusters apart: coefficients, concepts, images")
-    p.add_argument("study", type=Path)
-    p.add_argument("--model", required=True)
-    p.add_argument("--k", type=int, required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--groups", default="all")
+    _probe_options(p)
     p.add_argument("--pair", type=int, nargs=2, required=True, metavar=("I", "J"))
     p.add_argument("--top", type=int, default=10)
     _common(p)
@@ -255,14 +256,8 @@ def _dispatch(args) -> int:
         _print_ranking(load_results(cache, study), args)
         return 0
     if args.verb == "export":
-        results = load_results(cache, study)
-        label = groups_label(parse_groups(args.groups, study))
-        row = results[(results["model"] == args.model) & (results["k"] == args.k) & (results["seed"] == args.seed)
-                      & (results["groups"] == label)]
-        if row.empty:
-            raise InputError(f"no probe for model={args.model} k={args.k} seed={args.seed} groups={label}",
-                             fix=f"run `python -m qrp_core run {args.study} --models {args.model} --k {args.k}` first")
-        table = per_image_table(study, cache, row["probe"].iloc[0])
+        probe = find_probe(cache, study, args.model, args.k, args.seed, args.groups)
+        table = per_image_table(study, cache, probe)
         if args.output.suffix.lower() == ".parquet":
             table.to_parquet(args.output, index=False)
         else:

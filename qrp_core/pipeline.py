@@ -284,6 +284,18 @@ def ranking(results: pd.DataFrame) -> pd.DataFrame:
                                            ignore_index=True)
 
 
+def find_probe(cache: Cache, study: Study, model: str, k: int, seed: int, groups: str) -> str:
+    """The probe key of one result row; ``groups`` is ``all`` or ``a+b``."""
+    label = groups_label(parse_groups(groups, study))
+    results = load_results(cache, study)
+    row = results[(results["model"] == model) & (results["k"] == k) & (results["seed"] == seed)
+                  & (results["groups"] == label)]
+    if row.empty:
+        raise InputError(f"no probe for model={model} k={k} seed={seed} groups={label}",
+                         fix=f"run `python -m qrp_core run {study.path} --models {model} --k {k} --groups {label}` first")
+    return str(row["probe"].iloc[0])
+
+
 def per_image_table(study: Study, cache: Cache, probe_key: str) -> pd.DataFrame:
     """image_id, split, cluster, predicted for every image, from one probe's artefacts."""
     manifest = cache.manifest("probes", probe_key)

@@ -9,7 +9,7 @@ from tqdm.auto import tqdm
 
 from ..cache import Cache
 from ..errors import InputError
-from ..pipeline import RunConfig, load_results, parse_groups
+from ..pipeline import RunConfig, find_probe, load_results, parse_groups
 from ..study import Study, load_study
 from .ablation import gain_summary, run_ablation
 from .curves import k_curve, layer_curve
@@ -53,15 +53,9 @@ def pairs(args: argparse.Namespace, study: Study, cache: Cache, config: RunConfi
 
 
 def explain(args: argparse.Namespace, study: Study, cache: Cache) -> None:
-    results = load_results(cache, study)
-    groups = "+".join(parse_groups(args.groups, study))
-    row = results[(results["model"] == args.model) & (results["k"] == args.k) & (results["seed"] == args.seed)
-                  & (results["groups"] == groups)]
-    if row.empty:
-        raise InputError(f"no probe for model={args.model} k={args.k} seed={args.seed} groups={groups}",
-                         fix=f"run `python -m qrp_core run {study.path} --models {args.model} --k {args.k}` first")
+    probe = find_probe(cache, study, args.model, args.k, args.seed, args.groups)
     i, j = args.pair
-    parts = explain_pair(study, cache, row["probe"].iloc[0], i, j, n=args.top)
+    parts = explain_pair(study, cache, probe, i, j, n=args.top)
     print(f"theta_{i} - theta_{j} (positive: speaks for {i})")
     print(parts["difference"].head(args.top)[["concept", "group", "difference"]].round(3).to_string(index=False))
     for side, cluster in (("i", i), ("j", j)):
