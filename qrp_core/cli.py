@@ -55,11 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m qrp_core", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
 
-    p = verbs.add_parser("demo", help="build the synthetic demo study, measure and analyse its three models")
+    p = verbs.add_parser("demo", help="build a demo study, measure and analyse its models")
     p.add_argument("--out", type=Path, default=None, help="where to write the study (default: <cache>/demo)")
-    p.add_argument("--n-images", type=int, default=3000)
-    p.add_argument("--study", choices=["synthetic", "imagenette", "cifar10"], default="synthetic",
-                   help="synthetic (default, built from code), or real photos from --images")
+    p.add_argument("--n-images", type=int, default=None, help="images of a built world (default 1500 / 3000)")
+    p.add_argument("--study", choices=["concepts", "synthetic", "imagenette", "cifar10"], default="concepts",
+                   help="concepts: drawn images seen by EfficientNet-Lite0 and baselines (default); synthetic: "
+                   "planted features (seconds); imagenette, cifar10: real photos from --images")
     p.add_argument("--images", type=Path, default=None,
                    help="folder of class folders (imagenette: ../shared/data/imagenette-val here)")
     p.add_argument("--weights-dir", type=Path, default=None, help="cifar10: folder of the CIFAR ResNet .th files")
@@ -230,7 +231,7 @@ def _dispatch(args) -> int:
         return 0
     if args.verb == "demo":
         args.groups = None
-        study = build_demo(cache, _run_config(args, None), n_images=args.n_images, out=args.out,
+        study = build_demo(cache, _run_config(args, None), world=args.study, n_images=args.n_images, out=args.out,
                            on_stage=lambda text, _: print(f"demo: {text}", file=sys.stderr))
         results = load_results(cache, study)
         results = results[(results["k"] == DEMO_K) & (results["groups"] == "+".join(study.concepts.group_names))]

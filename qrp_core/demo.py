@@ -1,4 +1,4 @@
-"""The embedded demo: the synthetic study measured, analysed and ready to browse (CLI ``demo`` and the app)."""
+"""The embedded demos, measured, analysed and ready to browse (CLI ``demo`` and the app's Home page)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from .analyses.pairs import run_pairs
 from .analyses.significance import significance_table
 from .analyses.transfer import run_transfer
 from .cache import Cache
+from .concept_world import make_concept_world
 from .errors import InputError
 from .pipeline import RunConfig, Runner
 from .study import Study, load_study
@@ -20,26 +21,38 @@ DEMO_K = 30  # the demo study plants 30 shape x colour combinations
 DEMO_SWEEP = (10, 60)  # extra K for the varying-K view
 
 
-def build_demo(cache: Cache, config: RunConfig, *, n_images: int = 3000, out: Path | None = None,
-               on_stage: Callable[[str, float], None] | None = None, show_progress: bool = True) -> Study:
-    """Write the demo study and compute what every view shows: the ranking at K=30, a K sweep,
-    group ablations, the pairs that colour explains, significance, and transfer to a second
-    collection. ``on_stage(text, fraction_done)`` reports progress."""
+def build_demo(cache: Cache, config: RunConfig, *, world: str = "concepts", n_images: int | None = None,
+               out: Path | None = None, on_stage: Callable[[str, float], None] | None = None,
+               show_progress: bool = True) -> Study:
+    """Write a demo study and compute what every view shows: the ranking at K=30, a K sweep, group
+    ablations, the pairs that colour explains, significance, and transfer to a second collection.
+
+    ``world``: ``concepts`` (drawn images seen by EfficientNet-Lite0 and baselines, the default) or
+    ``synthetic`` (planted features, seconds to build). ``on_stage(text, fraction_done)`` reports progress.
+    """
     report = on_stage or (lambda text, fraction: None)
     out = out or cache.root / "demo"
-    report("drawing the demo images", 0.0)
-    study = load_study(make_synthetic_study(out, n_images=n_images))
+    n_images = n_images or (1500 if world == "concepts" else 3000)
+    if world == "concepts":
+        report("drawing the images and extracting features", 0.0)
+        study = load_study(make_concept_world(out, n_images=n_images, show_progress=show_progress))
+        order = ("colour", "texture", "scene", "other")
+    elif world == "synthetic":
+        report("drawing the demo images", 0.0)
+        study = load_study(make_synthetic_study(out, n_images=n_images))
+        order = ("colour", "texture", "other")
+    else:
+        raise InputError(f"unknown demo world {world!r}", fix="use concepts or synthetic")
     main = dataclasses.replace(config, ks=(DEMO_K,))
     stages = [
         ("clustering and probing", lambda: Runner(study, main, cache, show_progress=show_progress).run()),
         ("varying K", lambda: Runner(study, dataclasses.replace(config, ks=DEMO_SWEEP), cache,
                                      show_progress=show_progress).run()),
-        ("expert-group ablations", lambda: run_ablation(study, main, cache, order=("colour", "texture", "other"),
-                                                        show_progress=show_progress)),
+        ("expert-group ablations", lambda: run_ablation(study, main, cache, order=order, show_progress=show_progress)),
         ("confused pairs", lambda: run_pairs(study, main, cache, base=("labels",), added="colour",
                                              show_progress=show_progress)),
         ("significance", lambda: _significance(study, cache, main)),
-        ("transfer", lambda: _transfer(study, cache, out, n_images)),
+        ("transfer", lambda: _transfer(study, cache, out, world, n_images, show_progress)),
     ]
     for i, (text, stage) in enumerate(stages):
         report(text, (i + 1) / (len(stages) + 1))
@@ -54,10 +67,13 @@ def _significance(study: Study, cache: Cache, config: RunConfig) -> None:
     significance_table(study, cache, results, repeats=9, n_boot=100)
 
 
-def _transfer(study: Study, cache: Cache, out: Path, n_images: int) -> None:
-    other = load_study(make_synthetic_study(out.parent / f"{out.name}-transfer", n_images=n_images // 2,
-                                            image_seed=1))
-    run_transfer(study, other, cache, k=DEMO_K, groups="+".join(study.concepts.group_names))
+def _transfer(study: Study, cache: Cache, out: Path, world: str, n_images: int, show_progress: bool) -> None:
+    target = out.parent / f"{out.name}-transfer"
+    if world == "concepts":
+        path = make_concept_world(target, n_images=n_images // 3, image_seed=1, show_progress=show_progress)
+    else:
+        path = make_synthetic_study(target, n_images=n_images // 2, image_seed=1)
+    run_transfer(study, load_study(path), cache, k=DEMO_K, groups="+".join(study.concepts.group_names))
 
 
 # --- demo studies of real photos -----------------------------------------------------------------

@@ -70,3 +70,23 @@ def draw_image(shape: str, colour: str, texture: str, rng: np.random.Generator, 
     cx, cy = rng.uniform(r + 2, size - r - 2, 2)
     image.paste(_texture(texture, size, RGB[colour]), (0, 0), _mask(shape, size, cx, cy, r))
     return image
+
+
+BACKGROUNDS = {"white": (238, 238, 238), "grey": (140, 140, 140), "sky": (175, 205, 235), "sand": (225, 205, 160)}
+SIZES = {"small": (0.13, 0.18), "large": (0.26, 0.33)}  # radius as a fraction of the image side
+
+
+def draw_scene(shape: str, colour: str, texture: str, background: str, size: str, count: int,
+               rng: np.random.Generator, *, image_size: int = 96) -> Image.Image:
+    """``count`` copies of one shape (one colour, one texture, one size) on a plain background."""
+    base = np.array(BACKGROUNDS[background]) + rng.integers(-12, 13, 3)
+    image = Image.new("RGB", (image_size, image_size), tuple(int(v) for v in np.clip(base, 0, 255)))
+    fill = _texture(texture, image_size, RGB[colour])
+    for k in range(count):
+        r = image_size * rng.uniform(*SIZES[size])
+        # two copies go to the left and right halves so they do not overlap
+        lo, hi = (r + 2, image_size - r - 2) if count == 1 else (k * image_size / 2 + r + 1, (k + 1) * image_size / 2 - r - 1)
+        cx = rng.uniform(lo, max(lo, hi))
+        cy = rng.uniform(r + 2, image_size - r - 2)
+        image.paste(fill, (0, 0), _mask(shape, image_size, cx, cy, r))
+    return image

@@ -40,5 +40,5 @@ def demo_cache(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("demo-cache")
     config = RunConfig(seeds=(0, 1), kmeans=KMeansConfig(n_iter=10, n_restarts=2), probe=ProbeConfig(max_epochs=15))
-    study = build_demo(Cache(root), config, n_images=600, show_progress=False)
+    study = build_demo(Cache(root), config, world="synthetic", n_images=600, show_progress=False)
     return root, study
