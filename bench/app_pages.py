@@ -29,6 +29,7 @@ PAGES = ["", "ranking", "expert_groups", "varying_k", "transfer", "cluster_pairs
 def load(page, url: str) -> float:
     start = time.perf_counter()
     page.goto(url)
+    page.wait_for_selector('[data-testid="stSidebar"] >> text=Measure', timeout=60_000)
     page.wait_for_selector('[data-testid="stMain"] h1', timeout=60_000)
     page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
     return time.perf_counter() - start

@@ -107,8 +107,35 @@ def set_selection(**values) -> None:
         st.session_state[f"_{key}"] = value
 
 
+def ensure_entrypoint() -> None:
+    """Run the app through app.py even when a fresh server's first visitor opens a page's URL.
+
+    Streamlit treats a folder named pages/ beside the main script as an old-style multipage app
+    until the main script has called st.navigation once; until then a page URL runs the page file
+    alone, with the folder's menu. Calling st.navigation here ends that mode, and the rerun goes
+    through app.py to the same page.
+    """
+    if not st.session_state.get("_entrypoint_ran"):
+        st.navigation(app_pages(), position="hidden")
+        st.rerun()
+
+
+def app_pages() -> dict[str, list]:
+    """The app's pages by menu section (app.py's st.navigation)."""
+    return {
+        "Overview": [st.Page("pages/home.py", title="Home", icon=":material/home:", default=True)],
+        "Measure": [st.Page("pages/ranking.py", title="Ranking", icon=":material/leaderboard:"),
+                    st.Page("pages/expert_groups.py", title="Expert groups", icon=":material/extension:"),
+                    st.Page("pages/varying_k.py", title="Varying K", icon=":material/show_chart:"),
+                    st.Page("pages/transfer.py", title="Transfer", icon=":material/swap_horiz:")],
+        "Explain": [st.Page("pages/cluster_pairs.py", title="Cluster pairs", icon=":material/compare_arrows:"),
+                    st.Page("pages/cluster_browser.py", title="Cluster browser", icon=":material/grid_view:")],
+    }
+
+
 def sidebar() -> Selection | None:
     """Draw the shared sidebar; None when the cache holds no study yet."""
+    ensure_entrypoint()
     root = cache_root()
     table = studies(str(root), _stamp(root / "studies.json"))
     if table.empty:

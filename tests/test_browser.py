@@ -67,10 +67,22 @@ def browser():
 def _load(page, url: str) -> float:
     start = time.perf_counter()
     page.goto(url, wait_until="networkidle")
+    page.wait_for_selector('[data-testid="stSidebar"] >> text=Measure', timeout=30_000)
     page.wait_for_selector('[data-testid="stMain"] h1', timeout=30_000)
     page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
     page.wait_for_timeout(500)
     return time.perf_counter() - start
+
+
+def test_a_page_url_opened_first_on_a_fresh_server_goes_through_app_py(server, browser):
+    # runs first in this module: the server has served nobody yet
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    _load(page, f"{server}/ranking")
+    sidebar = page.locator('[data-testid="stSidebar"]').inner_text()
+    assert "Measure" in sidebar and "Explain" in sidebar  # app.py's menu sections
+    assert "shared" not in sidebar.split()  # not Streamlit's pages/-folder menu
+    assert page.locator('[data-testid="stMain"] h1').inner_text() == "Ranking"
+    page.close()
 
 
 def test_every_page_renders_without_errors(server, browser, tmp_path):
