@@ -59,7 +59,8 @@ parts = explain_pair(sel.study, sel.cache, probe, i, j, n=10)
 words = browse.wordcloud_words(parts["difference"], n=40)
 st.subheader(f"Why {i} and {j} differ: θ{i} − θ{j} on {base}+{added}")
 st.image(browse.wordcloud_image(words), width="stretch")
-st.caption(f"Blue: larger for cluster {i}; red: larger for cluster {j}; size: |difference|. Words: "
+st.caption(f"Concepts that occur in either cluster. Blue: larger for cluster {i}; red: larger for cluster {j}; "
+           f"size: |difference|. Words: "
            + ", ".join(words["concept"].head(12)))
 
 page = st.number_input("Image page", min_value=1, value=1, step=1, key="pair_page") - 1

@@ -85,7 +85,10 @@ def image_files(study: Study, indices: np.ndarray) -> list[Path | None]:
 
 
 def wordcloud_words(difference: pd.DataFrame, n: int = 40) -> pd.DataFrame:
-    """The ``n`` concepts of largest |theta_i - theta_j|: size = |difference|, colour = side."""
+    """The ``n`` concepts of largest |theta_i - theta_j| among those that occur in either cluster
+    (when ``difference`` has the frequencies of ``explain_pair``): size = |difference|, colour = side."""
+    if "frequency_i" in difference:
+        difference = difference[(difference["frequency_i"] > 0) | (difference["frequency_j"] > 0)]
     top = difference.reindex(difference["difference"].abs().sort_values(ascending=False).index).head(n)
     top = top[top["difference"] != 0]
     return top.assign(size=top["difference"].abs(), colour=np.where(top["difference"] > 0, BLUE, RED))

@@ -220,7 +220,7 @@ def _dispatch(args) -> int:
     cache = Cache(args.cache)
     if args.verb == "extract":
         return _extract(args)
-    if args.verb == "demo" and args.study != "synthetic":
+    if args.verb == "demo" and args.study in ("imagenette", "cifar10"):
         if args.images is None:
             raise InputError(f"--study {args.study} needs --images", fix="pass the folder of class folders")
         study = build_photo_study(args.study, args.images, args.out or cache.root / args.study,

@@ -91,7 +91,7 @@ def test_cluster_pairs_are_ordered_by_drop_and_the_cloud_shows_the_top_concepts(
     assert (pairs.iloc[0]["cluster i"], pairs.iloc[0]["cluster j"]) == (top["i"], top["j"])
     words = browse.wordcloud_words(explain_pair(study, Cache(root), top["probe_b"], int(top["i"]), int(top["j"]))
                                    ["difference"])
-    caption = next(c.value for c in at.caption if c.value.startswith("Blue:"))
+    caption = next(c.value for c in at.caption if c.value.startswith("Concepts that occur in either cluster"))
     assert caption.endswith(", ".join(words["concept"].head(12)))
     assert set(words["concept"].head(2)) <= {f"[Color] {c}" for c in ("red", "green", "blue", "yellow", "purple")}
     assert len(at.get("image")) >= 1 + 2 * 12  # the word cloud and a page of each cluster's images

@@ -79,6 +79,15 @@ def test_coefficient_difference_is_largest_on_the_distinguishing_concepts(plante
     assert np.sign(diff["difference"].iloc[0]) == -np.sign(diff["difference"].iloc[1])
     explained = explain_pair(study, cache, top["probe_b"], int(top["i"]), int(top["j"]), n=5)
     assert explained["top_i"]["coefficient"].is_monotonic_decreasing
+    freq = explained["difference"].set_index("concept")
+    assignments = cache.load_array("clusterings", cache.manifest("probes", top["probe_b"])["inputs"]["clustering"],
+                                   "assignments.npy")
+    members = assignments == int(top["i"])
+    wood = study.concepts.matrix[:, study.concepts.names.index("[MINC] wood")].toarray().ravel()
+    assert freq.loc["[MINC] wood", "frequency_i"] == pytest.approx(wood[members].mean())
+    from qrp_core.browse import wordcloud_words
+    words = wordcloud_words(explained["difference"])
+    assert ((words["frequency_i"] > 0) | (words["frequency_j"] > 0)).all()
     assert len(explained["images_i"]) == 5
 
 

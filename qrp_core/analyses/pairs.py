@@ -138,8 +138,18 @@ def explain_pair(study: Study, cache: Cache, probe_key: str, i: int, j: int, *, 
     """Everything the pair view draws: coefficient differences, top concepts and images of each side."""
     probe = load_probe(cache, probe_key)
     clustering = cache.manifest("probes", probe_key)["inputs"]["clustering"]
+    difference = coefficient_difference(probe, i, j)
+    # how often each concept occurs in either cluster: a coefficient of a concept that neither
+    # cluster's images have is unconstrained by them, so views show the concepts that occur
+    counts = cluster_concept_counts(study, cache, clustering)[[i, j]].toarray()
+    assignments = cache.load_array("clusterings", clustering, "assignments.npy")
+    sizes = np.bincount(assignments, minlength=max(i, j) + 1)[[i, j]].clip(min=1)
+    column = {name: c for c, name in enumerate(study.concepts.names)}
+    index = difference["concept"].map(column).to_numpy()
+    difference["frequency_i"] = counts[0, index] / sizes[0]
+    difference["frequency_j"] = counts[1, index] / sizes[1]
     return {
-        "difference": coefficient_difference(probe, i, j),
+        "difference": difference,
         "top_i": top_concepts(probe, i, n), "top_j": top_concepts(probe, j, n),
         "images_i": nearest_images(cache, clustering, i, n), "images_j": nearest_images(cache, clustering, j, n),
         "over_i": over_represented(study, cache, clustering, i, n),
