@@ -98,6 +98,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, required=True, help="a .csv or .parquet path")
     _common(p)
 
+    p = verbs.add_parser("label", help="label a folder of images with offline experts (resumable)")
+    p.add_argument("--images", type=Path, required=True, help="folder of images or of class folders")
+    p.add_argument("--experts", default="colour,style", help="comma-separated, from: colour, style")
+    p.add_argument("--out", type=Path, required=True, help="folder for <expert>.parquet and <expert>.json")
+    p.add_argument("--colour-table", type=Path, default=None,
+                   help="van de Weijer colour-name table (w2color.npy) instead of the project's rule")
+
+    p = verbs.add_parser("import-labels", help="convert labels made elsewhere into a long concept table")
+    p.add_argument("labels", type=Path, help="CSV/Parquet: long (image_id, concept, group) or wide (0/1 columns)")
+    p.add_argument("--group", default=None, help="the group of a wide table's concepts")
+    p.add_argument("--source", default=None, help="prefix of a wide table's concept names, e.g. Places")
+    p.add_argument("--out", type=Path, required=True, help="the long table to write (.parquet or .csv)")
+
     p = verbs.add_parser("validate", help="load the study and every model's features, report problems")
     p.add_argument("study", type=Path)
     _analysis_verbs(verbs)
@@ -217,9 +230,11 @@ def _dispatch(args) -> int:
         groups = ", ".join(f"{g} ({study.concepts.groups.count(g)})" for g in study.concepts.group_names)
         print(f"{study.n_images} images, {len(study.concepts.names)} concepts in groups: {groups}")
         return 0
-    cache = Cache(args.cache)
     if args.verb == "extract":
         return _extract(args)
+    if args.verb in ("label", "import-labels"):
+        return _label(args)
+    cache = Cache(args.cache)
     if args.verb == "demo" and args.study in ("imagenette", "cifar10"):
         if args.images is None:
             raise InputError(f"--study {args.study} needs --images", fix="pass the folder of class folders")
@@ -283,4 +298,28 @@ def _extract(args) -> int:
     images.table().to_csv(args.out / "images.csv", index=False)
     for layer, path in files.items():
         print(f"{layer}: {path}")
+    return 0
+
+
+def _label(args) -> int:
+    from .experts import get_expert
+    from .experts.runner import import_labels, label_images
+    from .extract import list_images
+
+    if args.verb == "import-labels":
+        table = import_labels(args.labels, group=args.group, source=args.source)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        table.to_parquet(args.out, index=False) if args.out.suffix == ".parquet" else table.to_csv(args.out, index=False)
+        print(f"{len(table)} labels of {table['concept'].nunique()} concepts in {sorted(table['group'].unique())} "
+              f"-> {args.out}")
+        return 0
+    images = list_images(args.images)
+    written = []
+    for name in (e for e in args.experts.split(",") if e):
+        expert = get_expert(name, table=args.colour_table) if name == "colour" else get_expert(name)
+        written.append(label_images(expert, images, args.out))
+        table = pd.read_parquet(written[-1])
+        print(f"{name}: {table['concept'].nunique()} concepts, {len(table) / len(images.ids):.2f} per image "
+              f"-> {written[-1]}")
+    print("add to the study file: [concepts] tables = [..., " + ", ".join(f'"{p}"' for p in written) + "]")
     return 0

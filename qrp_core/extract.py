@@ -54,8 +54,8 @@ def list_images(root: str | Path) -> ImageList:
     return ImageList(root, paths, ids, labels)
 
 
-def load_batch(paths, size: int, mean, std) -> torch.Tensor:
-    """RGB images resized to size x size (bilinear), scaled to [0, 1], then normalised."""
+def read_images(paths, size: int) -> np.ndarray:
+    """RGB images resized to size x size (bilinear): (n, size, size, 3) uint8."""
     arrays = []
     for path in paths:
         try:
@@ -63,7 +63,12 @@ def load_batch(paths, size: int, mean, std) -> torch.Tensor:
                 arrays.append(np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR)))
         except OSError as exc:
             raise InputError(f"cannot read image ({exc})", where=path, fix="remove or replace the broken file")
-    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
+    return np.stack(arrays)
+
+
+def load_batch(paths, size: int, mean, std) -> torch.Tensor:
+    """RGB images resized to size x size (bilinear), scaled to [0, 1], then normalised."""
+    x = torch.from_numpy(read_images(paths, size)).permute(0, 3, 1, 2).float() / 255.0
     return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
 
 

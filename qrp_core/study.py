@@ -8,6 +8,7 @@ A study file (TOML) ties the parts together; paths are relative to the file's fo
 
     [concepts]
     table = "concepts.parquet"     # long table: image_id, concept, group (Parquet or CSV)
+    # or several, concatenated (e.g. one per expert): tables = ["gt.parquet", "experts/colour.parquet"]
     # or a sparse matrix and its concept list:
     # matrix = "concepts.npz"      # scipy.sparse.save_npz, (n_images, n_concepts), rows in image order
     # names = "concepts.csv"       # concept, group; one row per matrix column
@@ -211,12 +212,14 @@ def _read_images(path: Path) -> pd.DataFrame:
 
 
 def _read_concepts(spec: dict, root: Path, image_ids: np.ndarray, *, study_path: Path) -> ConceptTable:
-    if "table" in spec:
-        table_path = root / spec["table"]
-        return concepts_from_long_table(_read_table(table_path), image_ids, source=table_path)
+    if "table" in spec or "tables" in spec:
+        paths = [root / spec["table"]] if "table" in spec else [root / t for t in spec["tables"]]
+        tables = [_read_table(p) for p in paths]
+        source = paths[0] if len(paths) == 1 else ", ".join(str(p) for p in paths)
+        return concepts_from_long_table(pd.concat(tables, ignore_index=True), image_ids, source=source)
     if "matrix" in spec and "names" in spec:
         return _concepts_from_matrix(root / spec["matrix"], root / spec["names"], len(image_ids))
-    raise InputError("[concepts] needs `table`, or `matrix` and `names`", where=study_path,
+    raise InputError("[concepts] needs `table` (or `tables`), or `matrix` and `names`", where=study_path,
                      fix="see the study file format in the README")
 
 

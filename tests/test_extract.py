@@ -118,7 +118,8 @@ def test_cifar10_demo_study_is_built_from_real_images(tmp_path):
                               show_progress=False)
     assert set(study.models) == {"resnet20", "resnet32", "resnet44", "resnet56", "resnet20-random", "pixels"}
     assert study.features("resnet56").shape == (60, 64) and study.features("pixels").shape == (60, 768)
-    assert study.concepts.group_names == ("labels",) and len(study.concepts.names) == 10
+    assert study.concepts.group_names == ("labels", "other", "texture")  # ground truth, style, colour
+    assert len(study.concepts.select(("labels",)).names) == 10
     assert all((tmp_path / "study" / p).stat().st_size < 5000 for p in study.image_paths)  # small thumbnails
     config = RunConfig(ks=(10,), seeds=(0,), kmeans=KMeansConfig(n_iter=10, n_restarts=2),
                        probe=ProbeConfig(max_epochs=10))
