@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +16,18 @@ from torch import nn
 
 from .errors import InputError
 from .registry import Registry
+
+
+@dataclass
+class Source:
+    name: str
+    model: nn.Module
+    image_size: int
+    mean: tuple[float, float, float]  # inputs in [0, 1] become (x - mean) / std
+    std: tuple[float, float, float]
+    layers: dict[str, str]  # representation name -> module name whose output it is
+    metadata: dict = field(default_factory=dict)
+
 
 SOURCES = Registry("model source")
 register, list_sources, get_source = SOURCES.register, SOURCES.list, SOURCES.get
