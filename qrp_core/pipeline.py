@@ -22,7 +22,7 @@ from .cache import Cache, atomic_write_bytes, atomic_write_json, replace_rows, s
 from .errors import InputError
 from .features import standardisation_stats
 from .metrics import probe_scores
-from .probe import ProbeConfig, probe_logits, train_probe
+from .probe import ProbeConfig, probe_logits, train_probes
 from .quantize import KMeansConfig, check_n_clusters, kmeans
 from .split import TEST, SplitConfig, stratified_split
 from .study import GROUND_TRUTH, Study
@@ -166,37 +166,46 @@ class Runner:
                           "params": {**dataclasses.asdict(self.config.split), "seed": seed}, "stats": stats})
         return key
 
-    def probe(self, clustering_key: str, split_key: str, groups: tuple[str, ...], seed: int, k: int) -> str:
-        key = self.probe_key(split_key, groups, seed)
-        if self.cache.has("probes", key):
-            return key
-        concepts = self.study.concepts.select(groups)
+    def probes(self, clustering_key: str, split_key: str, sets: list[tuple[str, ...]], seed: int, k: int
+               ) -> dict[tuple[str, ...], str]:
+        """The probe key of each group set; the missing probes are trained together in one pass
+        (``train_probes``), each on its own concepts, exactly as if trained alone."""
+        keys = {groups: self.probe_key(split_key, groups, seed) for groups in sets}
+        todo = [groups for groups in sets if not self.cache.has("probes", keys[groups])]
+        if not todo:
+            return keys
+        table = self.study.concepts
+        column_groups = np.asarray(table.groups, dtype=object)
+        masks = np.stack([np.isin(column_groups, list(groups)) for groups in todo])
         assignments = self.cache.load_array("clusterings", clustering_key, "assignments.npy")
         split = self.cache.load_array("splits", split_key, "split.npy")
-        epochs = tqdm(total=self.config.probe.max_epochs, desc="probe epochs", leave=False,
+        epochs = tqdm(total=self.config.probe.max_epochs, desc=f"{len(todo)} probe(s), epochs", leave=False,
                       disable=not (self.show_progress and sys.stderr.isatty()))
 
         def on_epoch(epoch, stats):
             epochs.update(1)
             epochs.set_postfix(val_loss=f"{stats['val_loss']:.3f}")
 
-        result = train_probe(concepts.matrix, assignments, split, k, self.config.probe, seed=seed,
-                             progress=on_epoch)
+        results = train_probes(table.matrix, masks, assignments, split, k, self.config.probe, seed=seed,
+                               progress=on_epoch)
         epochs.close()
-        logits = probe_logits(result.weight, result.bias, concepts.matrix, device=self.config.probe.device)
         test = split == TEST
-        scores = probe_scores(assignments[test], logits[test], np.bincount(assignments, minlength=k))
-        self.cache.write("probes", key, {
-            "probe.safetensors": lambda p: save_file({"weight": result.weight, "bias": result.bias}, str(p)),
-            "predictions.npy": save_npy(logits.argmax(axis=1).astype(np.int32)),
-            "concepts.json": save_json({"names": concepts.names, "groups": concepts.groups}),
-            "metrics.json": save_json(scores),
-        }, {"inputs": {"clustering": clustering_key, "split": split_key,
-                       "concepts_sha256": self.concepts_hash[groups], "groups": list(groups)},
-            "params": {**dataclasses.asdict(self.config.probe), "seed": seed},
-            "stats": {**result.stats, "best_epoch": result.best_epoch, "history": result.history},
-            "metrics": scores})
-        return key
+        sizes = np.bincount(assignments, minlength=k)
+        for groups, result in zip(todo, results):
+            concepts = table.select(groups)
+            logits = probe_logits(result.weight, result.bias, concepts.matrix, device=self.config.probe.device)
+            scores = probe_scores(assignments[test], logits[test], sizes)
+            self.cache.write("probes", keys[groups], {
+                "probe.safetensors": lambda p, r=result: save_file({"weight": r.weight, "bias": r.bias}, str(p)),
+                "predictions.npy": save_npy(logits.argmax(axis=1).astype(np.int32)),
+                "concepts.json": save_json({"names": concepts.names, "groups": concepts.groups}),
+                "metrics.json": save_json(scores),
+            }, {"inputs": {"clustering": clustering_key, "split": split_key,
+                           "concepts_sha256": self.concepts_hash[groups], "groups": list(groups)},
+                "params": {**dataclasses.asdict(self.config.probe), "seed": seed},
+                "stats": {**result.stats, "best_epoch": result.best_epoch, "history": result.history},
+                "metrics": scores})
+        return keys
 
     def validate_inputs(self, units: list[tuple[str, int, int]]) -> None:
         """Check K and load and check every model that still needs a clustering before anything is
@@ -232,9 +241,10 @@ class Runner:
                 ckey = self.clustering(model, k, seed, bar)
                 skey = self.split(ckey, seed)
                 step(f"{model} K={k} seed={seed}: clustering")
+                bar.set_postfix_str(f"{model} K={k} seed={seed}: {len(sets[model])} probe(s)")
+                keys = self.probes(ckey, skey, sets[model], seed, k)
                 for groups in sets[model]:
-                    bar.set_postfix_str(f"{model} K={k} seed={seed}: probe {groups_label(groups)}")
-                    pkey = self.probe(ckey, skey, groups, seed, k)
+                    pkey = keys[groups]
                     metrics = self.cache.load_json("probes", pkey, "metrics.json")
                     rows.append({"model": model, "k": k, "seed": seed, "groups": groups_label(groups),
                                  **metrics, "clustering": ckey, "split": skey, "probe": pkey})

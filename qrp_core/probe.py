@@ -7,7 +7,6 @@ weight matrix for them, which equals ``concepts @ weight`` exactly.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -79,42 +78,61 @@ class SparseRows:
 
 
 class ReverseProbe(nn.Module):
-    """logits = concepts @ weight + bias, with concepts given as EmbeddingBag (indices, offsets)."""
+    """logits = concepts @ weight + bias, with concepts given as EmbeddingBag (indices, offsets).
 
-    def __init__(self, n_concepts: int, n_clusters: int):
+    ``n_probes`` probes that share their inputs sit side by side in one (n_concepts, n_probes * K)
+    table: forward returns (batch, n_probes * K), probe p's logits in columns p*K .. (p+1)*K.
+    """
+
+    def __init__(self, n_concepts: int, n_clusters: int, n_probes: int = 1):
         super().__init__()
-        self.weight = nn.EmbeddingBag(n_concepts, n_clusters, mode="sum")
-        self.bias = nn.Parameter(torch.zeros(n_clusters))
+        self.n_probes, self.n_clusters = n_probes, n_clusters
+        self.weight = nn.EmbeddingBag(n_concepts, n_probes * n_clusters, mode="sum")
+        self.bias = nn.Parameter(torch.zeros(n_probes * n_clusters))
         nn.init.zeros_(self.weight.weight)  # convex problem: a fixed start makes runs reproducible
 
     def forward(self, indices: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         return self.weight(indices, offsets) + self.bias
 
+    def losses(self, logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """Cross-entropy of every probe: (n_probes,)."""
+        flat = logits.reshape(len(logits) * self.n_probes, self.n_clusters)  # row b*P + p: probe p, image b
+        loss = nn.functional.cross_entropy(flat, targets.repeat_interleave(self.n_probes), reduction="none")
+        loss = loss.view(len(logits), self.n_probes)
+        return loss.mean(0) if reduction == "mean" else loss.sum(0)
+
 
 @torch.no_grad()
-def _mean_loss(model: ReverseProbe, rows: SparseRows, targets: torch.Tensor, chunk: int = 8192) -> float:
-    total = 0.0
+def _mean_losses(model: ReverseProbe, rows: SparseRows, targets: torch.Tensor, chunk: int = 8192) -> np.ndarray:
+    total = torch.zeros(model.n_probes, dtype=torch.float64, device=targets.device)
     for start in range(0, len(rows), chunk):
         stop = min(start + chunk, len(rows))
-        logits = model(*rows.batch(start, stop))
-        total += float(nn.functional.cross_entropy(logits, targets[start:stop], reduction="sum"))
-    return total / max(len(rows), 1)
+        total += model.losses(model(*rows.batch(start, stop)), targets[start:stop], reduction="sum").double()
+    return (total / max(len(rows), 1)).cpu().numpy()
 
 
 def train_one_epoch(model: ReverseProbe, optimizer: torch.optim.Optimizer, rows: SparseRows,
-                    targets: torch.Tensor, *, batch_size: int, generator: torch.Generator) -> dict:
+                    targets: torch.Tensor, *, batch_size: int, generator: torch.Generator,
+                    grad_mask: torch.Tensor | None = None) -> np.ndarray:
+    """One pass over ``rows`` in a random order; returns each probe's mean training loss.
+
+    ``grad_mask`` (n_concepts, n_probes, 1) keeps each probe's weights of the concepts it does not
+    see at exactly zero (they start at zero and never get a gradient)."""
     order = torch.randperm(len(rows), generator=generator).to(targets.device)
     shuffled, shuffled_targets = rows.take(order), targets[order]
-    total, n_batches = torch.zeros((), device=targets.device), 0
+    total, n_batches = torch.zeros(model.n_probes, device=targets.device), 0
     for start in range(0, len(rows), batch_size):
         stop = min(start + batch_size, len(rows))
-        loss = nn.functional.cross_entropy(model(*shuffled.batch(start, stop)), shuffled_targets[start:stop])
+        losses = model.losses(model(*shuffled.batch(start, stop)), shuffled_targets[start:stop])
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        losses.sum().backward()  # the probes share no parameter: each gets its own gradient
+        if grad_mask is not None:
+            grad = model.weight.weight.grad
+            grad.view(grad.shape[0], model.n_probes, -1).mul_(grad_mask)
         optimizer.step()
-        total += loss.detach()
+        total += losses.detach()
         n_batches += 1
-    return {"train_loss": float(total) / max(n_batches, 1)}
+    return (total / max(n_batches, 1)).cpu().numpy()
 
 
 def train_probe(concepts: sp.csr_matrix, targets: np.ndarray, split: np.ndarray, n_clusters: int,
@@ -132,47 +150,72 @@ def train_probe(concepts: sp.csr_matrix, targets: np.ndarray, split: np.ndarray,
     progress : callable(epoch, stats), optional
         Called after each epoch.
     """
+    masks = np.ones((1, concepts.shape[1]), dtype=bool)
+    return train_probes(concepts, masks, targets, split, n_clusters, config, seed=seed, progress=progress)[0]
+
+
+def train_probes(concepts: sp.csr_matrix, masks: np.ndarray, targets: np.ndarray, split: np.ndarray,
+                 n_clusters: int, config: ProbeConfig = ProbeConfig(), *, seed: int, progress=None
+                 ) -> list[ProbeResult]:
+    """Train one probe per row of ``masks`` in a single pass over the data (expert-group ablations).
+
+    Probe p sees the concepts where ``masks[p]`` is True and gets exactly the updates it would get
+    alone with the same seed (same batches, its own loss); its result holds the weights of those
+    concepts only, in column order. Each probe keeps its own epoch of lowest validation loss.
+
+    masks : ndarray of shape (n_probes, n_concepts), bool
+    """
     device = resolve_torch_device(config.device)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     concepts = sp.csr_matrix(concepts)
     concepts.sort_indices()
+    masks = np.asarray(masks, dtype=bool)
+    n_probes = len(masks)
     targets_t = torch.as_tensor(np.asarray(targets, dtype=np.int64), device=device)
     all_rows = SparseRows.from_scipy(concepts, device)
     train_idx = torch.as_tensor(np.flatnonzero(split == TRAIN), device=device)
     val_idx = torch.as_tensor(np.flatnonzero(split == VAL), device=device)
     train_rows, train_targets = all_rows.take(train_idx), targets_t[train_idx]
     val_rows, val_targets = all_rows.take(val_idx), targets_t[val_idx]
+    grad_mask = None if masks.all() else torch.as_tensor(masks.T[:, :, None], dtype=torch.float32, device=device)
 
-    model = ReverseProbe(concepts.shape[1], n_clusters).to(device)
+    model = ReverseProbe(concepts.shape[1], n_clusters, n_probes).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.lr_milestones),
                                                      gamma=config.lr_gamma)
-    history, best_loss, best_state, best_epoch = [], math.inf, None, -1
+    histories = [[] for _ in range(n_probes)]
+    best_loss, best_epoch = np.full(n_probes, math.inf), np.full(n_probes, -1)
+    best_weight = np.zeros((concepts.shape[1], n_probes, n_clusters), dtype=np.float32)
+    best_bias = np.zeros((n_probes, n_clusters), dtype=np.float32)
     t0 = time.perf_counter()
     for epoch in range(config.max_epochs):
         lr = optimizer.param_groups[0]["lr"]
-        stats = train_one_epoch(model, optimizer, train_rows, train_targets,
-                                batch_size=config.batch_size, generator=generator)
+        train_losses = train_one_epoch(model, optimizer, train_rows, train_targets, batch_size=config.batch_size,
+                                       generator=generator, grad_mask=grad_mask)
         scheduler.step()
         # with no validation images (tiny studies) the training loss picks the epoch
-        stats["val_loss"] = _mean_loss(model, val_rows, val_targets) if len(val_rows) else stats["train_loss"]
-        stats.update(epoch=epoch, lr=lr)
-        history.append(stats)
-        if stats["val_loss"] < best_loss:
-            best_loss, best_epoch, best_state = stats["val_loss"], epoch, copy.deepcopy(model.state_dict())
+        val_losses = _mean_losses(model, val_rows, val_targets) if len(val_rows) else train_losses
+        improved = np.flatnonzero(val_losses < best_loss)
+        if len(improved):
+            weight = model.weight.weight.detach().view(-1, n_probes, n_clusters)
+            best_weight[:, improved] = weight[:, improved].cpu().numpy()
+            best_bias[improved] = model.bias.detach().view(n_probes, n_clusters)[improved].cpu().numpy()
+            best_loss[improved], best_epoch[improved] = val_losses[improved], epoch
+        for p in range(n_probes):
+            histories[p].append({"train_loss": float(train_losses[p]), "val_loss": float(val_losses[p]),
+                                 "epoch": epoch, "lr": lr})
         if progress is not None:
-            progress(epoch, stats)
-    model.load_state_dict(best_state)
-    return ProbeResult(
-        weight=model.weight.weight.detach().cpu().numpy().copy(),
-        bias=model.bias.detach().cpu().numpy().copy(),
-        best_epoch=best_epoch, history=history,
-        stats={"device": str(device), "epochs_run": len(history), "best_val_loss": best_loss,
-               "n_train": len(train_rows), "n_val": len(val_rows),
-               "seconds": time.perf_counter() - t0, "torch_threads": torch.get_num_threads()},
-    )
+            progress(epoch, histories[0][-1])
+    seconds = time.perf_counter() - t0
+    return [ProbeResult(
+        weight=np.ascontiguousarray(best_weight[masks[p], p]), bias=best_bias[p].copy(),
+        best_epoch=int(best_epoch[p]), history=histories[p],
+        stats={"device": str(device), "epochs_run": config.max_epochs, "best_val_loss": float(best_loss[p]),
+               "n_train": len(train_rows), "n_val": len(val_rows), "seconds": seconds,
+               "trained_with": n_probes, "torch_threads": torch.get_num_threads()},
+    ) for p in range(n_probes)]
 
 
 @torch.no_grad()

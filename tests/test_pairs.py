@@ -113,7 +113,7 @@ def test_nearest_images_and_over_represented_concepts(planted):
 def test_pairs_table_is_cached_and_rerun_trains_nothing(planted, monkeypatch):
     import qrp_core.pipeline as pipeline
     study, cache, pairs = planted
-    monkeypatch.setattr(pipeline, "train_probe", lambda *a, **k: pytest.fail("retrained a cached probe"))
+    monkeypatch.setattr(pipeline, "train_probes", lambda *a, **k: pytest.fail("retrained a cached probe"))
     again = run_pairs(study, CONFIG, cache, base=("labels",), added="material", show_progress=False)
     assert again["drop"].tolist() == pairs["drop"].tolist()
     stored = cache.read_table(study.name, "pairs")

@@ -65,7 +65,7 @@ def test_rerun_reuses_the_cache(tiny_cache, tiny_study, monkeypatch):
         raise AssertionError("recomputed a cached artefact")
 
     monkeypatch.setattr(pipeline, "kmeans", fail)
-    monkeypatch.setattr(pipeline, "train_probe", fail)
+    monkeypatch.setattr(pipeline, "train_probes", fail)
     again = Runner(tiny_study, TINY_RUN, cache, show_progress=False).run()
     assert again["nmi"].tolist() == results["nmi"].tolist()
 

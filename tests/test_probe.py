@@ -6,7 +6,7 @@ import scipy.sparse as sp
 import torch
 
 from qrp_core.metrics import probe_scores
-from qrp_core.probe import ProbeConfig, ReverseProbe, SparseRows, probe_logits, train_probe
+from qrp_core.probe import ProbeConfig, ReverseProbe, SparseRows, probe_logits, train_probe, train_probes
 from qrp_core.split import TEST, stratified_split
 
 
@@ -100,3 +100,21 @@ def test_training_is_deterministic_and_keeps_best_validation_epoch():
     assert first.best_epoch == int(np.argmin(val_losses))
     assert [h["lr"] for h in first.history][5:7] == [3.5, pytest.approx(0.35)]
     assert first.weight.shape == (12, 16)
+
+
+def test_probes_trained_together_equal_probes_trained_alone():
+    concepts, clusters = _combination_world(n=2000, seed=4)
+    split, _ = stratified_split(clusters, seed=1)
+    masks = np.zeros((3, 12), dtype=bool)
+    masks[0] = True  # every group
+    masks[1, :4] = True  # the first attribute only
+    masks[2, :8] = True  # the first two
+    config = ProbeConfig(max_epochs=8, lr_milestones=(4, 6))
+    together = train_probes(concepts, masks, clusters, split, 16, config, seed=2)
+    for p, mask in enumerate(masks):
+        alone = train_probe(concepts[:, np.flatnonzero(mask)], clusters, split, 16, config, seed=2)
+        assert together[p].weight.shape == alone.weight.shape == (mask.sum(), 16)
+        np.testing.assert_allclose(together[p].weight, alone.weight, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(together[p].bias, alone.bias, rtol=1e-4, atol=1e-5)
+        assert together[p].best_epoch == alone.best_epoch
+        assert together[p].history[-1]["val_loss"] == pytest.approx(alone.history[-1]["val_loss"], rel=1e-5)
