@@ -107,3 +107,10 @@ def test_failed_write_leaves_nothing_behind(tmp_path):
         cache.write("probes", "abc", {"a.npy": lambda p: np.save(p, np.zeros(3)), "b.bin": broken}, {})
     assert not cache.has("probes", "abc")
     assert list((tmp_path / "probes").iterdir()) == []
+
+
+def test_probes_are_stacked_only_where_it_pays():
+    from qrp_core.pipeline import batch_probes
+    assert batch_probes(6, 400, 100, "cpu")  # small tables: one pass is ~3x faster (bench/pipeline.py --small)
+    assert not batch_probes(6, 1700, 1000, "cpu")  # memory-bound on a CPU: one by one
+    assert not batch_probes(1, 10, 10, "cpu")
