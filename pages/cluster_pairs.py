@@ -11,7 +11,7 @@ PER_PAGE = 12
 sel = require_selection()
 st.title("Cluster pairs")
 pairs = sel.table("pairs")
-base, added = "+".join(sel.base), sel.added
+base, added = "+".join(sel.study.concepts.canonical(sel.base)), sel.added
 
 
 def use_comparison(base_groups: str, group: str) -> None:

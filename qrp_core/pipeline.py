@@ -59,7 +59,7 @@ def parse_groups(text: str, study: Study) -> tuple[str, ...]:
         return study.concepts.group_names
     groups = tuple(g for g in text.split("+") if g)
     study.concepts.select(groups)  # raises on unknown or empty groups
-    return groups
+    return study.concepts.canonical(groups)
 
 
 class Runner:
@@ -84,7 +84,7 @@ class Runner:
     def group_sets(self, model: str | None = None) -> list[tuple[str, ...]]:
         """The configured group sets; for the ground-truth model the base group (the labels
         themselves) is dropped, since it would predict them trivially."""
-        sets = list(self.config.group_sets) or [self.study.concepts.group_names]
+        sets = [self.study.concepts.canonical(g) for g in self.config.group_sets] or [self.study.concepts.group_names]
         if model == GROUND_TRUTH:
             sets = [tuple(g for g in groups if g != self.study.base_group) for groups in sets]
             sets = list(dict.fromkeys(groups for groups in sets if groups))

@@ -81,6 +81,11 @@ class ConceptTable:
     def group_names(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(self.groups))
 
+    def canonical(self, groups) -> tuple[str, ...]:
+        """The groups in the table's order, so one set of groups always has one name (``a+b``)."""
+        chosen = set(groups)
+        return tuple(g for g in self.group_names if g in chosen)
+
     def select(self, groups: tuple[str, ...] | list[str]) -> "ConceptTable":
         """The columns of the given groups, in the table's column order."""
         known = self.group_names

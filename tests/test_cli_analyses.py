@@ -23,7 +23,7 @@ def _run(capsys, *argv):
 def test_ablation_pairs_explain(tiny_study_path, cache, capsys):
     out = _run(capsys, "ablation", tiny_study_path, "--cache", cache, "--models", "combo-net",
                "--order", "colour,texture,other", *GRID)
-    assert "Cumulative (Fig. 4)" in out and "labels+colour+texture+other" in out and "Per-group gain" in out
+    assert "Cumulative (Fig. 4)" in out and "labels+colour+other+texture" in out and "Per-group gain" in out
     out = _run(capsys, "pairs", tiny_study_path, "--cache", cache, "--models", "combo-net", "--added", "colour",
                "--top", "3", *GRID)
     assert "pairs whose confusion drops most when 'colour' joins labels" in out

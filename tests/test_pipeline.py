@@ -114,3 +114,12 @@ def test_probes_are_stacked_only_where_it_pays():
     assert batch_probes(6, 400, 100, "cpu")  # small tables: one pass is ~3x faster (bench/pipeline.py --small)
     assert not batch_probes(6, 1700, 1000, "cpu")  # memory-bound on a CPU: one by one
     assert not batch_probes(1, 10, 10, "cpu")
+
+
+def test_one_group_set_has_one_name_whatever_the_order(tiny_study, tiny_cache):
+    cache, results = tiny_cache
+    config = pipeline.RunConfig(**{**TINY_RUN.__dict__, "models": ("combo-net",),
+                                   "group_sets": (("texture", "labels", "other", "colour"),)})
+    again = Runner(tiny_study, config, cache, show_progress=False).run()
+    assert set(again["groups"]) == {"labels+colour+other+texture"}
+    assert set(again["probe"]) <= set(results["probe"])  # the same probes as the main run's

@@ -63,7 +63,7 @@ def run_ablation(study: Study, config: RunConfig, cache: Cache, *, order: tuple[
                      show_progress=show_progress).run()
     rows = []
     for variant, groups in cumulative:
-        part = results[results["groups"] == groups_label(groups)]
+        part = results[results["groups"] == groups_label(study.concepts.canonical(groups))]
         step = len(groups) - 1 if variant == "with base" else len(groups)
         rows.append(part.assign(variant=variant, step=step, added=groups[-1]))
     cumulative_table = pd.concat(rows, ignore_index=True)
@@ -72,7 +72,8 @@ def run_ablation(study: Study, config: RunConfig, cache: Cache, *, order: tuple[
     if has_base:
         base = results[results["groups"] == study.base_group].set_index(["model", "k", "seed"])
         for groups in gains[1:]:
-            part = results[results["groups"] == groups_label(groups)].set_index(["model", "k", "seed"])
+            part = results[results["groups"] == groups_label(study.concepts.canonical(groups))]\
+                .set_index(["model", "k", "seed"])
             delta = part[METRIC_COLUMNS] - base[METRIC_COLUMNS]
             delta.columns = [f"delta_{c}" for c in METRIC_COLUMNS]
             gain_rows.append(delta.assign(added=groups[-1], base_nmi=base["nmi"], probe=part["probe"],

@@ -165,7 +165,8 @@ def run_pairs(study: Study, config: RunConfig, cache: Cache, *, base: tuple[str,
     if added in base:
         raise InputError(f"group {added!r} is already among the base groups {list(base)}",
                          fix="add a group that the base set lacks")
-    with_added = (*base, added)
+    base = study.concepts.canonical(base)
+    with_added = study.concepts.canonical((*base, added))
     results = Runner(study, dataclasses.replace(config, group_sets=(base, with_added)), cache,
                      show_progress=show_progress).run()
     probes = results.pivot_table(index=["model", "k", "seed"], columns="groups", values="probe", aggfunc="first")
