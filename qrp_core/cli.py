@@ -100,10 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("label", help="label a folder of images with offline experts (resumable)")
     p.add_argument("--images", type=Path, required=True, help="folder of images or of class folders")
-    p.add_argument("--experts", default="colour,style", help="comma-separated, from: colour, style")
+    p.add_argument("--experts", default="colour,style", help="comma-separated, from: colour, style, texture")
     p.add_argument("--out", type=Path, required=True, help="folder for <expert>.parquet and <expert>.json")
     p.add_argument("--colour-table", type=Path, default=None,
                    help="van de Weijer colour-name table (w2color.npy) instead of the project's rule")
+    p.add_argument("--dtd", type=Path, default=None, help="texture: DTD class folders to train its head on")
 
     p = verbs.add_parser("import-labels", help="convert labels made elsewhere into a long concept table")
     p.add_argument("labels", type=Path, help="CSV/Parquet: long (image_id, concept, group) or wide (0/1 columns)")
@@ -316,7 +317,8 @@ def _label(args) -> int:
     images = list_images(args.images)
     written = []
     for name in (e for e in args.experts.split(",") if e):
-        expert = get_expert(name, table=args.colour_table) if name == "colour" else get_expert(name)
+        options = {"colour": {"table": args.colour_table}, "texture": {"dtd_root": args.dtd}}.get(name, {})
+        expert = get_expert(name, **options)
         written.append(label_images(expert, images, args.out))
         table = pd.read_parquet(written[-1])
         print(f"{name}: {table['concept'].nunique()} concepts, {len(table) / len(images.ids):.2f} per image "
