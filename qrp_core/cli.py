@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=Path, default=None,
                    help="folder of class folders (imagenette: ../shared/data/imagenette-val here)")
     p.add_argument("--weights-dir", type=Path, default=None, help="cifar10: folder of the CIFAR ResNet .th files")
+    p.add_argument("--dtd", type=Path, default=None,
+                   help="imagenette, cifar10: DTD class folders; adds the texture expert (trained on them)")
     _common(p)
     _grid_options(p, k_default=DEMO_K)
 
@@ -240,7 +242,7 @@ def _dispatch(args) -> int:
         if args.images is None:
             raise InputError(f"--study {args.study} needs --images", fix="pass the folder of class folders")
         study = build_photo_study(args.study, args.images, args.out or cache.root / args.study,
-                                  weights_dir=args.weights_dir)
+                                  weights_dir=args.weights_dir, dtd_root=args.dtd)
         args.groups = None
         results = Runner(study, _run_config(args, study), cache).run()
         _print_ranking(results, argparse.Namespace(rows="mean", format="table", output=None, k=None, groups=None))

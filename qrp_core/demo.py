@@ -81,7 +81,7 @@ IMAGENETTE_CLASSES = {"n01440764": "tench", "n02102040": "English springer", "n0
                       "n03000684": "chain saw", "n03028079": "church", "n03394916": "French horn",
                       "n03417042": "garbage truck", "n03425413": "gas pump", "n03445777": "golf ball",
                       "n03888257": "parachute"}
-PHOTO_EXPERTS = ("colour", "style")  # the offline experts so far (the experts issue lists the rest)
+PHOTO_EXPERTS = ("colour", "style")  # plus "texture" when a DTD folder is given (it trains on it)
 # extraction jobs (one pass of a network each) and the representations they give:
 # job -> (source, options); representation -> (job, layer, metadata)
 PHOTO_JOBS = {
@@ -102,7 +102,7 @@ PHOTO_MODELS = {
 
 
 def build_photo_study(name: str, images_root: Path, out: Path, *, weights_dir: Path | None = None,
-                      show_progress: bool = True) -> Study:
+                      dtd_root: Path | None = None, show_progress: bool = True) -> Study:
     """A study of a folder of class folders (Imagenette, CIFAR-10): thumbnails, the ground-truth labels
     as the base group, the concepts of the offline experts in ``PHOTO_EXPERTS``, and the features of
     every representation in ``PHOTO_MODELS[name]``, extracted once per network and resumably."""
@@ -137,9 +137,11 @@ def build_photo_study(name: str, images_root: Path, out: Path, *, weights_dir: P
     from .experts import get_expert
     from .experts.runner import label_images
 
-    concepts = pd.concat([pd.read_parquet(label_images(get_expert(expert), images, out / "experts",
-                                                       show_progress=show_progress))
-                          for expert in PHOTO_EXPERTS], ignore_index=True)
+    experts = [get_expert(e) for e in PHOTO_EXPERTS]
+    if dtd_root is not None:
+        experts.append(get_expert("texture", dtd_root=dtd_root))
+    concepts = pd.concat([pd.read_parquet(label_images(expert, images, out / "experts", show_progress=show_progress))
+                          for expert in experts], ignore_index=True)
     labels = np.array([IMAGENETTE_CLASSES.get(label, label) for label in images.labels], dtype=object)
     return load_study(write_study(out, name, np.array(images.ids, dtype=object), concepts, features, metadata,
                                   labels=labels, paths=paths))

@@ -2,14 +2,13 @@
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from qrp_core.cache import Cache
 from qrp_core.concept_world import combo_code, forward_probe_accuracy, make_concept_world
 from qrp_core.pipeline import RunConfig, Runner
 from qrp_core.probe import ProbeConfig
 from qrp_core.quantize import KMeansConfig
-from qrp_core.study import concepts_from_long_table, load_study
+from qrp_core.study import load_study
 from qrp_core.synthetic import write_study
 
 

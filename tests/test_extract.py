@@ -115,10 +115,12 @@ def test_cifar10_demo_study_is_built_from_real_images(tmp_path):
         for name in sorted(p.name for p in (CIFAR / label).iterdir())[:6]:
             (images / label / name).symlink_to(CIFAR / label / name)  # read in place, never copied
     study = build_photo_study("cifar10", images, tmp_path / "study", weights_dir=RESNET20.parent,
-                              show_progress=False)
+                              dtd_root=SHARED / "data" / "dtd10", show_progress=False)
     assert set(study.models) == {"resnet20", "resnet32", "resnet44", "resnet56", "resnet20-random", "pixels"}
     assert study.features("resnet56").shape == (60, 64) and study.features("pixels").shape == (60, 768)
-    assert study.concepts.group_names == ("labels", "other", "texture")  # ground truth, style, colour
+    assert study.concepts.group_names == ("labels", "other", "texture")  # ground truth, style, colour + DTD
+    texture = study.concepts.select(("texture",))
+    assert any(n.startswith("[DTD] ") for n in texture.names) and any(n.startswith("[Color] ") for n in texture.names)
     assert len(study.concepts.select(("labels",)).names) == 10
     assert all((tmp_path / "study" / p).stat().st_size < 5000 for p in study.image_paths)  # small thumbnails
     config = RunConfig(ks=(10,), seeds=(0,), group_sets=(("labels",),), kmeans=KMeansConfig(n_iter=10, n_restarts=2),

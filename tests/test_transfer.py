@@ -1,6 +1,4 @@
 import numpy as np
-import pytest
-from sklearn import metrics as skm
 
 from qrp_core.analyses.transfer import concepts_by_name, run_transfer
 from qrp_core.cache import Cache
