@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from qrp_core import browse
+from qrp_core.analyses.pairs import explain_pair
 from qrp_core.cache import Cache
 from qrp_core.pipeline import load_results
 from qrp_core.study import Study
@@ -46,6 +48,16 @@ def analysis_table(root: str, name: str, table: str, stamp: float) -> pd.DataFra
     return Cache(root).read_table(name, table)
 
 
+@st.cache_data(show_spinner=False)
+def pair_view(root: str, name: str, study_stamp: float, probe: str, i: int, j: int) -> dict:
+    """Everything the pair view shows, the word cloud as PNG bytes; keyed by the content-addressed probe."""
+    parts = explain_pair(study(root, name, study_stamp), Cache(root), probe, i, j, n=10)
+    words = browse.wordcloud_words(parts["difference"], n=40)
+    png = io.BytesIO()
+    browse.wordcloud_image(words).save(png, format="PNG")
+    return {**parts, "words": words, "cloud_png": png.getvalue()}
+
+
 @dataclass(frozen=True)
 class Selection:
     """What the sidebar selects; every page reads it."""
@@ -53,6 +65,7 @@ class Selection:
     cache: Cache
     study_name: str
     study: Study
+    study_stamp: float  # the study file's mtime: part of the keys of cached views
     results: pd.DataFrame  # every row of the study
     models: tuple[str, ...]
     k: int
@@ -144,7 +157,8 @@ def sidebar() -> Selection | None:
     names = table["study"].tolist()
     _restore("study", _url_value("study", names[0]), lambda v: v if v in names else names[0])
     name = st.sidebar.selectbox("Study", names, key="study", on_change=_keep, args=("study",))
-    the_study = study(str(root), name, _stamp(Path(table.set_index("study").loc[name, "path"])))
+    study_stamp = _stamp(Path(table.set_index("study").loc[name, "path"]))
+    the_study = study(str(root), name, study_stamp)
     all_results = results(str(root), name, _stamp(root / "results" / f"{name}.parquet"))
 
     meta = browse.model_metadata(the_study).set_index("model")
@@ -175,7 +189,7 @@ def sidebar() -> Selection | None:
     added = st.sidebar.selectbox("Added group", added_options, key="added", on_change=_keep, args=("added",))
     st.query_params.update({"study": name, "models": ",".join(models), "k": str(k), "seed": str(seed),
                             "base": ",".join(base), "added": added})
-    return Selection(cache=Cache(root), study_name=name, study=the_study, results=all_results,
+    return Selection(cache=Cache(root), study_name=name, study=the_study, study_stamp=study_stamp, results=all_results,
                      models=tuple(models), k=int(k), seed=None if seed == ALL_SEEDS else int(seed),
                      base=tuple(base), added=None if added == NO_GROUP else added)
 

@@ -2,9 +2,8 @@
 
 import streamlit as st
 
-from pages._shared import command_hint, csv_download, image_grid, require_selection, set_selection
-from qrp_core import browse
-from qrp_core.analyses.pairs import explain_pair, nearest_images
+from pages._shared import command_hint, csv_download, image_grid, pair_view, require_selection, set_selection
+from qrp_core.analyses.pairs import nearest_images
 
 PER_PAGE = 12
 
@@ -55,10 +54,10 @@ csv_download(comparison, f"{sel.study_name}-pairs-{model}-k{sel.k}-s{seed}.csv",
 choice = st.selectbox("Pair", range(len(top)), key="pair_choice",
                       format_func=lambda r: f"{top['i'][r]} vs {top['j'][r]}  (drop {100 * top['drop'][r]:.1f} points)")
 i, j, probe = int(top["i"][choice]), int(top["j"][choice]), top["probe_b"][choice]
-parts = explain_pair(sel.study, sel.cache, probe, i, j, n=10)
-words = browse.wordcloud_words(parts["difference"], n=40)
+parts = pair_view(str(sel.cache.root), sel.study_name, sel.study_stamp, probe, i, j)
+words = parts["words"]
 st.subheader(f"Why {i} and {j} differ: θ{i} − θ{j} on {base}+{added}")
-st.image(browse.wordcloud_image(words), width="stretch")
+st.image(parts["cloud_png"], width="stretch")
 st.caption(f"Concepts that occur in either cluster. Blue: larger for cluster {i}; red: larger for cluster {j}; "
            f"size: |difference|. Words: "
            + ", ".join(words["concept"].head(12)))
