@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 from scipy.special import gammaln
 
 
@@ -216,19 +217,47 @@ def mutual_info_bits(cluster_sizes, test_cross_entropy: float) -> tuple[float, f
     return mi, (mi * math.log(2) / h if h > 0 else float("nan"))
 
 
-def probe_scores(labels_true, logits: np.ndarray, cluster_sizes) -> dict:
-    """Every metric of one probe on the test split, as a JSON-safe dict."""
-    labels_true = np.asarray(labels_true)
-    predicted = logits.argmax(axis=1)
+@torch.no_grad()
+def ranked_average_precision(labels_true: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """Average precision of each class's score column, on the scores' device (``RankedScores`` without
+    sample weights): (len(classes),) float64. Tied scores are one threshold, as in scikit-learn."""
+    block = scores[:, classes].T.contiguous()
+    sorted_scores, order = torch.sort(block, dim=1, descending=True, stable=True)
+    hits = labels_true[order] == classes[:, None]
+    n = block.shape[1]
+    positions = torch.arange(n, device=block.device).expand_as(order)
+    group_end = torch.ones_like(hits)
+    group_end[:, :-1] = sorted_scores[:, :-1] != sorted_scores[:, 1:]
+    # index of the last element of each element's tie group
+    end = torch.where(group_end, positions, n).flip(1).cummin(1).values.flip(1)
+    cum_tp = hits.cumsum(1, dtype=torch.float64)
+    precision_at_end = cum_tp.gather(1, end) / (end + 1).to(torch.float64)
+    return (precision_at_end * hits).sum(1) / hits.sum(1)
+
+
+def probe_scores(labels_true, logits, cluster_sizes, *, chunk_classes: int = 128) -> dict:
+    """Every metric of one probe on the test split, as a JSON-safe dict.
+
+    ``logits`` (n_test, K) may be a NumPy array or a torch tensor; a tensor's device (a GPU)
+    computes the softmax, cross-entropy and the per-class rankings of mAP.
+    """
+    logits = torch.as_tensor(logits)
+    truth = torch.as_tensor(np.asarray(labels_true), device=logits.device).long()
+    predicted = logits.argmax(1).cpu().numpy()
+    labels_true = truth.cpu().numpy()
     c = contingency_matrix(labels_true, predicted)
-    log_probs = log_softmax(logits.astype(np.float64))
-    ce = float(-log_probs[np.arange(len(labels_true)), labels_true].mean())
+    log_probs = torch.log_softmax(logits.double(), dim=1)
+    ce = float(-log_probs.gather(1, truth[:, None]).mean()) if len(truth) else float("nan")
     mi_bits, mi_norm = mutual_info_bits(cluster_sizes, ce)
+    present = torch.unique(truth)
+    # log-probabilities rank like probabilities, without exp's underflow to tied zeros
+    ap = [ranked_average_precision(truth, log_probs, present[i:i + chunk_classes]).cpu()
+          for i in range(0, len(present), chunk_classes)]
     return {
         "nmi": normalized_mutual_info(labels_true, predicted, contingency=c),
         "ami": adjusted_mutual_info(labels_true, predicted, contingency=c),
         "top1": top1_accuracy(labels_true, predicted),
-        "map": mean_average_precision(labels_true, np.exp(log_probs)),
+        "map": float(torch.cat(ap).mean()) if ap else float("nan"),
         "mi_bits": mi_bits, "mi_norm": mi_norm, "ce_test_nats": ce,
         "h_clusters_bits": entropy_from_counts(cluster_sizes) / math.log(2),
         "n_test": int(len(labels_true)),

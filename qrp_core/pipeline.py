@@ -22,12 +22,12 @@ from .cache import Cache, atomic_write_bytes, atomic_write_json, replace_rows, s
 from .errors import InputError
 from .features import standardisation_stats
 from .metrics import probe_scores
-from .probe import ProbeConfig, probe_logits, resolve_torch_device, train_probes
+from .probe import ProbeConfig, probe_outputs, resolve_torch_device, train_probes
 from .quantize import KMeansConfig, check_n_clusters, kmeans
 from .split import TEST, SplitConfig, stratified_split
 from .study import GROUND_TRUTH, Study
 
-FORMAT = 1  # artefact layout version: part of every key, so a layout change recomputes
+FORMAT = 2  # artefact layout and algorithm version: part of every key, so a layout change recomputes
 RESULT_KEYS = ["model", "k", "seed", "groups"]
 STUDIES = "studies.json"  # study name -> study file, for the app
 METRIC_COLUMNS = ["nmi", "ami", "top1", "map", "mi_bits", "mi_norm"]
@@ -200,11 +200,12 @@ class Runner:
         sizes = np.bincount(assignments, minlength=k)
         for groups, result in zip(todo, results):
             concepts = table.select(groups)
-            logits = probe_logits(result.weight, result.bias, concepts.matrix, device=self.config.probe.device)
-            scores = probe_scores(assignments[test], logits[test], sizes)
+            predictions, test_logits = probe_outputs(result.weight, result.bias, concepts.matrix, test,
+                                                     device=self.config.probe.device)
+            scores = probe_scores(assignments[test], test_logits, sizes)
             self.cache.write("probes", keys[groups], {
                 "probe.safetensors": lambda p, r=result: save_file({"weight": r.weight, "bias": r.bias}, str(p)),
-                "predictions.npy": save_npy(logits.argmax(axis=1).astype(np.int32)),
+                "predictions.npy": save_npy(predictions),
                 "concepts.json": save_json({"names": concepts.names, "groups": concepts.groups}),
                 "metrics.json": save_json(scores),
             }, {"inputs": {"clustering": clustering_key, "split": split_key,

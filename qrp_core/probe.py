@@ -182,7 +182,7 @@ def train_probes(concepts: sp.csr_matrix, masks: np.ndarray, targets: np.ndarray
 
     model = ReverseProbe(concepts.shape[1], n_clusters, n_probes).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
+                                weight_decay=config.weight_decay, fused=device.type == "cuda" or None)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.lr_milestones),
                                                      gamma=config.lr_gamma)
     histories = [[] for _ in range(n_probes)]
@@ -218,18 +218,46 @@ def train_probes(concepts: sp.csr_matrix, masks: np.ndarray, targets: np.ndarray
     ) for p in range(n_probes)]
 
 
+def _loaded_probe(weight: np.ndarray, bias: np.ndarray, device: torch.device) -> ReverseProbe:
+    model = ReverseProbe(*weight.shape).to(device)
+    with torch.no_grad():
+        model.weight.weight.copy_(torch.as_tensor(weight))
+        model.bias.copy_(torch.as_tensor(bias))
+    return model
+
+
 @torch.no_grad()
 def probe_logits(weight: np.ndarray, bias: np.ndarray, concepts: sp.csr_matrix, *, device: str = "auto",
                  chunk: int = 8192) -> np.ndarray:
     """Logits of the probe for each row of ``concepts``: (n_rows, K) float32."""
     dev = resolve_torch_device(device)
-    model = ReverseProbe(*weight.shape).to(dev)
-    model.weight.weight.copy_(torch.as_tensor(weight))
-    model.bias.copy_(torch.as_tensor(bias))
-    concepts = sp.csr_matrix(concepts)
-    rows = SparseRows.from_scipy(concepts, dev)
-    out = np.empty((concepts.shape[0], weight.shape[1]), dtype=np.float32)
+    model = _loaded_probe(weight, bias, dev)
+    rows = SparseRows.from_scipy(sp.csr_matrix(concepts), dev)
+    out = np.empty((len(rows), weight.shape[1]), dtype=np.float32)
     for start in range(0, len(rows), chunk):
         stop = min(start + chunk, len(rows))
         out[start:stop] = model(*rows.batch(start, stop)).cpu().numpy()
     return out
+
+
+@torch.no_grad()
+def probe_outputs(weight: np.ndarray, bias: np.ndarray, concepts: sp.csr_matrix, test: np.ndarray, *,
+                  device: str = "auto", chunk: int = 65536) -> tuple[np.ndarray, torch.Tensor]:
+    """The predicted cluster of every row and the test rows' logits, left on the device for scoring.
+
+    Only (n_test, K) logits are ever held: at ImageNet scale all rows' logits would be 5 GB.
+    Returns (predictions (n_rows,) int32, logits (n_test, K) float32 tensor).
+    """
+    dev = resolve_torch_device(device)
+    model = _loaded_probe(weight, bias, dev)
+    rows = SparseRows.from_scipy(sp.csr_matrix(concepts), dev)
+    test_rows = torch.as_tensor(np.flatnonzero(test), device=dev)
+    predictions = np.empty(len(rows), dtype=np.int32)
+    test_logits = torch.empty((len(test_rows), weight.shape[1]), dtype=torch.float32, device=dev)
+    for start in range(0, len(rows), chunk):
+        stop = min(start + chunk, len(rows))
+        logits = model(*rows.batch(start, stop))
+        predictions[start:stop] = logits.argmax(1).int().cpu().numpy()
+        lo, hi = torch.searchsorted(test_rows, torch.tensor([start, stop], device=dev)).tolist()
+        test_logits[lo:hi] = logits[test_rows[lo:hi] - start]
+    return predictions, test_logits

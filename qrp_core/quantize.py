@@ -1,4 +1,9 @@
-"""Quantization (paper section 3, appendix C): standardise, then faiss K-means, best of R restarts."""
+"""Quantization (paper section 3, appendix C): standardise, then K-means, best of R restarts.
+
+K-means runs in faiss (CPU, or its GPU index when faiss sees a GPU), or in torch on a CUDA
+device that faiss cannot use (``torch_kmeans``). Every backend starts each restart from the
+same centroids, drawn here from the seed, so they differ only by float rounding.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import faiss
 import numpy as np
 
 from .errors import InputError
-from .features import standardisation_stats, standardise
+from .features import read_rows, standardisation_stats, standardise, standardised_rows
 
 
 @dataclass(frozen=True)
@@ -20,7 +25,7 @@ class KMeansConfig:
     n_restarts: int = 5  # keep the best of 5 runs by objective, appendix C
     max_points_per_centroid: int = 256  # training sample = K * this (faiss's default)
     early_stop_threshold: float = -1.0  # -1 runs every iteration; faiss 1.15's default 0.0 stops early
-    device: str = "auto"  # "auto" uses faiss's GPU index when faiss sees a GPU
+    device: str = "auto"  # "auto": a GPU when faiss or torch sees one, else the CPU
 
 
 @dataclass
@@ -36,16 +41,23 @@ class Clustering:
     stats: dict
 
 
-def resolve_faiss_device(device: str) -> str:
-    n_gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
-    if device == "auto":
-        return "cuda" if n_gpus > 0 else "cpu"
-    if device == "cuda" and n_gpus == 0:
-        raise InputError("device 'cuda' requested but faiss sees no GPU",
-                         fix="use --device auto or cpu, or install the faiss-gpu wheel on a GPU machine")
-    if device not in ("cpu", "cuda"):
+def resolve_backend(device: str) -> tuple[str, str]:
+    """(backend, device) that runs K-means: ("faiss", "cuda") when faiss sees a GPU, ("torch", "cuda")
+    when only torch does (e.g. a CUDA 13 stack beside faiss's CUDA 12 wheel), else ("faiss", "cpu")."""
+    if device not in ("auto", "cpu", "cuda"):
         raise InputError(f"unknown device {device!r}", fix="use auto, cpu or cuda")
-    return device
+    if device == "cpu":
+        return "faiss", "cpu"
+    if hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0:
+        return "faiss", "cuda"
+    import torch
+
+    if torch.cuda.is_available():
+        return "torch", "cuda"
+    if device == "cuda":
+        raise InputError("device 'cuda' requested but neither faiss nor torch sees a GPU",
+                         fix="use --device auto or cpu, or run on a machine with a CUDA GPU")
+    return "faiss", "cpu"
 
 
 def check_n_clusters(n_clusters: int, n_images: int, *, source: str | Path) -> None:
@@ -82,7 +94,7 @@ def kmeans(x: np.ndarray, config: KMeansConfig, *, seed: int, source: str | Path
     n, d = x.shape
     k = config.n_clusters
     check_n_clusters(k, n, source=source)
-    device = resolve_faiss_device(config.device)
+    backend, device = resolve_backend(config.device)
     t0 = time.perf_counter()
     if standardisation is None:
         standardisation = standardisation_stats(x, source=source, chunk_rows=chunk_rows)
@@ -93,36 +105,37 @@ def kmeans(x: np.ndarray, config: KMeansConfig, *, seed: int, source: str | Path
     rng = np.random.default_rng(seed)
     n_train = min(n, k * config.max_points_per_centroid)
     if n_train == n:  # the whole collection trains: standardise once, reuse it for assignment
-        sample = standardise(x, mean, std)
+        sample = standardised_rows(x, mean, std, chunk_rows=chunk_rows)
     else:
-        sample = standardise(x[np.sort(rng.choice(n, size=n_train, replace=False))], mean, std)
+        rows = np.sort(rng.choice(n, size=n_train, replace=False))
+        sample = standardised_rows(x, mean, std, rows, chunk_rows=chunk_rows)
     restart_seeds = [int(s) for s in rng.integers(0, 2**31 - 1, size=config.n_restarts)]
     t_standardise = time.perf_counter() - t
 
+    train = _trainer(sample, backend, device)
     restarts, best = [], None
     for r, restart_seed in enumerate(restart_seeds):
         if progress is not None:
             progress(f"K-means restart {r + 1}/{config.n_restarts}")
-        km = faiss.Kmeans(d, k, niter=config.n_iter, nredo=1, seed=restart_seed, gpu=device == "cuda",
-                          max_points_per_centroid=n_train, min_points_per_centroid=1,
-                          early_stop_threshold=config.early_stop_threshold, verbose=False)
+        init = sample[np.sort(np.random.default_rng(restart_seed).choice(n_train, size=k, replace=False))]
         t = time.perf_counter()
-        objective = float(km.train(sample))
-        restarts.append({"seed": restart_seed, "objective": objective, "iterations": len(km.obj),
+        centroids, objectives = train(init, config)
+        restarts.append({"seed": restart_seed, "objective": objectives[-1], "iterations": len(objectives),
                          "seconds": time.perf_counter() - t})
-        if best is None or objective < best[0]:
-            best = (objective, km.centroids.copy())
+        if best is None or objectives[-1] < best[0]:
+            best = (objectives[-1], centroids)
     best_restart = int(np.argmin([r["objective"] for r in restarts]))
     centroids = np.ascontiguousarray(best[1], dtype=np.float32)
 
     t = time.perf_counter()
     if n_train == n:
-        assignments, distances = assign(sample, centroids, device=device, chunk_rows=chunk_rows)
+        assignments, distances = assign(sample, centroids, device=device, backend=backend, chunk_rows=chunk_rows)
     else:
-        assignments, distances = assign(x, centroids, (mean, std), device=device, chunk_rows=chunk_rows)
+        assignments, distances = assign(x, centroids, (mean, std), device=device, backend=backend,
+                                        chunk_rows=chunk_rows)
     sizes = np.bincount(assignments, minlength=k)
     stats = {
-        "device": device,
+        "device": device, "backend": backend, **_device_names(backend, device),
         "n_images": n, "dim": d, "n_train_points": int(n_train), "n_constant_dims": n_constant,
         "restarts": restarts, "best_restart": best_restart,
         "iterations_run": [r["iterations"] for r in restarts],
@@ -135,23 +148,69 @@ def kmeans(x: np.ndarray, config: KMeansConfig, *, seed: int, source: str | Path
     return Clustering(assignments, distances, centroids, mean, std, stats)
 
 
+def _trainer(sample: np.ndarray, backend: str, device: str):
+    """A function (init_centroids, config) -> (centroids, objectives) on the chosen backend; the
+    torch backend moves the sample to the device once, for all restarts."""
+    if backend == "torch":
+        import torch
+
+        from .torch_kmeans import lloyd
+
+        on_device = torch.as_tensor(sample, device=device)
+
+        def train_torch(init: np.ndarray, config: KMeansConfig):
+            centroids, objectives = lloyd(on_device, torch.as_tensor(init, device=device), config.n_iter,
+                                          early_stop_threshold=config.early_stop_threshold)
+            return centroids.cpu().numpy(), objectives
+        return train_torch
+
+    def train_faiss(init: np.ndarray, config: KMeansConfig):
+        km = faiss.Kmeans(sample.shape[1], len(init), niter=config.n_iter, nredo=1, gpu=device == "cuda",
+                          max_points_per_centroid=len(sample), min_points_per_centroid=1,
+                          early_stop_threshold=config.early_stop_threshold, verbose=False)
+        km.train(sample, init_centroids=init)
+        return km.centroids.copy(), [float(v) for v in km.obj]
+    return train_faiss
+
+
+def _device_names(backend: str, device: str) -> dict:
+    if device != "cuda":
+        return {}
+    import torch
+
+    return {"gpu_name": torch.cuda.get_device_name() if torch.cuda.is_available() else "faiss GPU"}
+
+
 def assign(x: np.ndarray, centroids: np.ndarray, standardisation: tuple[np.ndarray, np.ndarray] | None = None,
-           *, device: str = "cpu", chunk_rows: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+           *, device: str = "cpu", backend: str = "faiss", chunk_rows: int = 65536) -> tuple[np.ndarray, np.ndarray]:
     """Nearest centroid of every row of ``x`` and the squared distance to it.
 
     ``standardisation`` = (mean, std) standardises each chunk on the fly; None means ``x`` already is.
     Returns (labels (n,) int32, distances (n,) float32).
     """
-    index = faiss.IndexFlatL2(centroids.shape[1])
-    if device == "cuda":
-        index = faiss.index_cpu_to_all_gpus(index)
-    index.add(centroids)
+    if backend == "torch":
+        import torch
+
+        from .torch_kmeans import nearest_centroids
+
+        on_device = torch.as_tensor(centroids, device=device)
+
+        def search(chunk):
+            labels, d = nearest_centroids(torch.as_tensor(chunk, device=device), on_device)
+            return labels.cpu().numpy(), d.cpu().numpy()
+    else:
+        index = faiss.IndexFlatL2(centroids.shape[1])
+        if device == "cuda":
+            index = faiss.index_cpu_to_all_gpus(index)
+        index.add(centroids)
+
+        def search(chunk):
+            d, nearest = index.search(chunk, 1)
+            return nearest[:, 0], d[:, 0]
     labels = np.empty(len(x), dtype=np.int32)
     distances = np.empty(len(x), dtype=np.float32)
     for start in range(0, len(x), chunk_rows):
-        chunk = x[start:start + chunk_rows]
+        chunk = read_rows(x, start, start + chunk_rows)
         chunk = standardise(chunk, *standardisation) if standardisation else np.ascontiguousarray(chunk, np.float32)
-        d, nearest = index.search(chunk, 1)
-        labels[start:start + len(nearest)] = nearest[:, 0]
-        distances[start:start + len(nearest)] = d[:, 0]
+        labels[start:start + len(chunk)], distances[start:start + len(chunk)] = search(chunk)
     return labels, distances

@@ -91,6 +91,29 @@ def test_probe_scores_consistent():
     assert s["top1"] == pytest.approx(np.mean(logits.argmax(1) == labels))
     assert s["nmi"] == pytest.approx(skm.normalized_mutual_info_score(labels, logits.argmax(1)))
     assert s["mi_bits"] == pytest.approx(s["h_clusters_bits"] - s["ce_test_nats"] / math.log(2))
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    assert s["ce_test_nats"] == pytest.approx(skm.log_loss(labels, probs), rel=1e-12)
+    expected_map = np.mean([skm.average_precision_score(labels == c, probs[:, c]) for c in range(5)])
+    assert s["map"] == pytest.approx(expected_map, abs=1e-12)
+    assert s["ami"] == pytest.approx(skm.adjusted_mutual_info_score(labels, logits.argmax(1)), abs=1e-12)
+    # the same scores from float32 torch logits, with classes in chunks smaller than K
+    t = metrics.probe_scores(labels, torch.as_tensor(logits, dtype=torch.float32),
+                             np.bincount(labels, minlength=5), chunk_classes=2)
+    for name in ("nmi", "ami", "top1", "map", "ce_test_nats"):
+        assert t[name] == pytest.approx(s[name], rel=1e-6), name
+
+
+def test_ranked_average_precision_equals_sklearn_with_ties_and_absent_classes():
+    rng = np.random.default_rng(6)
+    n, k = 500, 9
+    labels = rng.integers(0, k - 1, n)  # class k-1 never occurs
+    scores = np.round(rng.random((n, k)) + 0.5 * np.eye(k)[labels], 1)  # many ties
+    present = np.unique(labels)
+    ap = metrics.ranked_average_precision(torch.as_tensor(labels), torch.as_tensor(scores),
+                                          torch.as_tensor(present)).numpy()
+    expected = [skm.average_precision_score(labels == c, scores[:, c]) for c in present]
+    np.testing.assert_allclose(ap, expected, atol=1e-12)
+    assert metrics.mean_average_precision(labels, scores) == pytest.approx(np.mean(expected), abs=1e-12)
 
 
 def test_weighted_map_equals_sklearn_and_repeated_samples():

@@ -13,7 +13,8 @@ from qrp_core.quantize import KMeansConfig
 from qrp_core.study import load_study
 from qrp_core.synthetic import make_fig2_study, make_planted_group_study
 
-CONFIG = RunConfig(ks=(8,), seeds=(0,), kmeans=KMeansConfig(n_iter=20, n_restarts=5), probe=ProbeConfig(max_epochs=30))
+# 8 blobs from random starts: about 1 restart in 5 finds all 8, so 10 restarts
+CONFIG = RunConfig(ks=(8,), seeds=(0,), kmeans=KMeansConfig(n_iter=20, n_restarts=10), probe=ProbeConfig(max_epochs=30))
 
 
 def test_fig2_reverse_probe_explains_combinations_a_forward_probe_misses(tmp_path):

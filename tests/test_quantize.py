@@ -95,3 +95,69 @@ def test_non_finite_features_name_the_row():
     x[123, 4] = np.nan
     with pytest.raises(InputError, match=r"feats.npy: non-finite value \(NaN or Inf\) in row 123"):
         kmeans(x, KMeansConfig(n_clusters=5), seed=0, source="feats.npy", chunk_rows=50)
+
+
+def test_torch_lloyd_follows_faiss_from_the_same_centroids():
+    import faiss
+    import torch
+
+    from qrp_core.torch_kmeans import lloyd
+    x, _ = _blobs(n=3000, d=16, k=12, seed=3)
+    x = standardise(x, x.mean(0), x.std(0))
+    init = x[np.random.default_rng(0).choice(len(x), 30, replace=False)]
+    km = faiss.Kmeans(16, 30, niter=15, max_points_per_centroid=len(x), early_stop_threshold=-1.0)
+    km.train(x, init_centroids=init)
+    centroids, objectives = lloyd(torch.as_tensor(x), torch.as_tensor(init), 15)
+    assert len(objectives) == len(km.obj) == 15
+    np.testing.assert_allclose(objectives, km.obj, rtol=1e-5)
+    np.testing.assert_allclose(centroids.numpy(), km.centroids, atol=1e-4)
+
+
+def test_torch_backend_gives_the_faiss_clustering(monkeypatch):
+    import qrp_core.quantize as quantize
+    x, _ = _blobs(n=3000, d=16, k=12, seed=4)
+    config = KMeansConfig(n_clusters=12, n_iter=12, n_restarts=3, max_points_per_centroid=200)
+    faiss_result = kmeans(x, config, seed=2)
+    monkeypatch.setattr(quantize, "resolve_backend", lambda device: ("torch", "cpu"))
+    torch_result = kmeans(x, config, seed=2, chunk_rows=700)
+    assert torch_result.stats["backend"] == "torch" and faiss_result.stats["backend"] == "faiss"
+    np.testing.assert_array_equal(torch_result.assignments, faiss_result.assignments)
+    np.testing.assert_allclose([r["objective"] for r in torch_result.stats["restarts"]],
+                               [r["objective"] for r in faiss_result.stats["restarts"]], rtol=1e-5)
+    np.testing.assert_allclose(torch_result.distances, faiss_result.distances, rtol=1e-4, atol=1e-4)
+
+
+def test_torch_lloyd_splits_empty_clusters_like_faiss():
+    import faiss
+    import torch
+
+    from qrp_core.torch_kmeans import lloyd, nearest_centroids
+    x, _ = _blobs(n=4000, d=6, k=3, seed=5)
+    init = np.concatenate([np.repeat(x[:1], 5, axis=0), x[1:40]])  # 4 duplicates of centroid 0: empty
+    km = faiss.Kmeans(6, len(init), niter=8, max_points_per_centroid=len(x), early_stop_threshold=-1.0)
+    km.train(x, init_centroids=init)
+    centroids, objectives = lloyd(torch.as_tensor(x), torch.as_tensor(init), 8)
+    labels, _ = nearest_centroids(torch.as_tensor(x), torch.as_tensor(init))
+    assert np.bincount(labels.numpy(), minlength=len(init))[1:5].sum() == 0  # the splits had work to do
+    np.testing.assert_allclose(objectives, km.obj, rtol=1e-5)
+    np.testing.assert_allclose(centroids.numpy(), km.centroids, atol=1e-4)
+
+
+def test_chunked_reads_of_a_memory_map_equal_indexing_and_leave_no_resident_pages(tmp_path):
+    from qrp_core.features import read_rows, standardised_rows, take_rows
+    x = np.random.default_rng(0).normal(size=(40_000, 256)).astype(np.float32)  # 41 MB
+    np.save(tmp_path / "x.npy", x)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+
+    def resident_file_kb():
+        return int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("RssFile")))
+
+    before = resident_file_kb()
+    chunks = [read_rows(mapped, start, start + 4096) for start in range(0, len(x), 4096)]
+    assert resident_file_kb() - before < 8_000  # plain slicing of the map would add ~41,000 kB
+    np.testing.assert_array_equal(np.concatenate(chunks), x)
+    rows = np.sort(np.random.default_rng(1).choice(len(x), 500, replace=False))
+    np.testing.assert_array_equal(take_rows(mapped, rows), x[rows])
+    mean, std = x.mean(0).astype(np.float64), x.std(0).astype(np.float64)
+    np.testing.assert_array_equal(standardised_rows(mapped, mean, std, rows, chunk_rows=64),
+                                  standardise(x[rows], mean, std))

@@ -1,0 +1,90 @@
+"""Lloyd's K-means and nearest-centroid search in torch, for GPUs that faiss cannot use.
+
+Meta's faiss-gpu wheel is built for CUDA 12; beside a CUDA 13-only stack (or without the wheel)
+faiss sees no GPU and would run on the CPU. This module runs the same iteration as
+``faiss.Kmeans`` on any torch device: exact squared L2 distances through one matrix product
+per chunk (||x||^2 + ||c||^2 - 2 x.c, clamped at 0, as faiss's flat index), centroids as the
+mean of their points, empty clusters re-seeded by splitting a large cluster in two with faiss's
+rule and random draws. Started from the same centroids, it follows faiss's trajectory up to
+float rounding (tests/test_quantize.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+SPLIT_EPS = 1.0 / 1024  # faiss's relative perturbation when it splits a cluster
+
+
+@torch.no_grad()
+def nearest_centroids(x: torch.Tensor, centroids: torch.Tensor, *, chunk_rows: int = 65536
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index of the nearest centroid of every row of ``x`` and the squared distance to it."""
+    c_norms = (centroids * centroids).sum(1)
+    labels = torch.empty(len(x), dtype=torch.int64, device=x.device)
+    distances = torch.empty(len(x), dtype=torch.float32, device=x.device)
+    for start in range(0, len(x), chunk_rows):
+        chunk = x[start:start + chunk_rows]
+        d = torch.addmm(c_norms, chunk, centroids.T, alpha=-2.0)  # ||c||^2 - 2 x.c
+        best, idx = d.min(1)
+        labels[start:start + len(chunk)] = idx
+        distances[start:start + len(chunk)] = (best + (chunk * chunk).sum(1)).clamp_(min=0)
+    return labels, distances
+
+
+@torch.no_grad()
+def lloyd(x: torch.Tensor, init_centroids: torch.Tensor, n_iter: int, *, early_stop_threshold: float = -1.0,
+          ) -> tuple[torch.Tensor, list[float]]:
+    """Run Lloyd iterations from ``init_centroids``.
+
+    Returns the final centroids and the objective (sum of squared distances of the assignment
+    step) of every iteration run, as ``faiss.Kmeans.obj``. With ``early_stop_threshold >= 0``
+    it stops when the objective's relative change falls to that value, like faiss.
+    """
+    n, k = len(x), len(init_centroids)
+    centroids = init_centroids.clone()
+    objectives: list[float] = []
+    for _ in range(n_iter):
+        labels, distances = nearest_centroids(x, centroids)
+        objectives.append(float(distances.sum(dtype=torch.float64)))
+        sums = torch.zeros_like(centroids).index_add_(0, labels, x)
+        counts = torch.bincount(labels, minlength=k)
+        centroids = sums / counts.clamp(min=1).unsqueeze(1).to(sums.dtype)
+        if (counts == 0).any():
+            _split_large_clusters(centroids, counts.cpu().numpy(), n)
+        if (early_stop_threshold >= 0 and len(objectives) > 1
+                and abs(objectives[-2] - objectives[-1]) <= early_stop_threshold * abs(objectives[-2])):
+            break
+    return centroids, objectives
+
+
+def _split_large_clusters(centroids: torch.Tensor, counts: np.ndarray, n: int) -> None:
+    """faiss's ``split_clusters``: each empty cluster, in order, takes a copy of a cluster picked by
+    walking the clusters cyclically and accepting cluster j when a uniform draw falls below
+    (size_j - 1) / (n - K); the two centroids then move apart by +-1/1024 in alternating
+    dimensions. Draws come from a Mersenne Twister seeded with 1234 at every call, in float32,
+    exactly as faiss draws them, so both pick the same clusters."""
+    k = len(counts)
+    sizes = counts.astype(np.float32)
+    twister = np.random.RandomState(1234)  # MT19937 seeded like std::mt19937(1234)
+    draws, used = np.empty(0, np.float32), 0
+    sign = torch.ones(centroids.shape[1], dtype=centroids.dtype, device=centroids.device)
+    sign[1::2] = -1
+    for empty in np.flatnonzero(sizes == 0):
+        accept = ((sizes.astype(np.float64) - 1.0) / np.float64(np.float32(n - k))).astype(np.float32)
+        while True:  # each pass of the walk visits clusters 0..K-1 with one draw each
+            if used + k > len(draws):
+                raw = twister.randint(0, 2**32, size=4 * k, dtype=np.uint32)
+                # rand_float = mt() / float(mt.max()), in float32 (mt.max() rounds to 2^32)
+                draws, used = np.concatenate([draws[used:], raw.astype(np.float32) / np.float32(2**32)]), 0
+            hits = np.flatnonzero(draws[used:used + k] < accept)
+            if len(hits):
+                donor = int(hits[0])
+                used += donor + 1
+                break
+            used += k
+        centroids[empty] = centroids[donor] * (1 + SPLIT_EPS * sign)
+        centroids[donor] = centroids[donor] * (1 - SPLIT_EPS * sign)
+        sizes[empty] = sizes[donor] / 2
+        sizes[donor] -= sizes[empty]
