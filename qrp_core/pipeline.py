@@ -222,7 +222,8 @@ class Runner:
         for model, k, seed in units:
             if self.study.model(model).has_features:
                 check_n_clusters(k, self.study.n_images, source=self.study.path)
-                if model not in todo and not self.cache.has("clusterings", self.clustering_key(model, k, seed)):
+                if (model not in todo and model not in self.standardisation
+                        and not self.cache.has("clusterings", self.clustering_key(model, k, seed))):
                     todo.append(model)
         for model in tqdm(todo, desc="checking features", disable=not self.show_progress or not todo):
             spec = self.study.model(model)

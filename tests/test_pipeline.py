@@ -9,6 +9,7 @@ import qrp_core.pipeline as pipeline
 from qrp_core.cache import Cache
 from qrp_core.pipeline import Runner, load_probe, load_results, ranking
 from qrp_core.probe import probe_logits
+from qrp_core.quantize import resolve_backend
 from qrp_core.split import TEST
 from qrp_core.study import load_study
 
@@ -49,7 +50,7 @@ def test_manifests_record_how_each_artefact_was_made(tiny_cache, tiny_study):
     assert m["inputs"]["features_sha256"] == hashlib.sha256(features.read_bytes()).hexdigest()
     assert m["params"]["n_clusters"] == 8 and m["params"]["seed"] == row["seed"]
     assert m["stats"]["iterations_run"] == [10, 10]  # forced: every iteration ran
-    assert len(m["stats"]["restarts"]) == 2 and m["stats"]["device"] == "cpu"
+    assert len(m["stats"]["restarts"]) == 2 and m["stats"]["device"] == resolve_backend("auto")[1]
     assert {"torch", "faiss", "numpy", "scikit-learn", "python"} <= set(m["versions"])
     p = cache.manifest("probes", row["probe"])
     assert p["params"]["lr"] == 3.5 and p["params"]["max_epochs"] == 15

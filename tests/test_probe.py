@@ -5,7 +5,7 @@ import scipy.sparse as sp
 import torch
 
 from qrp_core.metrics import probe_scores
-from qrp_core.probe import ProbeConfig, ReverseProbe, SparseRows, probe_logits, train_probe, train_probes
+from qrp_core.probe import ProbeConfig, ReverseProbe, SparseRows, probe_logits, probe_outputs, train_probe, train_probes
 from qrp_core.split import TEST, stratified_split
 
 
@@ -36,6 +36,11 @@ def test_sparse_forward_equals_dense_linear():
     torch.testing.assert_close(sparse_out, dense_out, rtol=1e-5, atol=1e-5)
     logits = probe_logits(probe.weight.weight.detach().numpy(), probe.bias.detach().numpy(), concepts, chunk=64)
     np.testing.assert_allclose(logits, dense_out.numpy(), rtol=1e-5, atol=1e-5)
+    test = rng.random(concepts.shape[0]) < 0.3
+    predictions, test_logits = probe_outputs(probe.weight.weight.detach().numpy(), probe.bias.detach().numpy(),
+                                             concepts, test, chunk=17)  # chunks cut through test runs
+    np.testing.assert_array_equal(predictions, logits.argmax(1))
+    np.testing.assert_allclose(test_logits.cpu().numpy(), logits[test], rtol=1e-6, atol=1e-6)
 
 
 def test_sparse_rows_take_equals_scipy_row_indexing():
