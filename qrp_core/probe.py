@@ -49,15 +49,20 @@ def resolve_torch_device(device: str) -> torch.device:
 
 
 class SparseRows:
-    """A CSR matrix on a torch device, sliced into EmbeddingBag (indices, offsets) batches."""
+    """A CSR matrix on a torch device, sliced into EmbeddingBag (indices, offsets) batches.
 
-    def __init__(self, indptr: torch.Tensor, indices: torch.Tensor):
+    The row pointers are also kept on the host, so cutting a batch never waits for the device.
+    """
+
+    def __init__(self, indptr: torch.Tensor, indices: torch.Tensor, host_indptr: np.ndarray | None = None):
         self.indptr, self.indices = indptr, indices
+        self.host_indptr = indptr.cpu().numpy() if host_indptr is None else host_indptr
 
     @classmethod
     def from_scipy(cls, matrix: sp.csr_matrix, device: torch.device) -> "SparseRows":
-        return cls(torch.as_tensor(matrix.indptr.astype(np.int64), device=device),
-                   torch.as_tensor(matrix.indices.astype(np.int64), device=device))
+        indptr = matrix.indptr.astype(np.int64)
+        return cls(torch.as_tensor(indptr, device=device), torch.as_tensor(matrix.indices.astype(np.int64),
+                                                                              device=device), indptr)
 
     def __len__(self) -> int:
         return len(self.indptr) - 1
@@ -68,13 +73,40 @@ class SparseRows:
         lengths = ends - starts
         indptr = torch.zeros(len(rows) + 1, dtype=torch.int64, device=rows.device)
         torch.cumsum(lengths, 0, out=indptr[1:])
-        flat = torch.repeat_interleave(starts - indptr[:-1], lengths) + torch.arange(
-            int(indptr[-1]), device=rows.device)
-        return SparseRows(indptr, self.indices[flat])
+        host_indptr = indptr.cpu().numpy()
+        n_values = int(host_indptr[-1])
+        flat = torch.repeat_interleave(starts - indptr[:-1], lengths, output_size=n_values) + torch.arange(
+            n_values, device=rows.device)
+        return SparseRows(indptr, self.indices[flat], host_indptr)
 
     def batch(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
-        lo, hi = self.indptr[start], self.indptr[stop]
+        lo, hi = int(self.host_indptr[start]), int(self.host_indptr[stop])
         return self.indices[lo:hi], self.indptr[start:stop] - lo
+
+    def batch_rows(self, start: int, stop: int) -> torch.Tensor:
+        """The batch row (0 .. stop-start-1) of each index of ``batch(start, stop)``."""
+        lo, hi = int(self.host_indptr[start]), int(self.host_indptr[stop])
+        lengths = self.indptr[start + 1:stop + 1] - self.indptr[start:stop]
+        return torch.repeat_interleave(torch.arange(stop - start, device=lengths.device), lengths, output_size=hi - lo)
+
+
+class _SumOfRows(torch.autograd.Function):
+    """``embedding_bag(indices, weight, offsets, mode="sum")`` whose backward is one scatter-add of
+    the output gradient into the rows used. EmbeddingBag's own CUDA backward reads a count back
+    to the host at every step, which stalls the GPU once per batch."""
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor, rows: torch.Tensor):
+        ctx.save_for_backward(indices, rows)
+        ctx.n_concepts = weight.shape[0]
+        return nn.functional.embedding_bag(indices, weight, offsets, mode="sum")
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        indices, rows = ctx.saved_tensors
+        grad = grad_output.new_zeros((ctx.n_concepts, grad_output.shape[1]))
+        grad.index_add_(0, indices, grad_output[rows])
+        return grad, None, None, None
 
 
 class ReverseProbe(nn.Module):
@@ -91,8 +123,11 @@ class ReverseProbe(nn.Module):
         self.bias = nn.Parameter(torch.zeros(n_probes * n_clusters))
         nn.init.zeros_(self.weight.weight)  # convex problem: a fixed start makes runs reproducible
 
-    def forward(self, indices: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        return self.weight(indices, offsets) + self.bias
+    def forward(self, indices: torch.Tensor, offsets: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """``rows`` (the batch row of each index, ``SparseRows.batch_rows``) selects the training path."""
+        if rows is None:
+            return self.weight(indices, offsets) + self.bias
+        return _SumOfRows.apply(self.weight.weight, indices, offsets, rows) + self.bias
 
     def losses(self, logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         """Cross-entropy of every probe: (n_probes,)."""
@@ -123,7 +158,11 @@ def train_one_epoch(model: ReverseProbe, optimizer: torch.optim.Optimizer, rows:
     total, n_batches = torch.zeros(model.n_probes, device=targets.device), 0
     for start in range(0, len(rows), batch_size):
         stop = min(start + batch_size, len(rows))
-        losses = model.losses(model(*shuffled.batch(start, stop)), shuffled_targets[start:stop])
+        # on a GPU the scatter-add backward avoids EmbeddingBag's per-step host sync; on a CPU
+        # EmbeddingBag's own backward is 5x faster (measured at M=1,700, K=1,000)
+        batch_rows = shuffled.batch_rows(start, stop) if targets.is_cuda else None
+        logits = model(*shuffled.batch(start, stop), batch_rows)
+        losses = model.losses(logits, shuffled_targets[start:stop])
         optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()  # the probes share no parameter: each gets its own gradient
         if grad_mask is not None:

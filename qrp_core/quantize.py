@@ -194,9 +194,15 @@ def assign(x: np.ndarray, centroids: np.ndarray, standardisation: tuple[np.ndarr
         from .torch_kmeans import nearest_centroids
 
         on_device = torch.as_tensor(centroids, device=device)
+        shift, scale = ((torch.as_tensor(standardisation[0].astype(np.float32), device=device),
+                         torch.as_tensor((1.0 / standardisation[1]).astype(np.float32), device=device))
+                        if standardisation else (None, None))
 
-        def search(chunk):
-            labels, d = nearest_centroids(torch.as_tensor(chunk, device=device), on_device)
+        def search(chunk):  # standardised on the device: the same float32 operations as ``standardise``
+            chunk = torch.as_tensor(np.ascontiguousarray(chunk, np.float32), device=device)
+            if shift is not None:
+                chunk = (chunk - shift) * scale
+            labels, d = nearest_centroids(chunk, on_device)
             return labels.cpu().numpy(), d.cpu().numpy()
     else:
         index = faiss.IndexFlatL2(centroids.shape[1])
@@ -205,12 +211,12 @@ def assign(x: np.ndarray, centroids: np.ndarray, standardisation: tuple[np.ndarr
         index.add(centroids)
 
         def search(chunk):
+            chunk = standardise(chunk, *standardisation) if standardisation else np.ascontiguousarray(chunk, np.float32)
             d, nearest = index.search(chunk, 1)
             return nearest[:, 0], d[:, 0]
     labels = np.empty(len(x), dtype=np.int32)
     distances = np.empty(len(x), dtype=np.float32)
     for start in range(0, len(x), chunk_rows):
         chunk = read_rows(x, start, start + chunk_rows)
-        chunk = standardise(chunk, *standardisation) if standardisation else np.ascontiguousarray(chunk, np.float32)
         labels[start:start + len(chunk)], distances[start:start + len(chunk)] = search(chunk)
     return labels, distances

@@ -127,6 +127,20 @@ def test_torch_backend_gives_the_faiss_clustering(monkeypatch):
     np.testing.assert_allclose(torch_result.distances, faiss_result.distances, rtol=1e-4, atol=1e-4)
 
 
+def test_torch_lloyd_stops_early_when_faiss_does():
+    import faiss
+    import torch
+
+    from qrp_core.torch_kmeans import lloyd
+    for seed in range(3):
+        x, _ = _blobs(seed=seed)
+        init = x[np.random.default_rng(seed).choice(len(x), 5, replace=False)]
+        km = faiss.Kmeans(8, 5, niter=100, max_points_per_centroid=len(x), early_stop_threshold=0.0)
+        km.train(x, init_centroids=init)
+        _, objectives = lloyd(torch.as_tensor(x), torch.as_tensor(init), 100, early_stop_threshold=0.0)
+        assert len(objectives) == len(km.obj) < 100
+
+
 def test_torch_lloyd_splits_empty_clusters_like_faiss():
     import faiss
     import torch
