@@ -45,20 +45,16 @@ def lloyd(x: torch.Tensor, init_centroids: torch.Tensor, n_iter: int, *, early_s
     n, k = len(x), len(init_centroids)
     centroids = init_centroids.clone()
     objectives: list[float] = []
-    previous_labels, unchanged = None, 0
     for _ in range(n_iter):
         labels, distances = nearest_centroids(x, centroids)
         objectives.append(float(distances.sum(dtype=torch.float64)))
-        unchanged = unchanged + 1 if previous_labels is not None and torch.equal(labels, previous_labels) else 0
-        previous_labels = labels
-        if early_stop_threshold >= 0 and len(objectives) > 1 and (
-                abs(objectives[-2] - objectives[-1]) <= early_stop_threshold * abs(objectives[-2])
-                # two unchanged assignments: the objective repeats exactly in exact arithmetic, but a
-                # GPU's atomic sums may change its last bits
-                or unchanged >= 2):
+        if (early_stop_threshold >= 0 and len(objectives) > 1
+                and abs(objectives[-2] - objectives[-1]) <= early_stop_threshold * abs(objectives[-2])):
             break
-        sums = torch.zeros_like(centroids).index_add_(0, labels, x)
         counts = torch.bincount(labels, minlength=k)
+        # each cluster's points summed in index order (as faiss does): deterministic on a GPU,
+        # where index_add_'s atomic float adds are not
+        sums = torch.segment_reduce(x[torch.argsort(labels, stable=True)], "sum", lengths=counts)
         centroids = sums / counts.clamp(min=1).unsqueeze(1).to(sums.dtype)
         if (counts == 0).any():
             _split_large_clusters(centroids, counts.cpu().numpy(), n)

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -117,7 +119,7 @@ def test_torch_backend_gives_the_faiss_clustering(monkeypatch):
     import qrp_core.quantize as quantize
     x, _ = _blobs(n=3000, d=16, k=12, seed=4)
     config = KMeansConfig(n_clusters=12, n_iter=12, n_restarts=3, max_points_per_centroid=200)
-    faiss_result = kmeans(x, config, seed=2)
+    faiss_result = kmeans(x, dataclasses.replace(config, device="cpu"), seed=2)
     monkeypatch.setattr(quantize, "resolve_backend", lambda device: ("torch", "cpu"))
     torch_result = kmeans(x, config, seed=2, chunk_rows=700)
     assert torch_result.stats["backend"] == "torch" and faiss_result.stats["backend"] == "faiss"
