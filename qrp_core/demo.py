@@ -81,7 +81,7 @@ IMAGENETTE_CLASSES = {"n01440764": "tench", "n02102040": "English springer", "n0
                       "n03000684": "chain saw", "n03028079": "church", "n03394916": "French horn",
                       "n03417042": "garbage truck", "n03425413": "gas pump", "n03445777": "golf ball",
                       "n03888257": "parachute"}
-PHOTO_EXPERTS = ("colour", "style")  # plus "texture" when a DTD folder is given (it trains on it)
+PHOTO_EXPERTS = ("imagenet", "colour", "style")  # plus "texture" when a DTD folder is given (it trains on it)
 # extraction jobs (one pass of a network each) and the representations they give:
 # job -> (source, options); representation -> (job, layer, metadata)
 PHOTO_JOBS = {

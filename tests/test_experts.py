@@ -147,3 +147,28 @@ def test_texture_head_on_dtd(texture_expert):
     assert all(len(a) == 1 for a in active)  # one texture per image
     with pytest.raises(InputError, match="needs its training images"):
         get_expert("texture")
+
+
+def test_imagenet_class_names_are_readable_distinct_and_in_output_order():
+    from qrp_core.experts.objects import imagenet_class_names
+    names = imagenet_class_names()
+    assert len(names) == len(set(names)) == 1000
+    imagenette = {0: "tench", 217: "English springer", 482: "cassette player", 491: "chain saw", 497: "church",
+                  566: "French horn", 569: "garbage truck", 571: "gas pump", 574: "golf ball", 701: "parachute"}
+    assert {i: names[i] for i in imagenette} == imagenette  # indices as in tests/test_extract.py
+    assert "crane (n02012849)" in names and "maillot (tank suit)" in names
+
+
+@pytest.mark.skipif(not (SHARED / "imagenette-val").is_dir(), reason=f"needs {SHARED}/imagenette-val")
+def test_imagenet_expert_names_the_objects_of_imagenette_photos():
+    expert = get_expert("imagenet")
+    images = list_images(SHARED / "imagenette-val")
+    chosen = [i for c in sorted(set(images.labels)) for i in [j for j, l in enumerate(images.labels) if l == c][:5]]
+    active = expert.predict(read_images([images.paths[i] for i in chosen], expert.image_size))
+    truth = {"n01440764": "tench", "n02102040": "English springer", "n02979186": "cassette player",
+             "n03000684": "chain saw", "n03028079": "church", "n03394916": "French horn",
+             "n03417042": "garbage truck", "n03425413": "gas pump", "n03445777": "golf ball", "n03888257": "parachute"}
+    found = [truth[images.labels[i]] in {expert.labels[c] for c in a} for i, a in zip(chosen, active)]
+    print(f"ImageNet expert: the true object among the concepts of {sum(found)} of {len(found)} photos")
+    assert np.mean(found) >= 0.6  # measured on these 50 photos: see the print
+    assert all(1 <= len(a) <= 4 for a in active)  # top-1, plus at most 3 classes at >= 0.25
