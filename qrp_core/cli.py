@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("label", help="label a folder of images with offline experts (resumable)")
     p.add_argument("--images", type=Path, required=True, help="folder of images or of class folders")
-    p.add_argument("--experts", default="colour,style", help="comma-separated, from: colour, imagenet, style, texture")
+    p.add_argument("--experts", default="colour,style", help="comma-separated, from: colour, haar, imagenet, style, text, texture")
     p.add_argument("--out", type=Path, required=True, help="folder for <expert>.parquet and <expert>.json")
     p.add_argument("--colour-table", type=Path, default=None,
                    help="van de Weijer colour-name table (w2color.npy) instead of the project's rule")

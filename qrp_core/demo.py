@@ -81,7 +81,8 @@ IMAGENETTE_CLASSES = {"n01440764": "tench", "n02102040": "English springer", "n0
                       "n03000684": "chain saw", "n03028079": "church", "n03394916": "French horn",
                       "n03417042": "garbage truck", "n03425413": "gas pump", "n03445777": "golf ball",
                       "n03888257": "parachute"}
-PHOTO_EXPERTS = ("imagenet", "colour", "style")  # plus "texture" when a DTD folder is given (it trains on it)
+# plus "texture" when a DTD folder is given (it trains on it); CIFAR's 32-px images hold no readable text or faces
+PHOTO_EXPERTS = {"imagenette": ("imagenet", "haar", "text", "colour", "style"), "cifar10": ("imagenet", "colour", "style")}
 # extraction jobs (one pass of a network each) and the representations they give:
 # job -> (source, options); representation -> (job, layer, metadata)
 PHOTO_JOBS = {
@@ -137,7 +138,7 @@ def build_photo_study(name: str, images_root: Path, out: Path, *, weights_dir: P
     from .experts import get_expert
     from .experts.runner import label_images
 
-    experts = [get_expert(e) for e in PHOTO_EXPERTS]
+    experts = [get_expert(e) for e in PHOTO_EXPERTS[name]]
     if dtd_root is not None:
         experts.append(get_expert("texture", dtd_root=dtd_root))
     concepts = pd.concat([pd.read_parquet(label_images(expert, images, out / "experts", show_progress=show_progress))

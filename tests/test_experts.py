@@ -172,3 +172,26 @@ def test_imagenet_expert_names_the_objects_of_imagenette_photos():
     print(f"ImageNet expert: the true object among the concepts of {sum(found)} of {len(found)} photos")
     assert np.mean(found) >= 0.6  # measured on these 50 photos: see the print
     assert all(1 <= len(a) <= 4 for a in active)  # top-1, plus at most 3 classes at >= 0.25
+
+
+def test_text_is_found_on_a_page_and_not_in_plain_photos():
+    data = pytest.importorskip("skimage.data")
+    expert = get_expert("text")
+    grey = lambda image: np.repeat(image[..., None], 3, axis=2)  # noqa: E731
+    images = read_images_from_arrays([grey(data.page()), data.coffee(), data.chelsea(), data.rocket()],
+                                     expert.image_size)
+    assert expert.predict(images) == [[0], [], [], []]
+    assert any(score > 0.9 for _, score in expert.lines(images[0]))  # the page is read, not only detected
+
+
+def test_haar_finds_the_astronauts_face_and_nothing_in_objects():
+    data = pytest.importorskip("skimage.data")
+    expert = get_expert("haar")
+    found = expert.predict(read_images_from_arrays([data.astronaut(), data.coffee(), data.rocket()], expert.image_size))
+    assert expert.labels.index("face") in found[0]
+    assert found[1:] == [[], []]
+
+
+def read_images_from_arrays(arrays, side):
+    return np.stack([np.asarray(Image.fromarray(a).convert("RGB").resize((side, side), Image.BILINEAR))
+                     for a in arrays])
