@@ -107,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--colour-table", type=Path, default=None,
                    help="van de Weijer colour-name table (w2color.npy) instead of the project's rule")
     p.add_argument("--dtd", type=Path, default=None, help="texture: DTD class folders to train its head on")
+    p.add_argument("--adapter", nargs=5, action="append", default=[],
+                   metavar=("KIND", "MODEL", "LABELS", "GROUP", "SOURCE"),
+                   help="one of the paper's experts from its exported model (.pt2 or TorchScript) and label file; "
+                        "KIND: classifier, multilabel, detector or segmenter; e.g. --adapter classifier "
+                        "places365.pt2 categories_places365.txt scene Places (repeatable)")
+    p.add_argument("--clip", nargs=2, default=None, metavar=("ARCH", "WEIGHTS"),
+                   help="CLIP photographic style via open_clip, e.g. --clip ViT-B-32 clip-vit-b-32.bin")
 
     p = verbs.add_parser("import-labels", help="convert labels made elsewhere into a long concept table")
     p.add_argument("labels", type=Path, help="CSV/Parquet: long (image_id, concept, group) or wide (0/1 columns)")
@@ -317,13 +324,18 @@ def _label(args) -> int:
               f"-> {args.out}")
         return 0
     images = list_images(args.images)
+    experts = [(name, {"colour": {"table": args.colour_table}, "texture": {"dtd_root": args.dtd}}.get(name, {}))
+               for name in args.experts.split(",") if name]
+    experts += [(kind, {"weights": Path(model), "labels": Path(labels), "group": group, "source": source})
+                for kind, model, labels, group, source in args.adapter]
+    if args.clip:
+        experts.append(("clip", {"architecture": args.clip[0], "weights": Path(args.clip[1])}))
     written = []
-    for name in (e for e in args.experts.split(",") if e):
-        options = {"colour": {"table": args.colour_table}, "texture": {"dtd_root": args.dtd}}.get(name, {})
+    for name, options in experts:
         expert = get_expert(name, **options)
         written.append(label_images(expert, images, args.out))
         table = pd.read_parquet(written[-1])
-        print(f"{name}: {table['concept'].nunique()} concepts, {len(table) / len(images.ids):.2f} per image "
+        print(f"{expert.name}: {table['concept'].nunique()} concepts, {len(table) / len(images.ids):.2f} per image "
               f"-> {written[-1]}")
     print("add to the study file: [concepts] tables = [..., " + ", ".join(f'"{p}"' for p in written) + "]")
     return 0

@@ -4,6 +4,6 @@ A small registry in the style of timm's: ``list_experts("col*")``, ``get_expert(
 """
 
 from .base import Expert, get_expert, list_experts, register_expert
-from . import colour, haar, objects, style, text, texture  # noqa: F401  (register the offline experts)
+from . import adapters, colour, haar, objects, style, text, texture  # noqa: F401  (register the offline experts)
 
 __all__ = ["Expert", "get_expert", "list_experts", "register_expert"]
