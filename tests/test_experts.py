@@ -62,7 +62,7 @@ def test_solid_colours_by_the_table_and_agreement_on_real_photos():
     photos = read_images(files, 64)
     agreement = float(np.mean(rule_names(photos) == table_names(photos, table)))
     print(f"colour rule vs van de Weijer table: {100 * agreement:.1f}% of {photos[..., 0].size} pixels agree")
-    assert agreement > 0.7  # measured 77%; the issue asks for 80%
+    assert agreement >= 0.8  # measured 85.2%; the thresholds were fitted on CIFAR-10 images, not these
 
 
 def test_style_cues():
