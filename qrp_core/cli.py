@@ -115,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip", nargs=2, default=None, metavar=("ARCH", "WEIGHTS"),
                    help="CLIP photographic style via open_clip, e.g. --clip ViT-B-32 clip-vit-b-32.bin")
 
+    p = verbs.add_parser("fetch", help="download a public image archive for a demo study (md5-checked)")
+    p.add_argument("dataset", choices=["imagenette"])
+    p.add_argument("--out", type=Path, default=Path("data"), help="where to unpack it (default: ./data)")
+
     p = verbs.add_parser("import-labels", help="convert labels made elsewhere into a long concept table")
     p.add_argument("labels", type=Path, help="CSV/Parquet: long (image_id, concept, group) or wide (0/1 columns)")
     p.add_argument("--group", default=None, help="the group of a wide table's concepts")
@@ -242,6 +246,12 @@ def _dispatch(args) -> int:
         return 0
     if args.verb == "extract":
         return _extract(args)
+    if args.verb == "fetch":
+        from .datasets import ARCHIVES, fetch
+
+        folder = fetch(ARCHIVES[args.dataset], args.out)
+        print(f"{folder}\nnext: python -m qrp_core demo --study {args.dataset} --images {folder}")
+        return 0
     if args.verb in ("label", "import-labels"):
         return _label(args)
     cache = Cache(args.cache)

@@ -75,7 +75,7 @@ def test_every_verb_has_help():
     parser = build_parser()
     verbs = parser._subparsers._group_actions[0].choices
     assert set(verbs) == {"demo", "run", "ranking", "export", "validate", "ablation", "pairs", "explain",
-                          "sweep-k", "layers", "transfer", "significance", "extract", "label", "import-labels"}
+                          "sweep-k", "layers", "transfer", "significance", "extract", "label", "import-labels", "fetch"}
     for verb in verbs:
         with pytest.raises(SystemExit) as info:
             main([verb, "--help"])
