@@ -71,10 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("extract", help="run a model source over a folder of images (resumable)")
     p.add_argument("--source", required=True, help="efficientnet-lite0/1/2, cifar-resnet20/32/44/56, pixels, "
-                   "colour-histogram")
+                   "colour-histogram, or torchvision:ARCH / timm:ARCH with --weights (MoCo, DINO, SwAV, ... "
+                   "checkpoints; needs torchvision or timm installed)")
     p.add_argument("--images", type=Path, required=True, help="folder of images or of class folders")
     p.add_argument("--out", type=Path, required=True, help="folder for <layer>.npy and images.csv")
-    p.add_argument("--weights", type=Path, default=None, help="state dict (CIFAR ResNets)")
+    p.add_argument("--weights", type=Path, default=None,
+                   help="checkpoint: CIFAR ResNet state dict, or a torchvision/timm backbone's (self-supervised) weights")
     p.add_argument("--random-init", action="store_true", help="EfficientNet without its ImageNet weights")
     p.add_argument("--blocks", type=int, nargs="*", default=[], help="EfficientNet blocks to keep as layers too")
     p.add_argument("--batch-size", type=int, default=64)

