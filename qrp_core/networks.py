@@ -128,36 +128,13 @@ class CifarResNet(nn.Module):
         return self.linear(self.pool(x).flatten(1))
 
 
-def load_state_dict(model: nn.Module, path: str | Path, *, prefixes: tuple[str, ...] = ("module.",)) -> nn.Module:
-    """Load a checkpoint (a state dict, or a dict holding one under ``state_dict``/``model``), with
-    DataParallel-style key prefixes stripped; only BatchNorm's ``num_batches_tracked`` may be missing."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("checkpoint not found", where=path, fix="pass the path of the weights file")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise InputError(f"cannot read checkpoint ({type(exc).__name__}: {exc})", where=path,
-                         fix="the file is unreadable or truncated; download it again") from exc
-    state = checkpoint.get("state_dict", checkpoint.get("model", checkpoint)) if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict):
-        raise InputError("no state dict in the checkpoint", where=path, fix="save model.state_dict()")
-    for prefix in prefixes:
-        state = {k.removeprefix(prefix): v for k, v in state.items()}
-    result = model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
-    if missing or result.unexpected_keys:
-        raise InputError(f"checkpoint does not match the architecture (missing {missing[:3]}, "
-                         f"unexpected {result.unexpected_keys[:3]})", where=path,
-                         fix="choose the source whose architecture the weights belong to")
-    return model
-
-
 def _cifar_resnet(depth: int, *, weights: str | Path | None = None, seed: int = 0) -> Source:
     torch.manual_seed(seed)
     model = CifarResNet(depth)
     if weights is not None:
-        load_state_dict(model, weights)
+        from .checkpoints import load_backbone
+
+        load_backbone(model, weights)
     return Source(f"cifar-resnet{depth}", model.eval(), 32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
                   {"final": "pool", "layer1": "layer1", "layer2": "layer2"},
                   {"architecture": f"ResNet-{depth} (CIFAR)",

@@ -118,7 +118,9 @@ def test_cifar10_demo_study_is_built_from_real_images(tmp_path):
                               dtd_root=SHARED / "data" / "dtd10", show_progress=False)
     assert set(study.models) == {"resnet20", "resnet32", "resnet44", "resnet56", "resnet20-random", "pixels"}
     assert study.features("resnet56").shape == (60, 64) and study.features("pixels").shape == (60, 768)
-    assert study.concepts.group_names == ("labels", "other", "texture")  # ground truth, style, colour + DTD
+    # ground truth; ImageNet objects; style; colour + DTD
+    assert study.concepts.group_names == ("labels", "objects", "other", "texture")
+    assert all(n.startswith("[ImageNet] ") for n in study.concepts.select(("objects",)).names)
     texture = study.concepts.select(("texture",))
     assert any(n.startswith("[DTD] ") for n in texture.names) and any(n.startswith("[Color] ") for n in texture.names)
     assert len(study.concepts.select(("labels",)).names) == 10
