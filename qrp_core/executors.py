@@ -129,8 +129,8 @@ def run_on_ray(study: Study, config: RunConfig, cache: Cache, options: RayOption
         connect(options)
         try:
             check_resources(options)
-            found, failures = gather(submit(todo, context, options), len(units) - len(todo), len(units),
-                                     show_progress)
+            refs, started = submit(todo, context, options)
+            found, failures = gather(refs, started, n_cached=len(units) - len(todo), show_progress=show_progress)
         finally:
             ray.shutdown()
         keys.update(found)
@@ -212,7 +212,7 @@ def check_resources(options: RayOptions) -> None:
 
 def submit(units: list[Unit], context: TaskContext, options: RayOptions) -> tuple[dict, object]:
     """One clustering task per unit and one probe task that waits on it; returns {ref: (step, unit)}
-    and the actor that records which tasks have started."""
+    and the actor that counts which tasks have started."""
     import ray
 
     resources = {"num_cpus": options.task_cpus, "num_gpus": options.task_gpus,
@@ -221,7 +221,7 @@ def submit(units: list[Unit], context: TaskContext, options: RayOptions) -> tupl
         resources["memory"] = int(options.task_memory_gb * 2**30)
     cluster = ray.remote(**resources)(clustering_task)
     probe = ray.remote(**resources)(probes_task)
-    started = ray.remote(num_cpus=0)(StartedTasks).remote()
+    started = ray.remote(num_cpus=0, max_restarts=-1)(StartedTasks).remote()
     refs = {}
     for unit in units:
         label = "{} K={} seed={}".format(*unit)
@@ -231,17 +231,16 @@ def submit(units: list[Unit], context: TaskContext, options: RayOptions) -> tupl
     return refs, started
 
 
-def gather(submitted: tuple[dict, object], n_cached: int, n_units: int, show_progress: bool
+def gather(pending: dict, started, *, n_cached: int, show_progress: bool
            ) -> tuple[dict[Unit, tuple], list[UnitFailure]]:
-    """Wait for every task with one progress bar (done / running / failed tasks); a unit's keys
-    once its probe task is done, and the first error of each failed unit."""
+    """Wait for every task with one progress bar over the grid's tasks (the cached units' count as
+    done); returns each finished unit's keys and the first error of each failed unit."""
     import ray
 
-    pending, started = submitted
     keys, split_keys, failures = {}, {}, {}
-    done = failed = 0
-    with tqdm(total=len(pending) + 2 * n_cached, initial=2 * n_cached, desc=f"qrp run ({n_units} units, ray)",
-              unit="task", disable=not show_progress) as bar:
+    done, running, failed = 2 * n_cached, 0, 0
+    with tqdm(total=len(pending) + done, initial=done, desc="qrp run (ray)", unit="task",
+              disable=not show_progress) as bar:
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=POLL_SECONDS)
             for ref in ready:
@@ -257,8 +256,11 @@ def gather(submitted: tuple[dict, object], n_cached: int, n_units: int, show_pro
                     split_keys[unit] = value
                 else:
                     keys[unit] = (*split_keys[unit], value)
-            running = ray.get(started.count.remote([ref.task_id().hex() for ref in pending]))
-            bar.set_postfix_str(f"done={done + 2 * n_cached} running={running} failed={failed}", refresh=False)
+            try:
+                running = ray.get(started.count.remote([ref.task_id().hex() for ref in pending]))
+            except ray.exceptions.RayError:  # its node died: the count restarts, the run goes on
+                pass
+            bar.set_postfix_str(f"done={done} running={running} failed={failed}", refresh=False)
             bar.update(len(ready))
     return keys, list(failures.values())
 

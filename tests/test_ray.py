@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from qrp_core import executors
 from qrp_core.cache import Cache
 from qrp_core.cli import main
 from qrp_core.executors import RayOptions, run_on_ray
@@ -167,7 +168,7 @@ def assert_same_artefacts(ray_cache: Cache, local_cache: Cache, results: pd.Data
                 assert ours.read_bytes() == theirs.read_bytes(), f"{name}/{ours.name} differs"
 
 
-def test_ray_run_equals_the_in_process_run(ray_cluster, tiny_cache, tiny_study, tmp_path):
+def test_ray_run_equals_the_in_process_run(ray_cluster, tiny_cache, tiny_study, tmp_path, monkeypatch):
     address, _ = ray_cluster
     local_cache, local = tiny_cache
     cache = Cache(tmp_path / "cache")
@@ -178,9 +179,16 @@ def test_ray_run_equals_the_in_process_run(ray_cluster, tiny_cache, tiny_study, 
     pd.testing.assert_frame_equal(load_results(cache, tiny_study), stored, check_exact=True)
     assert_same_artefacts(cache, local_cache, local)
 
+    def no_cluster(options):
+        raise AssertionError("a fully cached grid started Ray")
+
+    monkeypatch.setattr(executors, "connect", no_cluster)
+    again = run_on_ray(tiny_study, TINY_RUN, cache, RayOptions(address=address), show_progress=False)
+    pd.testing.assert_frame_equal(again.results, local, check_exact=True)
+
 
 def test_a_worker_killed_mid_task_is_retried_and_the_numbers_do_not_change(ray_cluster, tiny_cache, tiny_study,
-                                                                         tmp_path):
+                                                                         tmp_path, capfd):
     address, starters = ray_cluster
     local_cache, local = tiny_cache
     cache = Cache(tmp_path / "cache")
@@ -191,13 +199,14 @@ def test_a_worker_killed_mid_task_is_retried_and_the_numbers_do_not_change(ray_c
     killed = None
     while driver.is_alive() and killed is None:
         for pid in descendants(starters):
-            if title(pid).startswith("ray::qrp-"):  # a worker process while it runs one of our tasks
-                killed = title(pid)
+            if (name := title(pid)).startswith("ray::qrp-"):  # a worker process while it runs one of our tasks
                 os.kill(pid, signal.SIGKILL)
+                killed = name
                 break
         time.sleep(0.01)
     driver.join(timeout=120)
     assert killed is not None, "no task was caught running"
+    assert "will be retried" in "".join(capfd.readouterr())  # Ray saw the worker die mid-task
     assert outcome["run"].failures == []
     pd.testing.assert_frame_equal(outcome["run"].results, local, check_exact=True)
     assert_same_artefacts(cache, local_cache, local)
@@ -232,7 +241,7 @@ def test_default_is_a_private_local_ray_that_leaves_nothing_running(tiny_cache, 
     env.pop("RAY_ADDRESS", None)
     run = subprocess.run([sys.executable, "-m", "qrp_core", "run", str(tiny_study_path), "--cache",
                           str(tmp_path / "cache"), "--models", "shape-net", *RUN_ARGS, "--executor", "ray"],
-                         cwd=Path(__file__).parent.parent, env=env, capture_output=True, text=True, timeout=300)
+                         cwd=Path(__file__).parent.parent, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "done=4 running=0 failed=0" in run.stderr  # one progress bar over 2 units x 2 tasks
     stored = load_results(Cache(tmp_path / "cache"), load_study(tiny_study_path))
