@@ -57,7 +57,7 @@ class RayOptions:
 
 @dataclass(frozen=True)
 class UnitFailure:
-    """A unit whose task kept failing, and the error it raised."""
+    """A unit whose task raised, or whose worker died more often than ``max_retries``, and the error."""
 
     unit: Unit
     step: str  # "clustering" or "probes"
