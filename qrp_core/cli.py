@@ -12,6 +12,7 @@ import pandas as pd
 from .analyses import commands
 from .cache import Cache
 from .errors import InputError
+from .executors import RayOptions, default_task_gpus, print_failures, run_on_ray
 from .pipeline import RunConfig, Runner, find_probe, load_results, parse_groups, per_image_table, ranking
 from .probe import ProbeConfig
 from .quantize import KMeansConfig
@@ -51,6 +52,19 @@ def _grid_options(p: argparse.ArgumentParser, *, k_default: int = 1000) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to compute")
 
 
+def _executor_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local: everything in this process (default); ray: one Ray task per clustering and one per "
+                   "batch of probes sharing it, on a cluster (README: Running on a Ray cluster)")
+    p.add_argument("--address", default=None, metavar="HOST:PORT",
+                   help="ray: the head node of a running cluster; --cache must then be an absolute path that every "
+                   "node mounts (default: a private local Ray for this run)")
+    p.add_argument("--task-cpus", type=float, default=1.0, help="ray: CPUs per task, also its torch/faiss threads")
+    p.add_argument("--task-gpus", type=float, default=None, help="ray: GPUs per task (default: 1 with --device cuda, else 0)")
+    p.add_argument("--task-memory", type=float, default=None, metavar="GB",
+                   help="ray: memory per task in GiB, for scheduling (default: none reserved)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m qrp_core", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -86,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study", type=Path, help="study .toml file")
     _common(p)
     _grid_options(p)
+    _executor_options(p)
 
     p = verbs.add_parser("ranking", help="mean ± std over seeds per model, best NMI first")
     p.add_argument("study", type=Path)
@@ -286,10 +301,7 @@ def _dispatch(args) -> int:
         getattr(commands, args.verb)(args, study, cache)
         return 0
     if args.verb == "run":
-        results = Runner(study, _run_config(args, study), cache).run()
-        _print_ranking(results,
-                       argparse.Namespace(rows="mean", format="table", output=None, k=None, groups=None))
-        return 0
+        return _run(args, study, cache)
     if args.verb == "ranking":
         _print_ranking(load_results(cache, study), args)
         return 0
@@ -303,6 +315,25 @@ def _dispatch(args) -> int:
         print(f"wrote {len(table)} rows to {args.output}", file=sys.stderr)
         return 0
     raise AssertionError(args.verb)
+
+
+def _run(args, study, cache: Cache) -> int:
+    """The ``run`` verb: in this process, or on Ray (exit 1 when a unit failed; the rest is saved)."""
+    config = _run_config(args, study)
+    table_only = argparse.Namespace(rows="mean", format="table", output=None, k=None, groups=None)
+    if args.executor == "local":
+        if args.address is not None:
+            raise InputError("--address is for --executor ray", fix="add --executor ray, or drop --address")
+        _print_ranking(Runner(study, config, cache).run(), table_only)
+        return 0
+    gpus = default_task_gpus(args.device) if args.task_gpus is None else args.task_gpus
+    options = RayOptions(address=args.address, task_cpus=args.task_cpus, task_gpus=gpus,
+                         task_memory_gb=args.task_memory)
+    outcome = run_on_ray(study, config, cache, options)
+    if not outcome.results.empty:
+        _print_ranking(outcome.results, table_only)
+    print_failures(outcome.failures)
+    return 1 if outcome.failures else 0
 
 
 def _extract(args) -> int:

@@ -231,11 +231,40 @@ class Runner:
                                                                 source=spec.features)
 
     # --- the grid ---------------------------------------------------------------------------
-    def run(self) -> pd.DataFrame:
+    def plan(self) -> tuple[list[tuple[str, int, int]], dict[str, list[tuple[str, ...]]]]:
+        """The units (model, K, seed) and each model's group sets, inputs checked before any write."""
         models = self.models()
         sets = {model: self.group_sets(model) for model in models}
         units = self.units(models)
         self.validate_inputs(units)
+        return units, sets
+
+    def cluster_unit(self, model: str, k: int, seed: int, bar=None) -> tuple[str, str]:
+        """The clustering and split keys of one unit, computing what the cache lacks."""
+        if not self.study.model(model).has_features:
+            self.given_clusters.setdefault(model, self.study.cluster_ids(model))
+        clustering_key = self.clustering(model, k, seed, bar)
+        return clustering_key, self.split(clustering_key, seed)
+
+    def result_rows(self, unit: tuple[str, int, int], clustering_key: str, split_key: str,
+                    probe_keys: dict[tuple[str, ...], str]) -> list[dict]:
+        """One results row per group set of a unit, read from the probes' metrics.json."""
+        model, k, seed = unit
+        return [{"model": model, "k": k, "seed": seed, "groups": groups_label(groups),
+                 **self.cache.load_json("probes", key, "metrics.json"),
+                 "clustering": clustering_key, "split": split_key, "probe": key}
+                for groups, key in probe_keys.items()]
+
+    def finish(self, rows: list[dict]) -> pd.DataFrame:
+        """Save the rows into the study's results table and remember the feature hashes."""
+        results = pd.DataFrame(rows)
+        if rows:
+            save_results(self.cache, self.study, results)
+        self.cache.save_file_hashes()
+        return results
+
+    def run(self) -> pd.DataFrame:
+        units, sets = self.plan()
         rows = []
         total = sum(1 + len(sets[m]) for m, _, _ in units)
 
@@ -247,21 +276,14 @@ class Runner:
         with tqdm(total=total, desc="qrp run", unit="step", disable=not self.show_progress) as bar:
             for model, k, seed in units:
                 bar.set_postfix_str(f"{model} K={k} seed={seed}: clustering")
-                ckey = self.clustering(model, k, seed, bar)
-                skey = self.split(ckey, seed)
+                ckey, skey = self.cluster_unit(model, k, seed, bar)
                 step(f"{model} K={k} seed={seed}: clustering")
                 bar.set_postfix_str(f"{model} K={k} seed={seed}: {len(sets[model])} probe(s)")
                 keys = self.probes(ckey, skey, sets[model], seed, k)
                 for groups in sets[model]:
-                    pkey = keys[groups]
-                    metrics = self.cache.load_json("probes", pkey, "metrics.json")
-                    rows.append({"model": model, "k": k, "seed": seed, "groups": groups_label(groups),
-                                 **metrics, "clustering": ckey, "split": skey, "probe": pkey})
+                    rows += self.result_rows((model, k, seed), ckey, skey, {groups: keys[groups]})
                     step(f"{model} K={k} seed={seed}: probe {groups_label(groups)}")
-        results = pd.DataFrame(rows)
-        save_results(self.cache, self.study, results)
-        self.cache.save_file_hashes()
-        return results
+        return self.finish(rows)
 
 
 def batch_probes(n_probes: int, n_concepts: int, n_clusters: int, device: str) -> bool:
