@@ -88,3 +88,31 @@ def test_library_sources_explain_a_missing_library():
         except ImportError:
             with pytest.raises(InputError, match="is not installed"):
                 get_source(name)
+
+
+def test_torchvision_resnet_with_a_moco_checkpoint(tmp_path):
+    torchvision = pytest.importorskip("torchvision", reason="torchvision is optional (no build for this torch here)")
+    torch.manual_seed(0)
+    reference = torchvision.models.resnet18(weights=None).eval()
+    state = {k: v for k, v in reference.state_dict().items() if not k.startswith("fc.")}
+    head = {"fc.0.weight": torch.randn(16, 512), "fc.0.bias": torch.randn(16), "fc.2.weight": torch.randn(8, 16)}
+    torch.save({"state_dict": _prefixed({**state, **head}, "module.encoder_q.")}, tmp_path / "moco.pth.tar")
+    source = get_source("torchvision:resnet18", weights=tmp_path / "moco.pth.tar")
+    reference.fc = nn.Identity()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(source.model(x), reference(x))
+    assert source.metadata["left_out"] == ["fc"] and source.image_size == 224
+
+
+def test_timm_vit_with_a_dino_checkpoint(tmp_path):
+    timm = pytest.importorskip("timm", reason="timm is optional (it needs torchvision, absent here)")
+    torch.manual_seed(0)
+    reference = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0).eval()
+    torch.save({"teacher": {**_prefixed(reference.state_dict(), "backbone."), "head.last_layer.weight": torch.randn(4, 3)},
+                "student": _prefixed(reference.state_dict(), "module.backbone.")}, tmp_path / "dino.pth")
+    source = get_source("timm:vit_tiny_patch16_224", weights=tmp_path / "dino.pth")
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(source.model(x), reference(x))
+    assert source.metadata["found"] == "under 'teacher', prefix 'backbone.'" and source.image_size == 224
