@@ -109,6 +109,13 @@ class ExportedExpert(Expert):
             x = torch.from_numpy(images[start:start + self.batch_size]).permute(0, 3, 1, 2).float() / 255.0
             yield self.model((x - mean) / std)
 
+    def active(self, output) -> list[list[int]]:
+        """The active concepts of each image of one batch, from the model's output."""
+        raise NotImplementedError
+
+    def predict(self, images: np.ndarray) -> list[list[int]]:
+        return [concepts for output in self.outputs(images) for concepts in self.active(output)]
+
     def _check_classes(self, n_classes: int) -> None:
         if n_classes != len(self.labels):
             raise InputError(f"the model gives {n_classes} classes but the label file names {len(self.labels)}",
@@ -121,12 +128,9 @@ class ExportedExpert(Expert):
 class Classifier(ExportedExpert):
     kind = "classifier"
 
-    def predict(self, images: np.ndarray) -> list[list[int]]:
-        out = []
-        for logits in self.outputs(images):
-            self._check_classes(logits.shape[1])
-            out += [self._concepts([c]) for c in logits.argmax(1).tolist()]
-        return out
+    def active(self, logits: torch.Tensor) -> list[list[int]]:
+        self._check_classes(logits.shape[1])
+        return [self._concepts([c]) for c in logits.argmax(1).tolist()]
 
 
 class MultiLabelClassifier(ExportedExpert):
@@ -135,12 +139,10 @@ class MultiLabelClassifier(ExportedExpert):
     def __init__(self, *, threshold: float = 0.5, **kwargs):
         super().__init__(threshold=threshold, **kwargs)
 
-    def predict(self, images: np.ndarray) -> list[list[int]]:
-        out = []
-        for logits in self.outputs(images):
-            self._check_classes(logits.shape[1])
-            out += [self._concepts(np.flatnonzero(row)) for row in (torch.sigmoid(logits) >= self.params["threshold"]).numpy()]
-        return out
+    def active(self, logits: torch.Tensor) -> list[list[int]]:
+        self._check_classes(logits.shape[1])
+        on = (torch.sigmoid(logits) >= self.params["threshold"]).numpy()
+        return [self._concepts(np.flatnonzero(row)) for row in on]
 
 
 class Detector(ExportedExpert):
@@ -149,30 +151,26 @@ class Detector(ExportedExpert):
     def __init__(self, *, score_threshold: float = 0.5, **kwargs):
         super().__init__(score_threshold=score_threshold, **kwargs)
 
-    def predict(self, images: np.ndarray) -> list[list[int]]:
+    def active(self, detections) -> list[list[int]]:
+        if isinstance(detections, tuple):  # scripted torchvision detectors return (losses, detections)
+            detections = detections[1]
         out = []
-        for detections in self.outputs(images):
-            if isinstance(detections, tuple):  # scripted torchvision detectors return (losses, detections)
-                detections = detections[1]
-            for found in detections:
-                labels = found["labels"][found["scores"] >= self.params["score_threshold"]]
-                if len(labels) and int(labels.max()) >= len(self.labels):
-                    self._check_classes(int(labels.max()) + 1)
-                out.append(self._concepts(labels.tolist()))
+        for found in detections:
+            labels = found["labels"][found["scores"] >= self.params["score_threshold"]]
+            if len(labels) and int(labels.max()) >= len(self.labels):
+                self._check_classes(int(labels.max()) + 1)
+            out.append(self._concepts(labels.tolist()))
         return out
 
 
 class Segmenter(ExportedExpert):
     kind = "segmenter"
 
-    def predict(self, images: np.ndarray) -> list[list[int]]:
-        out = []
-        for logits in self.outputs(images):
-            if isinstance(logits, dict):  # torchvision segmentation models
-                logits = logits["out"]
-            self._check_classes(logits.shape[1])
-            out += [self._concepts(torch.unique(per_pixel).tolist()) for per_pixel in logits.argmax(1)]
-        return out
+    def active(self, logits) -> list[list[int]]:
+        if isinstance(logits, dict):  # torchvision segmentation models
+            logits = logits["out"]
+        self._check_classes(logits.shape[1])
+        return [self._concepts(torch.unique(per_pixel).tolist()) for per_pixel in logits.argmax(1)]
 
 
 class ClipStyle(Expert):
