@@ -1,56 +1,25 @@
 """The app in a real browser: `streamlit run` on 127.0.0.1 driven by Debian's headless Chromium."""
 
+import importlib.util
 import os
-import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-PAGES = ["", "ranking", "expert_groups", "varying_k", "transfer", "cluster_pairs?base=labels&added=colour&seed=0",
-         "cluster_browser"]
+from bench.app_server import CHROMIUM, CHROMIUM_ARGS, PAGES, running_app, wait_until_drawn
 
-if not Path(CHROMIUM).exists() or __import__("importlib").util.find_spec("playwright") is None:
+if not Path(CHROMIUM).exists() or importlib.util.find_spec("playwright") is None:
     if os.environ.get("CI"):
         raise RuntimeError("CI needs Debian's chromium and the playwright package (see .ci/run)")
     pytest.skip("needs Debian's chromium (apt-get install chromium) and playwright", allow_module_level=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(demo_cache):
     root, _ = demo_cache
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port), "--server.fileWatcherType", "none",
-         "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env={**os.environ, "QRP_CACHE": str(root)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            raise RuntimeError("streamlit did not start")
+    with running_app(root) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +27,7 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
 
@@ -67,9 +35,7 @@ def browser():
 def _load(page, url: str) -> float:
     start = time.perf_counter()
     page.goto(url, wait_until="networkidle")
-    page.wait_for_selector('[data-testid="stSidebar"] >> text=Measure', timeout=30_000)
-    page.wait_for_selector('[data-testid="stMain"] h1', timeout=30_000)
-    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
+    wait_until_drawn(page)
     page.wait_for_timeout(500)
     return time.perf_counter() - start
 
