@@ -16,6 +16,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -23,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 CACHE_ENV = "QRP_CACHE"
+STALE_SECONDS = 24 * 3600  # writing an artefact takes seconds: an older temporary folder lost its writer
 MANIFEST = "manifest.json"
 FILE_HASHES = "file-hashes.json"
 
@@ -128,6 +130,15 @@ class Cache:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return final
+
+    def remove_stale_temporaries(self, max_age_s: float = STALE_SECONDS) -> list[Path]:
+        """Delete the temporary folders of artefact writes whose process was killed (``.tmp-*``, not
+        touched for ``max_age_s``); nothing reads them, but they take space. Returns what was removed."""
+        now = time.time()
+        stale = [p for p in self.root.glob("*/.tmp-*") if p.is_dir() and now - p.stat().st_mtime > max_age_s]
+        for path in stale:
+            shutil.rmtree(path, ignore_errors=True)
+        return stale
 
     def write_table(self, study: str, name: str, table, params: dict, *, keys: list[str] | None = None) -> Path:
         """An analysis table of a study: ``analyses/<study>/<name>.parquet`` plus a ``.json`` manifest.

@@ -256,11 +256,13 @@ class Runner:
                 for groups, key in probe_keys.items()]
 
     def finish(self, rows: list[dict]) -> pd.DataFrame:
-        """Save the rows into the study's results table and remember the feature hashes."""
+        """Save the rows into the study's results table, remember the feature hashes and remove
+        what killed writers left behind."""
         results = pd.DataFrame(rows)
         if rows:
             save_results(self.cache, self.study, results)
         self.cache.save_file_hashes()
+        self.cache.remove_stale_temporaries()
         return results
 
     def run(self) -> pd.DataFrame:

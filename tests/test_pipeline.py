@@ -110,6 +110,24 @@ def test_failed_write_leaves_nothing_behind(tmp_path):
     assert list((tmp_path / "probes").iterdir()) == []
 
 
+def test_a_killed_writers_temporary_folder_is_removed_once_stale(tmp_path):
+    import os
+    import time
+
+    from qrp_core.cache import STALE_SECONDS
+    cache = Cache(tmp_path)
+    cache.write("probes", "done", {"a.npy": lambda p: np.save(p, np.zeros(3))}, {})
+    old, recent = tmp_path / "probes" / ".tmp-x-1", tmp_path / "clusterings" / ".tmp-y-2"
+    for folder in (old, recent):
+        folder.mkdir(parents=True)
+        (folder / "a.npy").write_bytes(b"partial")  # as a SIGKILL mid-write leaves it
+    long_ago = time.time() - STALE_SECONDS - 60
+    os.utime(old, (long_ago, long_ago))
+    assert cache.remove_stale_temporaries() == [old]
+    assert not old.exists() and recent.exists()  # a writer may still be working there
+    assert cache.has("probes", "done")
+
+
 def test_probes_are_stacked_only_where_it_pays():
     from qrp_core.pipeline import batch_probes
     assert batch_probes(6, 400, 100, "cpu")  # small tables: one pass is ~3x faster (bench/pipeline.py --small)
