@@ -196,12 +196,6 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
-def cross_entropy(labels_true, logits: np.ndarray) -> float:
-    """Mean negative log-likelihood (nats) of the true labels under softmax(logits)."""
-    labels_true = np.asarray(labels_true)
-    return float(-log_softmax(logits.astype(np.float64))[np.arange(len(labels_true)), labels_true].mean())
-
-
 def mutual_info_bits(cluster_sizes, test_cross_entropy: float) -> tuple[float, float]:
     """Eq. (1): I ~ H(f_K) - CE_test, in bits, and its normalised form I / H(f_K).
 
