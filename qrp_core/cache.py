@@ -33,6 +33,15 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV, "cache"))
 
 
+def sha256_file(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in 16 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def stable_hash(obj) -> str:
     """A short sha256 of the canonical JSON of ``obj`` (dict keys sorted)."""
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
@@ -174,13 +183,10 @@ class Cache:
         entry = memo.get(str(path))
         if entry and entry["stamp"] == stamp:
             return entry["sha256"]
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 24), b""):
-                h.update(block)
-        memo[str(path)] = {"stamp": stamp, "sha256": h.hexdigest()}
+        digest = sha256_file(path)
+        memo[str(path)] = {"stamp": stamp, "sha256": digest}
         self._hashes_dirty = True
-        return h.hexdigest()
+        return digest
 
     def _file_hashes(self) -> dict:
         if getattr(self, "_hashes", None) is None:

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .cache import sha256_file
 from .errors import InputError
 
 WRAPPERS = ("teacher", "state_dict", "model")  # the first one present holds the weights
@@ -75,7 +76,7 @@ def load_backbone(model: nn.Module, path: str | Path) -> dict:
         raise InputError(f"checkpoint ({found}) does not fit the architecture: missing {missing[:3]}, "
                          f"unexpected {result.unexpected_keys[:3]}", where=path,
                          fix="choose the architecture the weights were trained with (e.g. torchvision:resnet50)")
-    return {"checkpoint": str(path), "found": found,
+    return {"checkpoint": str(path), "checkpoint_sha256": sha256_file(path), "found": found,
             "left_out": sorted(set(left_out) | {k.split(".")[0] for k in dropped})}
 
 

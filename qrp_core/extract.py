@@ -98,8 +98,9 @@ def extract(source: Source, images: ImageList, out: str | Path, *, prefix: str =
         lambda _m, _i, output, layer=layer: captured.__setitem__(layer, pool(output).float()))
         for layer, module in source.layers.items()]
     progress_path = out / f"{prefix}progress.json"
-    params = {"source": source.name, "layers": source.layers, "image_ids": list(images.ids), "batch_size": batch_size,
-              "image_size": source.image_size}
+    # the source's metadata holds its weights' sha256: other weights in the same folder start afresh
+    params = {"source": source.name, "metadata": source.metadata, "layers": source.layers,
+              "image_ids": list(images.ids), "batch_size": batch_size, "image_size": source.image_size}
     progress = json.loads(progress_path.read_text()) if progress_path.is_file() else None
     if progress is not None and progress["params"] != params:
         progress = None  # another run's leftovers: start again

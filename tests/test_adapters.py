@@ -15,6 +15,8 @@ from qrp_core.experts.adapters import STYLE_PROMPTS, ClipStyle, read_label_file
 from qrp_core.experts.runner import label_images
 from qrp_core.extract import list_images
 
+from conftest import optional_library
+
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 
 LABELS = ["/a/airfield 0", "/b/bakery/shop 1", "background 2", "/c/canyon 3", "/d/dam 4"]
@@ -174,3 +176,24 @@ def test_label_verb_runs_adapters(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "places:" in out and "coco-stuff:" in out
     assert pd.read_parquet(tmp_path / "out" / "coco-stuff.parquet")["group"].eq("material").all()
+
+
+def test_open_clip_weights_label_like_the_model_itself(tmp_path):
+    open_clip = optional_library("open_clip", reason="open_clip is optional (it needs torchvision)")
+    torch.manual_seed(0)
+    reference = open_clip.create_model("ViT-S-32", pretrained=None).eval()  # 63M parameters, random
+    torch.save(reference.state_dict(), tmp_path / "clip.bin")
+    expert = get_expert("clip", architecture="ViT-S-32", weights=tmp_path / "clip.bin")
+    assert expert.image_size == 224
+    images = _images(n=3, side=224)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+    x = (x - torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)) / torch.tensor(
+        open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        image = nn.functional.normalize(reference.encode_image(x), dim=-1)
+        text = nn.functional.normalize(reference.encode_text(
+            open_clip.get_tokenizer("ViT-S-32")(list(STYLE_PROMPTS))), dim=-1)
+    expected = torch.softmax(100.0 * image @ text.T, dim=1).numpy()
+    np.testing.assert_allclose(expert.probabilities(images), expected, rtol=1e-4, atol=1e-6)
+    with pytest.raises(InputError, match="cannot load CLIP ViT-B-32"):
+        get_expert("clip", architecture="ViT-B-32", weights=tmp_path / "clip.bin")

@@ -8,6 +8,8 @@ from qrp_core.checkpoints import backbone_state, load_backbone
 from qrp_core.errors import InputError
 from qrp_core.networks import get_source
 
+from conftest import optional_library
+
 
 class TinyResNet(nn.Module):
     """torchvision's naming: conv1, bn1, layer1, fc (removed for features)."""
@@ -91,7 +93,7 @@ def test_library_sources_explain_a_missing_library():
 
 
 def test_torchvision_resnet_with_a_moco_checkpoint(tmp_path):
-    torchvision = pytest.importorskip("torchvision", reason="torchvision is optional (no build for this torch here)")
+    torchvision = optional_library("torchvision", reason="torchvision is optional (no build for this torch here)")
     torch.manual_seed(0)
     reference = torchvision.models.resnet18(weights=None).eval()
     state = {k: v for k, v in reference.state_dict().items() if not k.startswith("fc.")}
@@ -106,7 +108,7 @@ def test_torchvision_resnet_with_a_moco_checkpoint(tmp_path):
 
 
 def test_timm_vit_with_a_dino_checkpoint(tmp_path):
-    timm = pytest.importorskip("timm", reason="timm is optional (it needs torchvision, absent here)")
+    timm = optional_library("timm", reason="timm is optional (it needs torchvision, absent here)")
     torch.manual_seed(0)
     reference = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0).eval()
     torch.save({"teacher": {**_prefixed(reference.state_dict(), "backbone."), "head.last_layer.weight": torch.randn(4, 3)},

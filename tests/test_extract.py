@@ -75,6 +75,21 @@ def test_extraction_resumes_without_recomputing_and_gives_identical_features(tmp
     assert final.shape == (100, 64) and np.isfinite(final).all()
 
 
+
+@needs_shared
+def test_other_weights_in_the_same_folder_start_afresh(tmp_path):
+    images = _subset(list_images(CIFAR), range(0, 10000, 250))  # 40 images
+    state = torch.load(RESNET20, map_location="cpu", weights_only=True)
+    state["state_dict"] = {k: v * 1.5 if k.endswith("conv1.weight") else v for k, v in state["state_dict"].items()}
+    torch.save(state, tmp_path / "other.th")
+    first = get_source("cifar-resnet20", weights=RESNET20)
+    extract(first, images, tmp_path / "out", batch_size=16, show_progress=False, stop_after=2)  # interrupted
+    other = get_source("cifar-resnet20", weights=tmp_path / "other.th")
+    assert other.metadata["checkpoint_sha256"] != first.metadata["checkpoint_sha256"]
+    mixed = np.load(extract(other, images, tmp_path / "out", batch_size=16, show_progress=False)["final"])
+    alone = np.load(extract(other, images, tmp_path / "alone", batch_size=16, show_progress=False)["final"])
+    np.testing.assert_array_equal(mixed, alone)
+
 def test_baselines_and_registry(tmp_path):
     from PIL import Image
     for i, colour in enumerate([(255, 0, 0), (0, 0, 255)]):

@@ -198,9 +198,17 @@ class ClipStyle(Expert):
             import open_clip
         except ImportError as exc:
             raise InputError("open_clip is not installed", fix="pip install open_clip_torch (it needs torchvision)") from exc
-        model, _, _ = open_clip.create_model_and_transforms(architecture, pretrained=str(weights))
+        try:
+            model = open_clip.create_model(architecture, pretrained=str(weights))
+        except (RuntimeError, ValueError, OSError, AssertionError) as exc:  # open_clip asserts on shape mismatches
+            raise InputError(f"cannot load CLIP {architecture} ({exc})", where=weights,
+                             fix="pass the open_clip architecture these weights were saved from") from exc
+        preprocess = getattr(model.visual, "preprocess_cfg", {})  # the model's own input size and normalisation
+        size = preprocess.get("size", 224)
+        inputs = {"preprocess_size": size[0] if isinstance(size, (tuple, list)) else size,
+                  **{key: tuple(preprocess[key]) for key in ("mean", "std") if key in preprocess}}
         return cls(model=model, tokenizer=open_clip.get_tokenizer(architecture), description=f"open_clip {architecture}",
-                   **kwargs)
+                   **{**inputs, **kwargs})
 
     @torch.inference_mode()
     def probabilities(self, images: np.ndarray) -> np.ndarray:
