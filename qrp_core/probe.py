@@ -16,6 +16,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from .probe_steps import FixedShapeEpochs
 from .split import TRAIN, VAL
 
 
@@ -121,7 +122,9 @@ def _mean_losses(model: ReverseProbe, rows: SparseRows, targets: torch.Tensor, c
 def train_one_epoch(model: ReverseProbe, optimizer: torch.optim.Optimizer, rows: SparseRows,
                     targets: torch.Tensor, *, batch_size: int, generator: torch.Generator,
                     grad_mask: torch.Tensor | None = None) -> np.ndarray:
-    """One pass over ``rows`` in a random order; returns each probe's mean training loss.
+    """One pass over ``rows`` in a random order, by autograd and ``torch.optim``; returns each probe's
+    mean training loss. The engine trains with ``probe_steps.FixedShapeEpochs``, which these plain
+    steps check (tests/test_probe.py).
 
     ``grad_mask`` (n_concepts, n_probes, 1) keeps each probe's weights of the concepts it does not
     see at exactly zero (they start at zero and never get a gradient)."""
@@ -189,20 +192,16 @@ def train_probes(concepts: sp.csr_matrix, masks: np.ndarray, targets: np.ndarray
     grad_mask = None if masks.all() else torch.as_tensor(masks.T[:, :, None], dtype=torch.float32, device=device)
 
     model = ReverseProbe(concepts.shape[1], n_clusters, n_probes).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay, fused=device.type == "cuda" or None)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.lr_milestones),
-                                                     gamma=config.lr_gamma)
+    epochs = FixedShapeEpochs(model, train_rows, train_targets, batch_size=config.batch_size,
+                              momentum=config.momentum, weight_decay=config.weight_decay, grad_mask=grad_mask)
     histories = [[] for _ in range(n_probes)]
     best_loss, best_epoch = np.full(n_probes, math.inf), np.full(n_probes, -1)
     best_weight = np.zeros((concepts.shape[1], n_probes, n_clusters), dtype=np.float32)
     best_bias = np.zeros((n_probes, n_clusters), dtype=np.float32)
     t0 = time.perf_counter()
     for epoch in range(config.max_epochs):
-        lr = optimizer.param_groups[0]["lr"]
-        train_losses = train_one_epoch(model, optimizer, train_rows, train_targets, batch_size=config.batch_size,
-                                       generator=generator, grad_mask=grad_mask)
-        scheduler.step()
+        lr = config.lr * config.lr_gamma ** sum(epoch >= m for m in config.lr_milestones)
+        train_losses = epochs.run(generator, lr)
         # with no validation images (tiny studies) the training loss picks the epoch
         val_losses = _mean_losses(model, val_rows, val_targets) if len(val_rows) else train_losses
         improved = np.flatnonzero(val_losses < best_loss)
@@ -222,7 +221,8 @@ def train_probes(concepts: sp.csr_matrix, masks: np.ndarray, targets: np.ndarray
         best_epoch=int(best_epoch[p]), history=histories[p],
         stats={"device": str(device), "epochs_run": config.max_epochs, "best_val_loss": float(best_loss[p]),
                "n_train": len(train_rows), "n_val": len(val_rows), "seconds": seconds,
-               "trained_with": n_probes, "torch_threads": torch.get_num_threads()},
+               "trained_with": n_probes, "torch_threads": torch.get_num_threads(),
+               "steps": epochs.mode, "graph_failure": epochs.graph_failure},
     ) for p in range(n_probes)]
 
 

@@ -5,7 +5,9 @@ import scipy.sparse as sp
 import torch
 
 from qrp_core.metrics import probe_scores
-from qrp_core.probe import ProbeConfig, ReverseProbe, SparseRows, probe_logits, probe_outputs, train_probe, train_probes
+from qrp_core.probe import (ProbeConfig, ReverseProbe, SparseRows, probe_logits, probe_outputs, train_one_epoch,
+                            train_probe, train_probes)
+from qrp_core.probe_steps import FixedShapeEpochs
 from qrp_core.split import TEST, stratified_split
 
 
@@ -123,3 +125,72 @@ def test_probes_trained_together_equal_probes_trained_alone():
         assert together[p].best_epoch == alone.best_epoch
         assert together[p].history[-1]["val_loss"] == pytest.approx(alone.history[-1]["val_loss"], rel=1e-5)
 
+
+
+def _eager_and_graphed(concepts, targets, n_clusters, masks, lrs, batch_size):
+    """The same epochs through train_one_epoch (autograd, torch.optim.SGD) and the engine's fixed-shape steps."""
+    rows = SparseRows.from_scipy(concepts, torch.device("cpu"))
+    targets = torch.as_tensor(targets)
+    grad_mask = torch.as_tensor(masks.T[:, :, None], dtype=torch.float32)
+    eager = ReverseProbe(concepts.shape[1], n_clusters, len(masks))
+    graphed = ReverseProbe(concepts.shape[1], n_clusters, len(masks))
+    optimizer = torch.optim.SGD(eager.parameters(), lr=lrs[0], momentum=0.9, weight_decay=1e-3)
+    epochs = FixedShapeEpochs(graphed, rows, targets, batch_size=batch_size, momentum=0.9, weight_decay=1e-3,
+                           grad_mask=grad_mask)
+    eager_gen, graphed_gen = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    losses, capacities = [], []
+    for lr in lrs:
+        optimizer.param_groups[0]["lr"] = lr
+        losses.append((train_one_epoch(eager, optimizer, rows, targets, batch_size=batch_size, generator=eager_gen,
+                                       grad_mask=grad_mask), epochs.run(graphed_gen, lr)))
+        capacities.append(epochs.capacity)
+    return eager, graphed, losses, capacities
+
+
+def test_fixed_shape_steps_equal_autograd_steps():
+    rng = np.random.default_rng(0)
+    keep = np.arange(1000) % 37 != 0  # images without any concept: empty bags
+    concepts = sp.diags(keep.astype(float)) @ _random_concepts(rng, 1000, 40, 0.08).astype(float)
+    concepts = sp.csr_matrix(concepts, dtype=bool)
+    concepts.eliminate_zeros()
+    targets = rng.integers(0, 7, 1000)
+    masks = np.ones((3, 40), dtype=bool)
+    masks[1, 20:] = False
+    masks[2, ::3] = False
+    eager, graphed, losses, _ = _eager_and_graphed(concepts, targets, 7, masks, [0.5, 0.5, 0.05], batch_size=64)
+    assert len(losses[0][1]) == 3 and concepts[::37].nnz == 0  # 15 full batches and one of 40 rows
+    for eager_losses, graphed_losses in losses:
+        np.testing.assert_allclose(graphed_losses, eager_losses, rtol=1e-6)
+    torch.testing.assert_close(graphed.weight.weight, eager.weight.weight, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(graphed.bias, eager.bias, rtol=1e-5, atol=1e-6)
+    weight = graphed.weight.weight.detach().view(40, 3, 7)
+    assert weight[20:, 1].abs().max() == 0 and weight[::3, 2].abs().max() == 0  # masked concepts stay at zero
+    assert weight[:20, 1].abs().min() > 0
+
+
+def test_fixed_shape_steps_grow_their_slots_when_a_batch_has_more_concepts():
+    rng = np.random.default_rng(1)
+    dense = rng.random((300, 25)) < 0.1
+    dense[:40] = True  # one batch of rows with every concept, in some epoch's order
+    concepts = sp.csr_matrix(dense)
+    targets = rng.integers(0, 5, 300)
+    masks = np.ones((1, 25), dtype=bool)
+    eager, graphed, _, capacities = _eager_and_graphed(concepts, targets, 5, masks, [0.5] * 6, batch_size=32)
+    assert capacities[-1] > capacities[0]  # some later epoch put more dense rows into one batch
+    assert eager.weight.weight.abs().max() > 0.1
+    torch.testing.assert_close(graphed.weight.weight, eager.weight.weight, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_probes_replay_cuda_graphs_and_equal_the_cpu():
+    concepts, clusters = _combination_world(n=3000, seed=2)
+    split, _ = stratified_split(clusters, seed=0)
+    masks = np.ones((2, 12), dtype=bool)
+    masks[1, 8:] = False
+    results = {device: train_probes(concepts, masks, clusters, split, 16,
+                                    ProbeConfig(max_epochs=6, lr_milestones=(4,), device=device), seed=1)
+               for device in ("cpu", "cuda")}
+    for cpu, gpu in zip(results["cpu"], results["cuda"]):
+        assert gpu.stats["steps"] == "cuda-graph" and cpu.stats["steps"] == "fixed-shape steps"
+        np.testing.assert_allclose(gpu.weight, cpu.weight, rtol=1e-4, atol=1e-5)
+        assert gpu.best_epoch == cpu.best_epoch
