@@ -144,6 +144,7 @@ def probe_speed(study, n_train: int, n_probes: int, epochs: int = 3) -> dict:
     result = train_probes(study.concepts.matrix, masks, targets, split, 1000, ProbeConfig(max_epochs=epochs), seed=0)
     seconds = result[0].stats["seconds"]
     return {"n_train": n_train, "n_probes": n_probes, "epochs": epochs, "device": result[0].stats["device"],
+            "steps": result[0].stats["steps"], "graph_failure": result[0].stats["graph_failure"],
             "seconds_per_epoch": seconds / epochs, "epochs_per_second": epochs / seconds,
             "wall_seconds": time.perf_counter() - t}
 

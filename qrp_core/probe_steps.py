@@ -8,7 +8,7 @@ graph cannot capture. Here a step needs neither autograd nor the host:
 - the mean cross-entropy's gradient with respect to the logits, (softmax - onehot) / batch, is written out;
 - the weight gradient, concepts^T @ that, is a second EmbeddingBag over the batch's entries sorted by
   concept: one bag per concept, summed in row order, so it is deterministic;
-- SGD with momentum and weight decay is ``torch.optim.SGD``'s update written out, the learning rate
+- SGD with momentum and weight decay is ``torch.optim.SGD(fused=True)``'s kernel, the learning rate
   in a device tensor.
 
 Each step's entries sit in a slot of fixed width (``capacity``). The slack after a step's real entries
@@ -55,7 +55,7 @@ class FixedShapeEpochs:
         self.weight, self.bias = model.weight.weight, model.bias
         self.weight_momentum = torch.zeros_like(self.weight)
         self.bias_momentum = torch.zeros_like(self.bias)
-        self.neg_lr = torch.zeros((), device=device)
+        self.lr = torch.zeros((), device=device)
         self.loss_sum = torch.zeros(model.n_probes, device=device)
         self.minus_one = torch.full((batch_size, model.n_probes, 1), -1.0, device=device)
         self.step_targets = torch.zeros((self.n_steps, batch_size), dtype=torch.int64, device=device)
@@ -72,9 +72,11 @@ class FixedShapeEpochs:
     @torch.no_grad()
     def run(self, generator: torch.Generator, lr: float) -> np.ndarray:
         """One epoch in ``probe.train_one_epoch``'s order; returns each probe's mean training loss."""
+        if self.n_steps == 0:
+            return np.zeros(self.model.n_probes, dtype=np.float32)
         order = torch.randperm(len(self.rows), generator=generator).to(self.targets.device)
         self._lay_out(self.rows.take(order), self.targets[order])
-        self.neg_lr.fill_(-lr)
+        self.lr.fill_(lr)
         if self.use_graph and self.graph is None:
             self._capture()
         if self.graph is not None:
@@ -111,8 +113,8 @@ class FixedShapeEpochs:
         keys, by_concept = torch.sort(step * m + shuffled.indices, stable=True)
         self.backward_rows.zero_()
         self.backward_rows[step, slot] = (row - step * b)[by_concept]
-        firsts = torch.arange(self.n_steps, device=device)[:, None] * m + torch.arange(m, device=device)
-        self.backward_offsets[:, :m] = torch.searchsorted(keys, firsts.flatten()).view(self.n_steps, m) - step_start[:, None]
+        firsts = (torch.arange(self.n_steps, device=device)[:, None] * m + torch.arange(m, device=device)).flatten()
+        self.backward_offsets[:, :m] = torch.searchsorted(keys, firsts).view(self.n_steps, m) - step_start[:, None]
         self.backward_offsets[:, m:] = slack
         self.step_targets.zero_()
         self.step_targets.view(-1)[:n] = targets
@@ -143,12 +145,12 @@ class FixedShapeEpochs:
         grad_bias = grad_logits.sum(0)
         if self.grad_mask is not None:
             grad_weight.view(m, p, k).mul_(self.grad_mask)
-        # torch.optim.SGD without dampening: d = grad + wd * param; buf = momentum * buf + d; param -= lr * buf
-        for param, grad, buf in ((self.weight, grad_weight, self.weight_momentum),
-                                 (self.bias, grad_bias, self.bias_momentum)):
-            grad.add_(param, alpha=self.weight_decay)
-            buf.mul_(self.momentum).add_(grad)
-            param.addcmul_(buf, self.neg_lr)
+        # torch.optim.SGD(fused=True)'s kernel, one pass over each table: d = grad + wd * param;
+        # buf = momentum * buf + d (zero-initialised buffers make the first step's buf = d exact); param -= lr * buf
+        torch._fused_sgd_([self.weight, self.bias], [grad_weight, grad_bias],
+                          [self.weight_momentum, self.bias_momentum], weight_decay=self.weight_decay,
+                          momentum=self.momentum, lr=self.lr, dampening=0.0, nesterov=False, maximize=False,
+                          is_first_step=False)
 
     def _capture(self) -> None:
         state = (self.weight, self.bias, self.weight_momentum, self.bias_momentum)
