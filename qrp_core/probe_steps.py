@@ -15,7 +15,7 @@ Each step's entries sit in a slot of fixed width (``capacity``). The slack after
 is spread over a few extra bags whose outputs are dropped, so no real bag grows; rows missing from
 the last, shorter batch weigh zero. The batches are ``train_one_epoch``'s, drawn from the same
 generator, so the weights equal autograd's up to float rounding (tests/test_probe.py). On a CPU the
-same steps, without a graph, take 1.6x less time than autograd (bench/gpu_probe_step.py --rows 100000).
+same steps, without a graph, take half the time of autograd (bench/gpu_probe_step.py --rows 100000).
 """
 
 from __future__ import annotations
