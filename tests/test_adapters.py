@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from qrp_core.cache import sha256_file
 from qrp_core.errors import InputError
 from qrp_core.experts import get_expert
 from qrp_core.experts.adapters import STYLE_PROMPTS, ClipStyle, read_label_file
@@ -184,7 +185,7 @@ def test_open_clip_weights_label_like_the_model_itself(tmp_path):
     reference = open_clip.create_model("ViT-S-32", pretrained=None).eval()  # 63M parameters, random
     torch.save(reference.state_dict(), tmp_path / "clip.bin")
     expert = get_expert("clip", architecture="ViT-S-32", weights=tmp_path / "clip.bin")
-    assert expert.image_size == 224
+    assert expert.image_size == 224 and expert.params["weights_sha256"] == sha256_file(tmp_path / "clip.bin")
     images = _images(n=3, side=224)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
     x = (x - torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)) / torch.tensor(

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..cache import sha256_file
 from ..errors import InputError
 from .base import Expert, register_expert
 
@@ -39,16 +40,6 @@ BACKGROUND_NAMES = {"background", "__background__", "unlabeled", "unlabelled"}
 STYLE_PROMPTS = ("a high quality photo", "a noisy, grainy image", "a blurry image of low quality", "macro photography",
                  "a photo with out of focus background, bokeh effect", "an animated picture, a vector illustration",
                  "a painting", "a portrait")  # appendix A, "Photography"
-
-
-def _sha256(path: str | Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_label_file(path: str | Path) -> list[str]:
@@ -95,7 +86,7 @@ class ExportedExpert(Expert):
         self.name, self.group, self.source = source.lower().replace(" ", "-"), group, source
         self.image_size, self.mean, self.std, self.batch_size = image_size, mean, std, batch_size
         super().__init__(read_label_file(labels), {"kind": self.kind, "weights": str(weights), "labels": str(labels),
-                                                   "weights_sha256": _sha256(weights),
+                                                   "weights_sha256": sha256_file(weights),
                                                    "image_size": image_size, "mean": list(mean), "std": list(std),
                                                    **params})
         self.keep = np.array([label.lower() not in BACKGROUND_NAMES for label in self.labels])
@@ -183,12 +174,14 @@ class ClipStyle(Expert):
 
     def __init__(self, *, model, tokenizer, preprocess_size: int = 224, mean=(0.48145466, 0.4578275, 0.40821073),
                  std=(0.26862954, 0.26130258, 0.27577711), logit_scale: float = 100.0, threshold: float = 0.5,
-                 prompts=STYLE_PROMPTS, description: str = "a CLIP model"):
+                 prompts=STYLE_PROMPTS, description: str = "a CLIP model", weights_sha256: str | None = None):
         self.model, self.image_size, self.mean, self.std = model.eval(), preprocess_size, mean, std
         with torch.inference_mode():
             text = model.encode_text(tokenizer(list(prompts))).float()
         self.text = text / text.norm(dim=-1, keepdim=True)
-        super().__init__(list(prompts), {"model": description, "logit_scale": logit_scale, "threshold": threshold,
+        super().__init__(list(prompts), {"model": description, "weights_sha256": weights_sha256,
+                                         "input": {"size": preprocess_size, "mean": list(mean), "std": list(std)},
+                                         "logit_scale": logit_scale, "threshold": threshold,
                                          "rule": "softmax over prompts of scaled cosine; background below threshold"})
 
     @classmethod
@@ -208,7 +201,7 @@ class ClipStyle(Expert):
         inputs = {"preprocess_size": size[0] if isinstance(size, (tuple, list)) else size,
                   **{key: tuple(preprocess[key]) for key in ("mean", "std") if key in preprocess}}
         return cls(model=model, tokenizer=open_clip.get_tokenizer(architecture), description=f"open_clip {architecture}",
-                   **{**inputs, **kwargs})
+                   weights_sha256=sha256_file(weights), **{**inputs, **kwargs})
 
     @torch.inference_mode()
     def probabilities(self, images: np.ndarray) -> np.ndarray:
