@@ -81,7 +81,7 @@ def bootstrap_ci(study: Study, cache: Cache, probe_key: str, *, n_boot: int = 20
     predicted = log_probs.argmax(axis=1)
     true_log_prob = log_probs[np.arange(len(test)), truth]
     sizes = np.bincount(assignments, minlength=k)
-    ranked = RankedScores(truth, np.exp(log_probs), np.unique(truth))
+    ranked = RankedScores(truth, log_probs, np.unique(truth))  # ranked as probe_scores ranks them
     rng = np.random.default_rng(seed)
     draws = {m: [] for m in METRIC_COLUMNS}
     for _ in range(n_boot):
