@@ -26,7 +26,7 @@ step() {  # step NAME SECONDS COMMAND...: run, keep its output, note its exit st
 
 # 1. correctness on the GPU: CUDA graphs of probe epochs equal the CPU's; K-means and metrics on the device
 step pytest 180 python3 -m pytest -q -x -p no:cacheprovider tests/test_probe.py tests/test_quantize.py \
-  tests/test_metrics.py tests/test_pipeline.py
+  tests/test_metrics.py tests/test_pipeline.py tests/test_extract.py
 # 2. probe epochs at 1M rows: autograd steps against the CUDA-graph epochs (1 and 11 stacked probes)
 step probe_step 150 python3 bench/gpu_probe_step.py
 # 3. one model at ImageNet scale, end to end, clustering by clustering under the budget

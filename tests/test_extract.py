@@ -1,5 +1,6 @@
 """Feature extraction with real weights on real images from ../shared/data (skipped where it is absent)."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -145,3 +146,18 @@ def test_cifar10_demo_study_is_built_from_real_images(tmp_path):
     results = Runner(study, config, Cache(tmp_path / "cache"), show_progress=False).run().set_index("model")
     # trained features cluster by class, random ones do not
     assert results.loc["resnet56", "nmi"] > results.loc["resnet20-random", "nmi"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_extraction_in_mixed_precision_matches_the_cpu(tmp_path):
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    (tmp_path / "imgs").mkdir()
+    for i in range(40):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"{i:02d}.png")
+    images = list_images(tmp_path / "imgs")
+    source = get_source("cifar-resnet20")  # random init: no weights needed
+    cpu = np.load(extract(source, images, tmp_path / "cpu", device="cpu", show_progress=False)["final"])
+    cuda = np.load(extract(source, images, tmp_path / "cuda", device="cuda", show_progress=False)["final"])
+    assert json.loads((tmp_path / "cuda" / "progress.json").read_text())["device"].startswith("cuda")
+    np.testing.assert_allclose(cuda, cpu, rtol=0.05, atol=0.02 * np.abs(cpu).max())  # bfloat16 autocast
