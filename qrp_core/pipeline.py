@@ -290,13 +290,14 @@ class Runner:
 
 def batch_probes(n_probes: int, n_concepts: int, n_clusters: int, device: str) -> bool:
     """Train several probes in one stacked table? On a GPU, yes. On a CPU every SGD step touches the
-    whole (n_concepts, n_probes * K) table, so stacking only pays while that table is small
-    (bench/pipeline.py: 6 probes at M=1,700, K=1,000 took 2.2x longer stacked; at M=400, K=100, 3x less)."""
+    whole (n_concepts, n_probes * K) table, so stacking only pays while that table is small (6 probes at
+    M=1,700 on 2 cores: K=1,000 took 3.3x longer stacked (bench/pipeline.py), K=250-300 about as long,
+    K=100 2.6x less)."""
     if n_probes < 2:
         return False
     if resolve_torch_device(device).type == "cuda":
         return True
-    return n_concepts * n_probes * n_clusters <= 4_000_000
+    return n_concepts * n_probes * n_clusters <= 3_000_000
 
 
 def results_path(cache: Cache, study: Study) -> Path:
