@@ -196,8 +196,9 @@ def train_probes(concepts: sp.csr_matrix, masks: np.ndarray, targets: np.ndarray
                               momentum=config.momentum, weight_decay=config.weight_decay, grad_mask=grad_mask)
     histories = [[] for _ in range(n_probes)]
     best_loss, best_epoch = np.full(n_probes, math.inf), np.full(n_probes, -1)
-    best_weight = np.zeros((concepts.shape[1], n_probes, n_clusters), dtype=np.float32)
-    best_bias = np.zeros((n_probes, n_clusters), dtype=np.float32)
+    # the best epochs' weights stay on the device until the end (a GPU copies them back once)
+    best_weight = torch.zeros((concepts.shape[1], n_probes, n_clusters), device=device)
+    best_bias = torch.zeros((n_probes, n_clusters), device=device)
     t0 = time.perf_counter()
     for epoch in range(config.max_epochs):
         lr = config.lr * config.lr_gamma ** sum(epoch >= m for m in config.lr_milestones)
@@ -207,14 +208,15 @@ def train_probes(concepts: sp.csr_matrix, masks: np.ndarray, targets: np.ndarray
         improved = np.flatnonzero(val_losses < best_loss)
         if len(improved):
             weight = model.weight.weight.detach().view(-1, n_probes, n_clusters)
-            best_weight[:, improved] = weight[:, improved].cpu().numpy()
-            best_bias[improved] = model.bias.detach().view(n_probes, n_clusters)[improved].cpu().numpy()
+            best_weight[:, improved] = weight[:, improved]
+            best_bias[improved] = model.bias.detach().view(n_probes, n_clusters)[improved]
             best_loss[improved], best_epoch[improved] = val_losses[improved], epoch
         for p in range(n_probes):
             histories[p].append({"train_loss": float(train_losses[p]), "val_loss": float(val_losses[p]),
                                  "epoch": epoch, "lr": lr})
         if progress is not None:
             progress(epoch, histories[0][-1])
+    best_weight, best_bias = best_weight.cpu().numpy(), best_bias.cpu().numpy()
     seconds = time.perf_counter() - t0
     return [ProbeResult(
         weight=np.ascontiguousarray(best_weight[masks[p], p]), bias=best_bias[p].copy(),
