@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint: CIFAR ResNet state dict, or a torchvision/timm backbone's (self-supervised) weights")
     p.add_argument("--random-init", action="store_true", help="EfficientNet without its ImageNet weights")
     p.add_argument("--blocks", type=int, nargs="*", default=[], help="EfficientNet blocks to keep as layers too")
+    p.add_argument("--layers", nargs="*", default=[], metavar="MODULE",
+                   help="more representations: outputs of these named submodules (e.g. layer3, blocks.6)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
@@ -338,14 +340,14 @@ def _run(args, study, cache: Cache) -> int:
 
 def _extract(args) -> int:
     from .extract import extract, list_images
-    from .networks import get_source
+    from .networks import get_source, with_layers
 
     options = {}
     if args.weights is not None:
         options["weights"] = args.weights
     if args.source.startswith("efficientnet"):
         options.update(pretrained=not args.random_init, blocks=tuple(args.blocks))
-    source = get_source(args.source, **options)
+    source = with_layers(get_source(args.source, **options), args.layers)
     images = list_images(args.images)
     files = extract(source, images, args.out, batch_size=args.batch_size, device=args.device)
     images.table().to_csv(args.out / "images.csv", index=False)

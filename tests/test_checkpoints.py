@@ -1,12 +1,15 @@
 """Self-supervised checkpoint conventions, loaded into a backbone named like torchvision's ResNets."""
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from qrp_core.checkpoints import backbone_state, load_backbone
 from qrp_core.errors import InputError
-from qrp_core.networks import get_source
+from qrp_core.extract import extract, list_images, load_batch
+from qrp_core.networks import get_source, with_layers
 
 from conftest import optional_library
 
@@ -118,3 +121,16 @@ def test_timm_vit_with_a_dino_checkpoint(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(source.model(x), reference(x))
     assert source.metadata["found"] == "under 'teacher', prefix 'backbone.'" and source.image_size == 224
+    # a block's output is a token sequence: extraction keeps its CLS token
+    rng = np.random.default_rng(0)
+    (tmp_path / "imgs").mkdir()
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
+    images = list_images(tmp_path / "imgs")
+    files = extract(with_layers(source, ["blocks.5"]), images, tmp_path / "out", show_progress=False)
+    tokens = []
+    handle = reference.blocks[5].register_forward_hook(lambda _m, _i, out: tokens.append(out))
+    with torch.no_grad():
+        reference(load_batch(images.paths, 224, source.mean, source.std))
+    handle.remove()
+    np.testing.assert_allclose(np.load(files["blocks.5"]), tokens[0][:, 0].numpy(), rtol=1e-4, atol=1e-5)

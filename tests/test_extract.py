@@ -148,6 +148,24 @@ def test_cifar10_demo_study_is_built_from_real_images(tmp_path):
     assert results.loc["resnet56", "nmi"] > results.loc["resnet20-random", "nmi"]
 
 
+
+def test_any_named_module_becomes_a_representation(tmp_path, capsys):
+    from PIL import Image
+
+    from qrp_core.cli import main
+    rng = np.random.default_rng(0)
+    (tmp_path / "imgs").mkdir()
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
+    assert main(["extract", "--source", "cifar-resnet20", "--images", str(tmp_path / "imgs"), "--out",
+                 str(tmp_path / "out"), "--layers", "layer3", "layer2.1"]) == 0
+    features = {layer: np.load(tmp_path / "out" / f"{layer}.npy") for layer in ("final", "layer3", "layer2.1")}
+    assert features["layer3"].shape == (6, 64) and features["layer2.1"].shape == (6, 32)
+    np.testing.assert_allclose(features["layer3"], features["final"], rtol=1e-5, atol=1e-6)  # pooled layer3 is final
+    with pytest.raises(InputError, match="cifar-resnet20 has no submodule 'layer9'.*top level: conv1, bn1"):
+        from qrp_core.networks import with_layers
+        with_layers(get_source("cifar-resnet20"), ["layer9"])
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_extraction_in_mixed_precision_matches_the_cpu(tmp_path):
     from PIL import Image
