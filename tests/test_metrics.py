@@ -104,14 +104,14 @@ def test_probe_scores_consistent():
         assert t[name] == pytest.approx(s[name], rel=1e-6), name
 
 
-def test_ranked_average_precision_equals_sklearn_with_ties_and_absent_classes():
+def test_ranked_scores_average_precision_equals_sklearn_with_ties_and_absent_classes():
     rng = np.random.default_rng(6)
     n, k = 500, 9
     labels = rng.integers(0, k - 1, n)  # class k-1 never occurs
     scores = np.round(rng.random((n, k)) + 0.5 * np.eye(k)[labels], 1)  # many ties
     present = np.unique(labels)
-    ap = metrics.ranked_average_precision(torch.as_tensor(labels), torch.as_tensor(scores),
-                                          torch.as_tensor(present)).numpy()
+    ap = metrics.RankedScores(torch.as_tensor(labels), torch.as_tensor(scores),
+                              torch.as_tensor(present)).average_precision().numpy()
     expected = [skm.average_precision_score(labels == c, scores[:, c]) for c in present]
     np.testing.assert_allclose(ap, expected, atol=1e-12)
     assert metrics.mean_average_precision(labels, scores) == pytest.approx(np.mean(expected), abs=1e-12)

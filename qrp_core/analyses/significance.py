@@ -14,6 +14,7 @@ import dataclasses
 
 import numpy as np
 import pandas as pd
+import torch
 from scipy import stats
 
 from ..cache import Cache, save_json, stable_hash
@@ -81,7 +82,8 @@ def bootstrap_ci(study: Study, cache: Cache, probe_key: str, *, n_boot: int = 20
     predicted = log_probs.argmax(axis=1)
     true_log_prob = log_probs[np.arange(len(test)), truth]
     sizes = np.bincount(assignments, minlength=k)
-    ranked = RankedScores(truth, log_probs, np.unique(truth))  # ranked as probe_scores ranks them
+    # ranked as probe_scores ranks them: log-probabilities
+    ranked = RankedScores(torch.as_tensor(truth), torch.as_tensor(log_probs), torch.as_tensor(np.unique(truth)))
     rng = np.random.default_rng(seed)
     draws = {m: [] for m in METRIC_COLUMNS}
     for _ in range(n_boot):
@@ -92,7 +94,8 @@ def bootstrap_ci(study: Study, cache: Cache, probe_key: str, *, n_boot: int = 20
         draws["nmi"].append(normalized_mutual_info(t, p, contingency=c))
         draws["ami"].append(adjusted_mutual_info(t, p, contingency=c))
         draws["top1"].append(float(np.mean(t == p)))
-        draws["map"].append(float(np.nanmean(ranked.average_precision(np.bincount(idx, minlength=len(test))))))
+        counts = torch.as_tensor(np.bincount(idx, minlength=len(test)))
+        draws["map"].append(float(torch.nanmean(ranked.average_precision(counts))))
         draws["mi_bits"].append(mi_bits)
         draws["mi_norm"].append(mi_norm)
     observed = cache.load_json("probes", probe_key, "metrics.json")
