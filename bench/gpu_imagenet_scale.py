@@ -19,9 +19,12 @@ memory-mapped features are the page cache's, shared and reclaimable).
 from __future__ import annotations
 
 import argparse
+import cProfile
 import dataclasses
+import io
 import json
 import os
+import pstats
 import resource
 import sys
 import tempfile
@@ -155,6 +158,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="where the study and cache go (default: a temp dir)")
     parser.add_argument("--budget-s", type=float, default=None, help="start no clustering after this many seconds")
     parser.add_argument("--skip-checks", action="store_true")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile the first clustering's evaluation (cProfile; top functions to $OUT/profile.txt)")
     args = parser.parse_args()
     n, dim, k, m, seeds, iters = ((20_000, 128, 100, 400, 2, 10) if args.small else (1_281_167, 2048, 1000, 1700, 5, 100))
     t_start = time.perf_counter()
@@ -210,7 +215,14 @@ def main() -> None:
         t = time.perf_counter()
         runner = Runner(study, RunConfig(seeds=(seed,), **runner_config), cache, show_progress=False)
         runner.standardisation = standardisation
-        results = runner.run()
+        if args.profile and seed == 0:
+            profiler = cProfile.Profile()
+            results = profiler.runcall(runner.run)
+            report = io.StringIO()
+            pstats.Stats(profiler, stream=report).sort_stats("cumulative").print_stats(60)
+            Path(os.environ.get("OUT", work), "profile.txt").write_text(report.getvalue())
+        else:
+            results = runner.run()
         wall = time.perf_counter() - t
         clustering = cache.manifest("clusterings", results["clustering"].iloc[0])
         probes = [cache.manifest("probes", key) for key in results["probe"]]

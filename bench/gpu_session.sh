@@ -31,5 +31,5 @@ step pytest 120 python3 -m pytest -q -x -p no:cacheprovider tests/test_probe.py 
 # 2. probe epochs at 1M rows: autograd steps against the CUDA-graph epochs (1 and 11 stacked probes)
 step probe_step 120 python3 bench/gpu_probe_step.py
 # 3. one model at ImageNet scale, end to end, clustering by clustering under the budget
-step imagenet_scale 330 python3 bench/gpu_imagenet_scale.py --skip-checks --budget-s 240
+step imagenet_scale 330 python3 bench/gpu_imagenet_scale.py --skip-checks --profile --budget-s 240
 cat "$OUT/steps.txt"
