@@ -22,7 +22,7 @@ from .cache import Cache, atomic_write_bytes, atomic_write_json, replace_rows, s
 from .errors import InputError
 from .features import standardisation_stats
 from .metrics import probe_scores
-from .probe import ProbeConfig, probe_outputs, resolve_torch_device, train_probes
+from .probe import ProbeConfig, SparseRows, probe_outputs, resolve_torch_device, train_probes
 from .quantize import KMeansConfig, check_n_clusters, kmeans
 from .split import TEST, SplitConfig, stratified_split
 from .study import GROUND_TRUTH, Study
@@ -198,15 +198,21 @@ class Runner:
         epochs.close()
         test = split == TEST
         sizes = np.bincount(assignments, minlength=k)
-        for groups, result in zip(todo, results):
-            concepts = table.select(groups)
-            predictions, test_logits = probe_outputs(result.weight, result.bias, concepts.matrix, test,
-                                                     device=self.config.probe.device)
+        # every probe reads the whole concept matrix, copied to the device once: a probe's weights are
+        # zero on the columns it does not see, which leaves its logits exactly as on its own columns
+        matrix = table.matrix if table.matrix.has_sorted_indices else table.matrix.sorted_indices()
+        rows = SparseRows.from_scipy(matrix, resolve_torch_device(self.config.probe.device))
+        for groups, result, mask in zip(todo, results, masks):
+            weight = np.zeros((len(mask), k), dtype=np.float32)
+            weight[mask] = result.weight
+            predictions, test_logits = probe_outputs(weight, result.bias, rows, test, device=self.config.probe.device)
             scores = probe_scores(assignments[test], test_logits, sizes)
+            columns = np.flatnonzero(mask)
             self.cache.write("probes", keys[groups], {
                 "probe.safetensors": lambda p, r=result: save_file({"weight": r.weight, "bias": r.bias}, str(p)),
                 "predictions.npy": save_npy(predictions),
-                "concepts.json": save_json({"names": concepts.names, "groups": concepts.groups}),
+                "concepts.json": save_json({"names": [table.names[c] for c in columns],
+                                            "groups": [table.groups[c] for c in columns]}),
                 "metrics.json": save_json(scores),
             }, {"inputs": {"clustering": clustering_key, "split": split_key,
                            "concepts_sha256": self.concepts_hash[groups], "groups": list(groups)},

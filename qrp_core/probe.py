@@ -251,16 +251,17 @@ def probe_logits(weight: np.ndarray, bias: np.ndarray, concepts: sp.csr_matrix, 
 
 
 @torch.no_grad()
-def probe_outputs(weight: np.ndarray, bias: np.ndarray, concepts: sp.csr_matrix, test: np.ndarray, *,
+def probe_outputs(weight: np.ndarray, bias: np.ndarray, concepts: sp.csr_matrix | SparseRows, test: np.ndarray, *,
                   device: str = "auto", chunk: int = 65536) -> tuple[np.ndarray, torch.Tensor]:
     """The predicted cluster of every row and the test rows' logits, left on the device for scoring.
 
+    ``concepts`` may already be on the device (``SparseRows``), for several probes over one matrix.
     Only (n_test, K) logits are ever held: at ImageNet scale all rows' logits would be 5 GB.
     Returns (predictions (n_rows,) int32, logits (n_test, K) float32 tensor).
     """
     dev = resolve_torch_device(device)
     model = _loaded_probe(weight, bias, dev)
-    rows = SparseRows.from_scipy(sp.csr_matrix(concepts), dev)
+    rows = concepts if isinstance(concepts, SparseRows) else SparseRows.from_scipy(sp.csr_matrix(concepts), dev)
     test_rows = torch.as_tensor(np.flatnonzero(test), device=dev)
     predictions = np.empty(len(rows), dtype=np.int32)
     test_logits = torch.empty((len(test_rows), weight.shape[1]), dtype=torch.float32, device=dev)
