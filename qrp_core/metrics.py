@@ -151,14 +151,20 @@ def mean_average_precision(labels_true, scores: np.ndarray, *, sample_weight=Non
     sample_weight : ndarray of shape (n_samples,), optional
         Non-negative weights (bootstrap counts); classes whose positives all weigh 0 are left out.
     """
-    labels = torch.as_tensor(np.asarray(labels_true))
-    scores = torch.as_tensor(np.asarray(scores))
     weight = None if sample_weight is None else torch.as_tensor(np.asarray(sample_weight))
-    present = torch.unique(labels)
-    ap = [RankedScores(labels, scores, present[i:i + chunk_classes]).average_precision(weight)
-          for i in range(0, len(present), chunk_classes)]
-    ap = torch.cat(ap) if ap else torch.empty(0, dtype=torch.float64)
+    ap = class_average_precision(torch.as_tensor(np.asarray(labels_true)), torch.as_tensor(np.asarray(scores)),
+                                 weight, chunk_classes=chunk_classes)
     return float(torch.nanmean(ap)) if torch.isfinite(ap).any() else float("nan")
+
+
+def class_average_precision(labels_true: torch.Tensor, scores: torch.Tensor, sample_weight: torch.Tensor | None = None,
+                            *, chunk_classes: int = 64) -> torch.Tensor:
+    """Average precision of each class present in ``labels_true`` (sorted), on the scores' device,
+    ``chunk_classes`` rankings at a time: (n_present,) float64, on the CPU."""
+    present = torch.unique(labels_true)
+    ap = [RankedScores(labels_true, scores, present[i:i + chunk_classes]).average_precision(sample_weight).cpu()
+          for i in range(0, len(present), chunk_classes)]
+    return torch.cat(ap) if ap else torch.empty(0, dtype=torch.float64)
 
 
 class RankedScores:
@@ -229,15 +235,13 @@ def probe_scores(labels_true, logits, cluster_sizes, *, chunk_classes: int = 128
     log_probs = torch.log_softmax(logits.double(), dim=1)
     ce = float(-log_probs.gather(1, truth[:, None]).mean()) if len(truth) else float("nan")
     mi_bits, mi_norm = mutual_info_bits(cluster_sizes, ce)
-    present = torch.unique(truth)
     # log-probabilities rank like probabilities, without exp's underflow to tied zeros
-    ap = [RankedScores(truth, log_probs, present[i:i + chunk_classes]).average_precision().cpu()
-          for i in range(0, len(present), chunk_classes)]
+    ap = class_average_precision(truth, log_probs, chunk_classes=chunk_classes)
     return {
         "nmi": normalized_mutual_info(labels_true, predicted, contingency=c),
         "ami": adjusted_mutual_info(labels_true, predicted, contingency=c),
         "top1": top1_accuracy(labels_true, predicted),
-        "map": float(torch.cat(ap).mean()) if ap else float("nan"),
+        "map": float(ap.mean()) if len(ap) else float("nan"),
         "mi_bits": mi_bits, "mi_norm": mi_norm, "ce_test_nats": ce,
         "h_clusters_bits": entropy_from_counts(cluster_sizes) / math.log(2),
         "n_test": int(len(labels_true)),
