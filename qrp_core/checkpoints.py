@@ -102,8 +102,8 @@ def library_backbone(name: str, *, weights: str | Path | None = None):
                     break
             image_size, mean, std = 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     except ImportError as exc:
-        raise InputError(f"{library} is not installed", fix=f"pip install {library} (with a torchvision build "
-                         "that matches your torch; torchvision 0.28 goes with torch 2.13)") from exc
+        raise InputError(f"{library} is not installed", fix="pip install -r requirements-optional.txt (a torchvision "
+                         "build that matches your torch: torchvision 0.28 goes with torch 2.13)") from exc
     except (KeyError, ValueError, RuntimeError) as exc:
         raise InputError(f"{library} has no architecture {architecture!r} ({exc})",
                          fix=f"use one of {library}'s model names") from exc
