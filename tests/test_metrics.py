@@ -47,13 +47,23 @@ def test_contingency_and_mi_equal_sklearn():
     assert metrics.mutual_info(c) == pytest.approx(skm.mutual_info_score(true, pred), abs=1e-12)
 
 
-def test_expected_mutual_info_equals_sklearn():
+@pytest.mark.parametrize("n,k,concentration,window", [
+    (3000, 50, 1.0, None),
+    (60_000, 1000, 0.3, None),  # unequal clusters: the windows cut most pairs' ranges short
+    (60_000, 1000, 0.3, (0.0, 1)),  # windows far too narrow: every cut pair is summed over its whole range
+    (50_000, 3, 1.0, None),  # huge clusters, spreads of ~100 terms
+])
+def test_expected_mutual_info_equals_sklearn(monkeypatch, n, k, concentration, window):
     from sklearn.metrics.cluster._expected_mutual_info_fast import expected_mutual_information
+    if window is not None:
+        monkeypatch.setattr(metrics, "_EMI_WINDOW", window)
     rng = np.random.default_rng(2)
-    true, pred = _labelings(rng, 3000, 50, 40, 0.2)
+    sizes = rng.dirichlet(np.full(k, concentration))
+    true = rng.choice(k, size=n, p=sizes)
+    pred = np.where(rng.random(n) < 0.3, true, rng.choice(k, size=n, p=sizes))
     c = metrics.contingency_matrix(true, pred)
     ours = metrics.expected_mutual_info(np.asarray(c.sum(1)).ravel(), np.asarray(c.sum(0)).ravel())
-    assert ours == pytest.approx(expected_mutual_information(c, len(true)), abs=1e-10)
+    assert ours == pytest.approx(expected_mutual_information(c, len(true)), abs=1e-10, rel=1e-9)
 
 
 def test_map_equals_sklearn_with_ties():
@@ -102,6 +112,19 @@ def test_probe_scores_consistent():
                              np.bincount(labels, minlength=5), chunk_classes=2)
     for name in ("nmi", "ami", "top1", "map", "ce_test_nats"):
         assert t[name] == pytest.approx(s[name], rel=1e-6), name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_probe_scores_on_cuda_equal_cpu():
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 300, 20_000)
+    logits = rng.normal(size=(20_000, 300)).astype(np.float32) + 3 * np.eye(300, dtype=np.float32)[labels]
+    sizes = np.bincount(labels, minlength=300)
+    on_cpu = metrics.probe_scores(labels, torch.as_tensor(logits), sizes)
+    on_gpu = metrics.probe_scores(labels, torch.as_tensor(logits, device="cuda"), sizes)
+    for name in ("nmi", "ami", "top1", "map", "mi_bits"):
+        assert on_gpu[name] == pytest.approx(on_cpu[name], rel=1e-6, abs=1e-9), name
+    assert on_gpu["ami"] == pytest.approx(skm.adjusted_mutual_info_score(labels, logits.argmax(1)), abs=1e-9)
 
 
 def test_ranked_scores_average_precision_equals_sklearn_with_ties_and_absent_classes():
