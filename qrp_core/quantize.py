@@ -119,9 +119,9 @@ def kmeans(x: np.ndarray, config: KMeansConfig, *, seed: int, source: str | Path
             progress(f"K-means restart {r + 1}/{config.n_restarts}")
         init = sample[np.sort(np.random.default_rng(restart_seed).choice(n_train, size=k, replace=False))]
         t = time.perf_counter()
-        centroids, objectives = train(init, config)
+        centroids, objectives, extra = train(init, config)
         restarts.append({"seed": restart_seed, "objective": objectives[-1], "iterations": len(objectives),
-                         "seconds": time.perf_counter() - t})
+                         "seconds": time.perf_counter() - t, **extra})
         if best is None or objectives[-1] < best[0]:
             best = (objectives[-1], centroids)
     best_restart = int(np.argmin([r["objective"] for r in restarts]))
@@ -149,8 +149,8 @@ def kmeans(x: np.ndarray, config: KMeansConfig, *, seed: int, source: str | Path
 
 
 def _trainer(sample: np.ndarray, backend: str, device: str):
-    """A function (init_centroids, config) -> (centroids, objectives) on the chosen backend; the
-    torch backend moves the sample to the device once, for all restarts."""
+    """A function (init_centroids, config) -> (centroids, objectives, extra stats) on the chosen
+    backend; the torch backend moves the sample to the device once, for all restarts."""
     if backend == "torch":
         import torch
 
@@ -159,9 +159,11 @@ def _trainer(sample: np.ndarray, backend: str, device: str):
         on_device = torch.as_tensor(sample, device=device)
 
         def train_torch(init: np.ndarray, config: KMeansConfig):
-            centroids, objectives = lloyd(on_device, torch.as_tensor(init, device=device), config.n_iter,
-                                          early_stop_threshold=config.early_stop_threshold)
-            return centroids.cpu().numpy(), objectives
+            centroids, objectives, recomputed = lloyd(on_device, torch.as_tensor(init, device=device), config.n_iter,
+                                                      early_stop_threshold=config.early_stop_threshold)
+            products = "tf32, float32 where ambiguous" if on_device.is_cuda else "float32"
+            return centroids.cpu().numpy(), objectives, {"distance_products": products,
+                                                         "assignments_recomputed_in_float32": recomputed}
         return train_torch
 
     def train_faiss(init: np.ndarray, config: KMeansConfig):
@@ -169,7 +171,7 @@ def _trainer(sample: np.ndarray, backend: str, device: str):
                           max_points_per_centroid=len(sample), min_points_per_centroid=1,
                           early_stop_threshold=config.early_stop_threshold, verbose=False)
         km.train(sample, init_centroids=init)
-        return km.centroids.copy(), [float(v) for v in km.obj]
+        return km.centroids.copy(), [float(v) for v in km.obj], {}
     return train_faiss
 
 
@@ -202,7 +204,7 @@ def assign(x: np.ndarray, centroids: np.ndarray, standardisation: tuple[np.ndarr
             chunk = torch.as_tensor(np.ascontiguousarray(chunk, np.float32), device=device)
             if shift is not None:
                 chunk = (chunk - shift) * scale
-            labels, d = nearest_centroids(chunk, on_device)
+            labels, d, _ = nearest_centroids(chunk, on_device)
             return labels.cpu().numpy(), d.cpu().numpy()
     else:
         index = faiss.IndexFlatL2(centroids.shape[1])

@@ -11,42 +11,91 @@ float rounding (tests/test_quantize.py).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 
 SPLIT_EPS = 1.0 / 1024  # faiss's relative perturbation when it splits a cluster
 
 
+TF32_RELATIVE_ERROR = 2.0 ** -8
+"""A bound on |tf32(x.c) - x.c| / (|x| |c|): TF32 keeps 10 of float32's 23 mantissa bits (2^-10 per
+input even when truncated, so 2^-9 per product) and accumulates in float32 (2048 * 2^-24 = 2^-13 at
+D=2048); 2^-8 leaves a factor of 2 of margin."""
+
+
+@contextmanager
+def _tf32_products():
+    matmul = torch.backends.cuda.matmul
+    previous = matmul.fp32_precision
+    matmul.fp32_precision = "tf32"
+    try:
+        yield
+    finally:
+        matmul.fp32_precision = previous
+
+
 @torch.no_grad()
-def nearest_centroids(x: torch.Tensor, centroids: torch.Tensor, *, chunk_rows: int = 65536
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Index of the nearest centroid of every row of ``x`` and the squared distance to it."""
+def nearest_centroids(x: torch.Tensor, centroids: torch.Tensor, *, chunk_rows: int = 65536,
+                      coarse_products=None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Index of the nearest centroid of every row of ``x``, the squared distance to it, and how many
+    rows needed the float32 products.
+
+    On a GPU the products x.c first run on TF32 tensor cores (several times float32's speed). A row
+    takes its nearest centroid from them only where the runner-up is farther by more than twice the
+    TF32 error bound, so that no rounding can swap the two; every other row is recomputed in float32.
+    The result is float32's search up to float32 rounding. ``coarse_products`` = (function (a, b) ->
+    a @ b.T, relative error bound) replaces TF32 (tests emulate low precision on the CPU with it).
+    """
+    if coarse_products is None and x.is_cuda:
+        def tf32_products(a, b):
+            with _tf32_products():
+                return a @ b.T
+        coarse_products = (tf32_products, TF32_RELATIVE_ERROR)
     c_norms = (centroids * centroids).sum(1)
     labels = torch.empty(len(x), dtype=torch.int64, device=x.device)
     distances = torch.empty(len(x), dtype=torch.float32, device=x.device)
+    recomputed = torch.zeros((), dtype=torch.int64, device=x.device)
+    if coarse_products is not None:
+        products, relative_error = coarse_products
+        # a distance's error is 2 |x.c error| <= 2 e |x| |c|; two distances may err in opposite directions
+        margin_per_norm = 4 * relative_error * c_norms.max().sqrt()
     for start in range(0, len(x), chunk_rows):
         chunk = x[start:start + chunk_rows]
-        d = torch.addmm(c_norms, chunk, centroids.T, alpha=-2.0)  # ||c||^2 - 2 x.c
-        best, idx = d.min(1)
+        x_norms = (chunk * chunk).sum(1)
+        if coarse_products is None:
+            best, idx = torch.addmm(c_norms, chunk, centroids.T, alpha=-2.0).min(1)  # ||c||^2 - 2 x.c
+        else:
+            two_best, two_idx = (c_norms - 2 * products(chunk, centroids)).topk(2, dim=1, largest=False)
+            idx = two_idx[:, 0]
+            best = c_norms[idx] - 2 * (chunk * centroids[idx]).sum(1)
+            unsure = torch.nonzero(two_best[:, 1] - two_best[:, 0] <= margin_per_norm * x_norms.sqrt()).ravel()
+            exact_best, exact_idx = torch.addmm(c_norms, chunk[unsure], centroids.T, alpha=-2.0).min(1)
+            best[unsure], idx[unsure] = exact_best, exact_idx
+            recomputed += len(unsure)
         labels[start:start + len(chunk)] = idx
-        distances[start:start + len(chunk)] = (best + (chunk * chunk).sum(1)).clamp_(min=0)
-    return labels, distances
+        distances[start:start + len(chunk)] = (best + x_norms).clamp_(min=0)
+    return labels, distances, int(recomputed) if coarse_products is not None else 0
 
 
 @torch.no_grad()
 def lloyd(x: torch.Tensor, init_centroids: torch.Tensor, n_iter: int, *, early_stop_threshold: float = -1.0,
-          ) -> tuple[torch.Tensor, list[float]]:
+          ) -> tuple[torch.Tensor, list[float], float]:
     """Run Lloyd iterations from ``init_centroids``.
 
-    Returns the final centroids and the objective (sum of squared distances of the assignment
-    step) of every iteration run, as ``faiss.Kmeans.obj``. With ``early_stop_threshold >= 0``
-    it stops when the objective's relative change falls to that value, like faiss.
+    Returns the final centroids, the objective (sum of squared distances of the assignment step)
+    of every iteration run, as ``faiss.Kmeans.obj``, and the fraction of assignments that
+    needed float32 products (``nearest_centroids``). With ``early_stop_threshold >= 0`` it stops
+    when the objective's relative change falls to that value, like faiss.
     """
     n, k = len(x), len(init_centroids)
     centroids = init_centroids.clone()
     objectives: list[float] = []
+    recomputed = 0
     for _ in range(n_iter):
-        labels, distances = nearest_centroids(x, centroids)
+        labels, distances, unsure = nearest_centroids(x, centroids)
+        recomputed += unsure
         objectives.append(float(distances.sum(dtype=torch.float64)))
         if (early_stop_threshold >= 0 and len(objectives) > 1
                 and abs(objectives[-2] - objectives[-1]) <= early_stop_threshold * abs(objectives[-2])):
@@ -58,7 +107,7 @@ def lloyd(x: torch.Tensor, init_centroids: torch.Tensor, n_iter: int, *, early_s
         centroids = sums / counts.clamp(min=1).unsqueeze(1).to(sums.dtype)
         if (counts == 0).any():
             _split_large_clusters(centroids, counts.cpu().numpy(), n)
-    return centroids, objectives
+    return centroids, objectives, recomputed / (n * len(objectives))
 
 
 def _split_large_clusters(centroids: torch.Tensor, counts: np.ndarray, n: int) -> None:

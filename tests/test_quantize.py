@@ -109,7 +109,7 @@ def test_torch_lloyd_follows_faiss_from_the_same_centroids():
     init = x[np.random.default_rng(0).choice(len(x), 30, replace=False)]
     km = faiss.Kmeans(16, 30, niter=15, max_points_per_centroid=len(x), early_stop_threshold=-1.0)
     km.train(x, init_centroids=init)
-    centroids, objectives = lloyd(torch.as_tensor(x), torch.as_tensor(init), 15)
+    centroids, objectives, _ = lloyd(torch.as_tensor(x), torch.as_tensor(init), 15)
     assert len(objectives) == len(km.obj) == 15
     np.testing.assert_allclose(objectives, km.obj, rtol=1e-5)
     np.testing.assert_allclose(centroids.numpy(), km.centroids, atol=1e-4)
@@ -139,7 +139,7 @@ def test_torch_lloyd_stops_early_when_faiss_does():
         init = x[np.random.default_rng(seed).choice(len(x), 5, replace=False)]
         km = faiss.Kmeans(8, 5, niter=100, max_points_per_centroid=len(x), early_stop_threshold=0.0)
         km.train(x, init_centroids=init)
-        _, objectives = lloyd(torch.as_tensor(x), torch.as_tensor(init), 100, early_stop_threshold=0.0)
+        _, objectives, _ = lloyd(torch.as_tensor(x), torch.as_tensor(init), 100, early_stop_threshold=0.0)
         assert len(objectives) == len(km.obj) < 100
 
 
@@ -152,8 +152,8 @@ def test_torch_lloyd_splits_empty_clusters_like_faiss():
     init = np.concatenate([np.repeat(x[:1], 5, axis=0), x[1:40]])  # 4 duplicates of centroid 0: empty
     km = faiss.Kmeans(6, len(init), niter=8, max_points_per_centroid=len(x), early_stop_threshold=-1.0)
     km.train(x, init_centroids=init)
-    centroids, objectives = lloyd(torch.as_tensor(x), torch.as_tensor(init), 8)
-    labels, _ = nearest_centroids(torch.as_tensor(x), torch.as_tensor(init))
+    centroids, objectives, _ = lloyd(torch.as_tensor(x), torch.as_tensor(init), 8)
+    labels, _, _ = nearest_centroids(torch.as_tensor(x), torch.as_tensor(init))
     assert np.bincount(labels.numpy(), minlength=len(init))[1:5].sum() == 0  # the splits had work to do
     np.testing.assert_allclose(objectives, km.obj, rtol=1e-5)
     np.testing.assert_allclose(centroids.numpy(), km.centroids, atol=1e-4)
@@ -177,3 +177,51 @@ def test_chunked_reads_of_a_memory_map_equal_indexing_and_leave_no_resident_page
     mean, std = x.mean(0).astype(np.float64), x.std(0).astype(np.float64)
     np.testing.assert_array_equal(standardised_rows(mapped, mean, std, rows, chunk_rows=64),
                                   standardise(x[rows], mean, std))
+
+
+def _bf16_products(a, b):
+    """Products from bfloat16-rounded inputs (8-bit mantissas: at most 2^-7 relative error per
+    product), a CPU stand-in for a GPU's TF32 tensor cores."""
+    return a.bfloat16().float() @ b.bfloat16().float().T
+
+
+def _overlapping_blobs():
+    import torch
+    x, _ = _blobs(n=6000, d=64, k=40, seed=6)
+    x = standardise(x, x.mean(0), x.std(0)) + np.random.default_rng(7).normal(size=(6000, 64)).astype(np.float32)
+    centroids = x[np.random.default_rng(8).choice(6000, 200, replace=False)]
+    return torch.as_tensor(x), torch.as_tensor(centroids)
+
+
+def _assert_same_search(labels, distances, x, centroids):
+    """Equal to the float32 search, except between centroids whose float32 distances tie to 1e-5."""
+    from qrp_core.torch_kmeans import nearest_centroids
+    exact_labels, exact_distances, recomputed = nearest_centroids(x, centroids)
+    assert recomputed == 0
+    np.testing.assert_allclose(distances.numpy(), exact_distances.numpy(), rtol=1e-5, atol=1e-3)
+    differ = np.flatnonzero(labels.numpy() != exact_labels.numpy())
+    full = ((x[differ, None, :] - centroids[None]) ** 2).sum(-1)
+    gap = full.gather(1, labels[differ, None]) - full.gather(1, exact_labels[differ, None])
+    assert (gap.abs() <= 1e-5 * full.min(1).values[:, None]).all()
+
+
+def test_low_precision_products_with_float32_where_ambiguous_give_the_float32_search():
+    from qrp_core.torch_kmeans import nearest_centroids
+    x, centroids = _overlapping_blobs()
+    labels, distances, recomputed = nearest_centroids(x, centroids, chunk_rows=1000,
+                                                      coarse_products=(_bf16_products, 2.0 ** -6))
+    assert 0 < recomputed < 0.75 * len(x)  # many rows settled by the coarse products, some recomputed
+    _assert_same_search(labels, distances, x, centroids)
+    # the coarse products alone pick other centroids: without the recomputation the test fails
+    coarse, _, _ = nearest_centroids(x, centroids, coarse_products=(_bf16_products, 0.0))
+    exact, _, _ = nearest_centroids(x, centroids)
+    assert (coarse != exact).sum() > 10
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_tf32_search_on_cuda_gives_the_float32_search():
+    from qrp_core.torch_kmeans import nearest_centroids
+    x, centroids = _overlapping_blobs()
+    labels, distances, recomputed = nearest_centroids(x.cuda(), centroids.cuda(), chunk_rows=1000)
+    assert recomputed > 0
+    _assert_same_search(labels.cpu(), distances.cpu(), x, centroids)
