@@ -23,7 +23,7 @@ from .errors import InputError
 from .features import standardisation_stats
 from .metrics import probe_scores
 from .probe import ProbeConfig, SparseRows, probe_outputs, resolve_torch_device, train_probes
-from .quantize import KMeansConfig, check_n_clusters, kmeans
+from .quantize import KMeansConfig, check_n_clusters, features_on_device, kmeans
 from .split import TEST, SplitConfig, stratified_split
 from .study import GROUND_TRUTH, Study
 
@@ -73,6 +73,7 @@ class Runner:
         self.on_step = on_step
         self.concepts_hash = {}
         self.standardisation = {}  # model -> (mean, std, n_constant), computed once per run
+        self.on_device = {}  # model -> its standardised features on the GPU (one model at a time) or None
         self.given_clusters = {}  # model without features -> its cluster ids
 
     def models(self) -> list[str]:
@@ -143,8 +144,11 @@ class Runner:
         t = time.perf_counter()
         if model not in self.standardisation:
             self.standardisation[model] = standardisation_stats(x, source=spec.features)
+        if model not in self.on_device:
+            self.on_device.clear()
+            self.on_device[model] = features_on_device(x, self.standardisation[model], config.device)
         result = kmeans(x, config, seed=seed, source=spec.features, progress=status,
-                        standardisation=self.standardisation[model])
+                        standardisation=self.standardisation[model], on_device=self.on_device[model])
         self.cache.write("clusterings", key, {
             "assignments.npy": save_npy(result.assignments), "distances.npy": save_npy(result.distances),
             "centroids.npy": save_npy(result.centroids), "mean.npy": save_npy(result.mean),

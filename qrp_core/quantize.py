@@ -13,6 +13,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+import torch
 
 from .errors import InputError
 from .features import read_rows, standardisation_stats, standardise, standardised_rows
@@ -50,8 +51,6 @@ def resolve_backend(device: str) -> tuple[str, str]:
         return "faiss", "cpu"
     if hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0:
         return "faiss", "cuda"
-    import torch
-
     if torch.cuda.is_available():
         return "torch", "cuda"
     if device == "cuda":
@@ -70,7 +69,7 @@ def check_n_clusters(n_clusters: int, n_images: int, *, source: str | Path) -> N
 
 def kmeans(x: np.ndarray, config: KMeansConfig, *, seed: int, source: str | Path = "features",
            progress=None, chunk_rows: int = 65536,
-           standardisation: tuple[np.ndarray, np.ndarray, int] | None = None) -> Clustering:
+           standardisation: tuple[np.ndarray, np.ndarray, int] | None = None, on_device=None) -> Clustering:
     """Standardise ``x`` and cluster it with faiss K-means.
 
     Parameters
@@ -84,6 +83,9 @@ def kmeans(x: np.ndarray, config: KMeansConfig, *, seed: int, source: str | Path
         Called with a short status line before each restart.
     standardisation : (mean, std, n_constant), optional
         ``features.standardisation_stats(x)`` when the caller already has it.
+    on_device : torch.Tensor, optional
+        ``standardised_on_device(x, mean, std, device)`` for the torch backend: the training sample
+        and the assignment are then taken from it, and ``x`` is not read again.
 
     Returns
     -------
@@ -104,10 +106,12 @@ def kmeans(x: np.ndarray, config: KMeansConfig, *, seed: int, source: str | Path
     t = time.perf_counter()
     rng = np.random.default_rng(seed)
     n_train = min(n, k * config.max_points_per_centroid)
-    if n_train == n:  # the whole collection trains: standardise once, reuse it for assignment
-        sample = standardised_rows(x, mean, std, chunk_rows=chunk_rows)
-    else:
-        rows = np.sort(rng.choice(n, size=n_train, replace=False))
+    rows = None if n_train == n else np.sort(rng.choice(n, size=n_train, replace=False))
+    if on_device is not None:
+        if backend != "torch" or on_device.shape != x.shape:
+            raise ValueError("on_device takes the standardised features, for the torch backend")
+        sample = on_device if rows is None else on_device[torch.as_tensor(rows, device=on_device.device)]
+    else:  # with every row in the sample, standardise once and reuse it for the assignment
         sample = standardised_rows(x, mean, std, rows, chunk_rows=chunk_rows)
     restart_seeds = [int(s) for s in rng.integers(0, 2**31 - 1, size=config.n_restarts)]
     t_standardise = time.perf_counter() - t
@@ -128,8 +132,9 @@ def kmeans(x: np.ndarray, config: KMeansConfig, *, seed: int, source: str | Path
     centroids = np.ascontiguousarray(best[1], dtype=np.float32)
 
     t = time.perf_counter()
-    if n_train == n:
-        assignments, distances = assign(sample, centroids, device=device, backend=backend, chunk_rows=chunk_rows)
+    if on_device is not None or n_train == n:
+        assignments, distances = assign(on_device if on_device is not None else sample, centroids, device=device,
+                                        backend=backend, chunk_rows=chunk_rows)
     else:
         assignments, distances = assign(x, centroids, (mean, std), device=device, backend=backend,
                                         chunk_rows=chunk_rows)
@@ -137,6 +142,7 @@ def kmeans(x: np.ndarray, config: KMeansConfig, *, seed: int, source: str | Path
     stats = {
         "device": device, "backend": backend, **_device_names(backend, device),
         "n_images": n, "dim": d, "n_train_points": int(n_train), "n_constant_dims": n_constant,
+        "features_resident_on_device": on_device is not None,
         "restarts": restarts, "best_restart": best_restart,
         "iterations_run": [r["iterations"] for r in restarts],
         "inertia_all_points": float(distances.sum(dtype=np.float64)),
@@ -152,16 +158,14 @@ def _trainer(sample: np.ndarray, backend: str, device: str):
     """A function (init_centroids, config) -> (centroids, objectives, extra stats) on the chosen
     backend; the torch backend moves the sample to the device once, for all restarts."""
     if backend == "torch":
-        import torch
-
         from .torch_kmeans import lloyd
 
-        on_device = torch.as_tensor(sample, device=device)
+        resident = torch.as_tensor(sample, device=device)
 
         def train_torch(init: np.ndarray, config: KMeansConfig):
-            centroids, objectives, recomputed = lloyd(on_device, torch.as_tensor(init, device=device), config.n_iter,
+            centroids, objectives, recomputed = lloyd(resident, torch.as_tensor(init, device=device), config.n_iter,
                                                       early_stop_threshold=config.early_stop_threshold)
-            products = "tf32, float32 where ambiguous" if on_device.is_cuda else "float32"
+            products = "tf32, float32 where ambiguous" if resident.is_cuda else "float32"
             return centroids.cpu().numpy(), objectives, {"distance_products": products,
                                                          "assignments_recomputed_in_float32": recomputed}
         return train_torch
@@ -175,11 +179,41 @@ def _trainer(sample: np.ndarray, backend: str, device: str):
     return train_faiss
 
 
+def standardised_on_device(x: np.ndarray, mean: np.ndarray, std: np.ndarray, device, *, chunk_rows: int = 65536):
+    """``standardise(x)`` as one float32 torch tensor on ``device``, built chunk by chunk there (the
+    same float32 operations, so the same values), for K-means runs that share it."""
+    shift = torch.as_tensor(mean.astype(np.float32), device=device)
+    scale = torch.as_tensor((1.0 / std).astype(np.float32), device=device)
+    out = torch.empty(x.shape, dtype=torch.float32, device=device)
+    for start in range(0, len(x), chunk_rows):
+        chunk = torch.as_tensor(read_rows(x, start, start + chunk_rows)).to(device, torch.float32)
+        out[start:start + len(chunk)] = (chunk - shift) * scale
+    return out
+
+
+def features_on_device(x: np.ndarray, standardisation: tuple[np.ndarray, np.ndarray, int], device: str = "auto"):
+    """The standardised features as one tensor on the GPU that torch K-means runs on, for the
+    clusterings of one model to share (a sample is then a gather on the device and the assignment
+    reads no file); None where K-means runs elsewhere or they would not fit."""
+    backend, device = resolve_backend(device)
+    if backend != "torch" or not fits_on_device(x.shape, device):
+        return None
+    return standardised_on_device(x, standardisation[0], standardisation[1], device)
+
+
+def fits_on_device(shape: tuple[int, int], device, *, fraction: float = 0.4) -> bool:
+    """Would a float32 matrix of this shape take at most ``fraction`` of the GPU's free memory
+    (the rest is for K-means' distance blocks and the probes)?"""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return False
+    free, _ = torch.cuda.mem_get_info(device)
+    return 4 * shape[0] * shape[1] <= fraction * free
+
+
 def _device_names(backend: str, device: str) -> dict:
     if device != "cuda":
         return {}
-    import torch
-
     return {"gpu_name": torch.cuda.get_device_name() if torch.cuda.is_available() else "faiss GPU"}
 
 
@@ -187,12 +221,11 @@ def assign(x: np.ndarray, centroids: np.ndarray, standardisation: tuple[np.ndarr
            *, device: str = "cpu", backend: str = "faiss", chunk_rows: int = 65536) -> tuple[np.ndarray, np.ndarray]:
     """Nearest centroid of every row of ``x`` and the squared distance to it.
 
-    ``standardisation`` = (mean, std) standardises each chunk on the fly; None means ``x`` already is.
+    ``standardisation`` = (mean, std) standardises each chunk on the fly; None means ``x`` already is
+    (``x`` may then be a tensor on the torch backend's device).
     Returns (labels (n,) int32, distances (n,) float32).
     """
     if backend == "torch":
-        import torch
-
         from .torch_kmeans import nearest_centroids
 
         on_device = torch.as_tensor(centroids, device=device)
@@ -201,7 +234,8 @@ def assign(x: np.ndarray, centroids: np.ndarray, standardisation: tuple[np.ndarr
                         if standardisation else (None, None))
 
         def search(chunk):  # standardised on the device: the same float32 operations as ``standardise``
-            chunk = torch.as_tensor(np.ascontiguousarray(chunk, np.float32), device=device)
+            if not isinstance(chunk, torch.Tensor):
+                chunk = torch.as_tensor(np.ascontiguousarray(chunk, np.float32), device=device)
             if shift is not None:
                 chunk = (chunk - shift) * scale
             labels, d, _ = nearest_centroids(chunk, on_device)
@@ -219,6 +253,6 @@ def assign(x: np.ndarray, centroids: np.ndarray, standardisation: tuple[np.ndarr
     labels = np.empty(len(x), dtype=np.int32)
     distances = np.empty(len(x), dtype=np.float32)
     for start in range(0, len(x), chunk_rows):
-        chunk = read_rows(x, start, start + chunk_rows)
+        chunk = x[start:start + chunk_rows] if isinstance(x, torch.Tensor) else read_rows(x, start, start + chunk_rows)
         labels[start:start + len(chunk)], distances[start:start + len(chunk)] = search(chunk)
     return labels, distances

@@ -1,3 +1,4 @@
+import dataclasses
 import hashlib
 import shutil
 
@@ -142,3 +143,23 @@ def test_one_group_set_has_one_name_whatever_the_order(tiny_study, tiny_cache):
     again = Runner(tiny_study, config, cache, show_progress=False).run()
     assert set(again["groups"]) == {"labels+colour+other+texture"}
     assert set(again["probe"]) <= set(results["probe"])  # the same probes as the main run's
+
+
+def test_a_models_clusterings_share_its_features_on_the_device(tiny_study, tmp_path, monkeypatch):
+    """Where torch runs K-means on a GPU, a model's standardised features go to the device once for all
+    its clusterings (emulated on the CPU), with the same clusterings as reading the file each time."""
+    import qrp_core.quantize as quantize
+    monkeypatch.setattr(quantize, "resolve_backend", lambda device: ("torch", "cpu"))
+    built = []
+    monkeypatch.setattr(quantize, "fits_on_device", lambda shape, device: built.append(shape) or True)
+    config = dataclasses.replace(TINY_RUN, models=("combo-net", "noise-net"))
+    resident = Runner(tiny_study, config, Cache(tmp_path / "resident"), show_progress=False).run()
+    assert len(built) == 2  # once per model, not per clustering
+    monkeypatch.setattr(quantize, "fits_on_device", lambda shape, device: False)
+    read = Runner(tiny_study, config, Cache(tmp_path / "read"), show_progress=False).run()
+    assert list(resident["nmi"]) == list(read["nmi"])
+    cache = Cache(tmp_path / "resident")
+    for key in resident["clustering"]:
+        assert cache.manifest("clusterings", key)["stats"]["features_resident_on_device"]
+        np.testing.assert_array_equal(cache.load_array("clusterings", key, "assignments.npy"),
+                                      Cache(tmp_path / "read").load_array("clusterings", key, "assignments.npy"))

@@ -225,3 +225,23 @@ def test_tf32_search_on_cuda_gives_the_float32_search():
     labels, distances, recomputed = nearest_centroids(x.cuda(), centroids.cuda(), chunk_rows=1000)
     assert recomputed > 0
     _assert_same_search(labels.cpu(), distances.cpu(), x, centroids)
+
+
+@pytest.mark.parametrize("max_points_per_centroid", [40, 10_000])  # a sample of the rows, and all of them
+def test_kmeans_on_features_resident_on_the_device_equals_reading_them(monkeypatch, tmp_path, max_points_per_centroid):
+    import qrp_core.quantize as quantize
+    from qrp_core.quantize import standardised_on_device
+    x, _ = _blobs(n=3000, d=16, k=12, seed=9)
+    np.save(tmp_path / "x.npy", x * 3 + 1)
+    x = np.load(tmp_path / "x.npy", mmap_mode="r")
+    monkeypatch.setattr(quantize, "resolve_backend", lambda device: ("torch", "cpu"))
+    config = KMeansConfig(n_clusters=12, n_iter=8, n_restarts=2, max_points_per_centroid=max_points_per_centroid)
+    stats = standardisation_stats(x, source="x")
+    on_device = standardised_on_device(x, stats[0], stats[1], "cpu", chunk_rows=700)
+    np.testing.assert_array_equal(on_device.numpy(), standardise(np.asarray(x), stats[0], stats[1]))
+    read = kmeans(x, config, seed=3, standardisation=stats, chunk_rows=700)
+    resident = kmeans(x, config, seed=3, standardisation=stats, on_device=on_device)
+    assert resident.stats["features_resident_on_device"] and not read.stats["features_resident_on_device"]
+    np.testing.assert_array_equal(resident.assignments, read.assignments)
+    np.testing.assert_array_equal(resident.distances, read.distances)
+    np.testing.assert_array_equal(resident.centroids, read.centroids)
