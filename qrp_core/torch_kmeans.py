@@ -11,48 +11,44 @@ float rounding (tests/test_quantize.py).
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import numpy as np
 import torch
 
 SPLIT_EPS = 1.0 / 1024  # faiss's relative perturbation when it splits a cluster
 
 
-TF32_RELATIVE_ERROR = 2.0 ** -8
-"""A bound on |tf32(x.c) - x.c| / (|x| |c|): TF32 keeps 10 of float32's 23 mantissa bits (2^-10 per
-input even when truncated, so 2^-9 per product) and accumulates in float32 (2048 * 2^-24 = 2^-13 at
-D=2048); 2^-8 leaves a factor of 2 of margin."""
+def tf32_relative_error(dim: int) -> float:
+    """A bound on |tf32(x.c) - x.c| / (|x| |c|) in ``dim`` dimensions: TF32 keeps 10 of float32's 23
+    mantissa bits (at most 2^-10 per input even if truncated, so 2^-9 per product) and accumulates
+    in float32 (at most dim * 2^-24); doubled for margin."""
+    return 2 * (2.0 ** -9 + dim * 2.0 ** -24)
 
 
-@contextmanager
-def _tf32_products():
+def _tf32_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     matmul = torch.backends.cuda.matmul
     previous = matmul.fp32_precision
     matmul.fp32_precision = "tf32"
     try:
-        yield
+        return a @ b.T
     finally:
         matmul.fp32_precision = previous
 
 
 @torch.no_grad()
 def nearest_centroids(x: torch.Tensor, centroids: torch.Tensor, *, chunk_rows: int = 65536,
-                      coarse_products=None) -> tuple[torch.Tensor, torch.Tensor, int]:
+                      coarse_products="auto") -> tuple[torch.Tensor, torch.Tensor, int]:
     """Index of the nearest centroid of every row of ``x``, the squared distance to it, and how many
     rows needed the float32 products.
 
     On a GPU the products x.c first run on TF32 tensor cores (several times float32's speed). A row
     takes its nearest centroid from them only where the runner-up is farther by more than twice the
     TF32 error bound, so that no rounding can swap the two; every other row is recomputed in float32.
-    The result is float32's search up to float32 rounding. ``coarse_products`` = (function (a, b) ->
-    a @ b.T, relative error bound) replaces TF32 (tests emulate low precision on the CPU with it).
+    The result is float32's search up to float32 rounding. ``coarse_products``: "auto" (TF32 on a
+    GPU, none on a CPU), None (float32 only), or (function (a, b) -> a @ b.T, its relative error
+    bound), which tests use to emulate low precision on the CPU.
     """
-    if coarse_products is None and x.is_cuda:
-        def tf32_products(a, b):
-            with _tf32_products():
-                return a @ b.T
-        coarse_products = (tf32_products, TF32_RELATIVE_ERROR)
+    if coarse_products == "auto":
+        coarse_products = (_tf32_matmul, tf32_relative_error(x.shape[1])) if x.is_cuda else None
     c_norms = (centroids * centroids).sum(1)
     labels = torch.empty(len(x), dtype=torch.int64, device=x.device)
     distances = torch.empty(len(x), dtype=torch.float32, device=x.device)
@@ -81,12 +77,12 @@ def nearest_centroids(x: torch.Tensor, centroids: torch.Tensor, *, chunk_rows: i
 
 @torch.no_grad()
 def lloyd(x: torch.Tensor, init_centroids: torch.Tensor, n_iter: int, *, early_stop_threshold: float = -1.0,
-          ) -> tuple[torch.Tensor, list[float], float]:
+          coarse_products="auto") -> tuple[torch.Tensor, list[float], float]:
     """Run Lloyd iterations from ``init_centroids``.
 
     Returns the final centroids, the objective (sum of squared distances of the assignment step)
     of every iteration run, as ``faiss.Kmeans.obj``, and the fraction of assignments that
-    needed float32 products (``nearest_centroids``). With ``early_stop_threshold >= 0`` it stops
+    needed float32 products (``nearest_centroids``, which takes ``coarse_products``). With ``early_stop_threshold >= 0`` it stops
     when the objective's relative change falls to that value, like faiss.
     """
     n, k = len(x), len(init_centroids)
@@ -94,7 +90,7 @@ def lloyd(x: torch.Tensor, init_centroids: torch.Tensor, n_iter: int, *, early_s
     objectives: list[float] = []
     recomputed = 0
     for _ in range(n_iter):
-        labels, distances, unsure = nearest_centroids(x, centroids)
+        labels, distances, unsure = nearest_centroids(x, centroids, coarse_products=coarse_products)
         recomputed += unsure
         objectives.append(float(distances.sum(dtype=torch.float64)))
         if (early_stop_threshold >= 0 and len(objectives) > 1
