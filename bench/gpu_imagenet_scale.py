@@ -148,6 +148,7 @@ def probe_speed(study, n_train: int, n_probes: int, epochs: int = 3) -> dict:
     seconds = result[0].stats["seconds"]
     return {"n_train": n_train, "n_probes": n_probes, "epochs": epochs, "device": result[0].stats["device"],
             "steps": result[0].stats["steps"], "graph_failure": result[0].stats["graph_failure"],
+            "compile_failure": result[0].stats["compile_failure"],
             "seconds_per_epoch": seconds / epochs, "epochs_per_second": epochs / seconds,
             "wall_seconds": time.perf_counter() - t}
 

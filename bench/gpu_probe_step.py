@@ -1,5 +1,6 @@
-"""Probe epochs on a GPU: the autograd steps against the engine's fixed-shape steps, replayed as one
-CUDA graph per epoch (qrp_core/probe_steps.py), on the same shuffled batches.
+"""Probe epochs on a GPU: the autograd steps against the engine's fixed-shape steps (compiled with
+torch.compile on a GPU), replayed as one CUDA graph per epoch (qrp_core/probe_steps.py), on the same
+shuffled batches; on a GPU also the same steps uncompiled, with and without the graph.
 
     python bench/gpu_probe_step.py                  # 1M training rows, M=1,700, K=1,000, 1 and 11 probes
     python bench/gpu_probe_step.py --rows 20000     # a CPU check: both give the same weights
@@ -58,16 +59,19 @@ def run(rows: SparseRows, targets: torch.Tensor, n_clusters: int, n_probes: int,
     later = graphed_s[1:] or graphed_s
     figures = {"n_probes": n_probes, "rows": len(rows), "steps_per_epoch": steps.n_steps, "epochs": epochs,
                "slot_capacity": steps.capacity, "mode": steps.mode, "graph_failure": steps.graph_failure,
+               "compile_failure": steps.compile_failure,
                "autograd_s_per_epoch": float(np.median(eager_s)), "first_graphed_epoch_s": graphed_s[0],
                "graphed_s_per_epoch": float(np.median(later)), "graphed_epochs_per_s": 1.0 / float(np.median(later)),
                "speedup": float(np.median(eager_s) / np.median(later)),
                "max_weight_diff": diff, "max_weight": scale}
-    if device.type == "cuda":  # the same steps launched one by one: what the graph itself saves
-        plain = FixedShapeEpochs(ReverseProbe(n_concepts, n_clusters, n_probes).to(device), rows, targets,
-                                 batch_size=512, momentum=0.9, weight_decay=3e-6, use_graph=False)
-        generator = torch.Generator().manual_seed(1)
-        figures["fixed_shape_without_graph_s_per_epoch"] = float(np.median(
-            [_timed(lambda: plain.run(generator, 3.5), device) for _ in range(epochs)]))
+    if device.type == "cuda":  # the engine's steps without compiling, and without a graph: what each saves
+        for name, options in (("uncompiled_graph", {"compile_steps": False}),
+                              ("uncompiled_without_graph", {"compile_steps": False, "use_graph": False})):
+            plain = FixedShapeEpochs(ReverseProbe(n_concepts, n_clusters, n_probes).to(device), rows, targets,
+                                     batch_size=512, momentum=0.9, weight_decay=3e-6, **options)
+            generator = torch.Generator().manual_seed(1)
+            seconds = [_timed(lambda: plain.run(generator, 3.5), device) for _ in range(epochs)]
+            figures[f"{name}_s_per_epoch"] = float(np.median(seconds[1:] or seconds))
     return figures
 
 

@@ -224,7 +224,8 @@ def train_probes(concepts: sp.csr_matrix, masks: np.ndarray, targets: np.ndarray
         stats={"device": str(device), "epochs_run": config.max_epochs, "best_val_loss": float(best_loss[p]),
                "n_train": len(train_rows), "n_val": len(val_rows), "seconds": seconds,
                "trained_with": n_probes, "torch_threads": torch.get_num_threads(),
-               "steps": epochs.mode, "graph_failure": epochs.graph_failure},
+               "steps": epochs.mode, "graph_failure": epochs.graph_failure,
+               "compile_failure": epochs.compile_failure},
     ) for p in range(n_probes)]
 
 

@@ -39,12 +39,14 @@ class FixedShapeEpochs:
     """SGD epochs over ``rows`` that update ``model``'s parameters in place; a CUDA graph per epoch on a GPU.
 
     ``grad_mask`` (n_concepts, n_probes, 1) as in ``probe.train_one_epoch``. ``use_graph=False`` runs
-    the same steps one by one (on a CPU, or where capture fails).
+    the same steps one by one (on a CPU, or where capture fails). ``compile_steps`` (default: on a GPU)
+    compiles each step's gradient computation with ``torch.compile`` into a few fused kernels; where
+    compiling fails the plain operations run, and ``compile_failure`` says why.
     """
 
     def __init__(self, model: ReverseProbe, rows: SparseRows, targets: torch.Tensor, *, batch_size: int,
                  momentum: float, weight_decay: float, grad_mask: torch.Tensor | None = None,
-                 use_graph: bool = True):
+                 use_graph: bool = True, compile_steps: bool | None = None):
         self.model, self.rows, self.targets = model, rows, targets
         self.batch_size, self.momentum, self.weight_decay = batch_size, momentum, weight_decay
         self.grad_mask = grad_mask
@@ -63,11 +65,14 @@ class FixedShapeEpochs:
         self.forward_offsets = torch.zeros((self.n_steps, batch_size + EXTRA_BAGS), dtype=torch.int64, device=device)
         self.backward_offsets = torch.zeros((self.n_steps, self.n_concepts + EXTRA_BAGS), dtype=torch.int64,
                                             device=device)
-        self.capacity, self.graph, self.graph_failure = 0, None, None
+        self.capacity, self.graph, self.graph_failure, self.compile_failure = 0, None, None, None
+        compile_steps = targets.is_cuda if compile_steps is None else compile_steps
+        self.gradients = torch.compile(step_gradients, fullgraph=True, dynamic=False) if compile_steps else step_gradients
 
     @property
     def mode(self) -> str:
-        return "cuda-graph" if self.graph is not None else "fixed-shape steps"
+        steps = "compiled fixed-shape steps" if self.gradients is not step_gradients else "fixed-shape steps"
+        return f"cuda-graph of {steps}" if self.graph is not None else steps
 
     @torch.no_grad()
     def run(self, generator: torch.Generator, lr: float) -> np.ndarray:
@@ -93,7 +98,7 @@ class FixedShapeEpochs:
         starts = np.arange(self.n_steps) * b
         nnz = host_indptr[np.minimum(starts + b, n)] - host_indptr[starts]
         if nnz.max() > self.capacity:
-            self.capacity = max(1, math.ceil(nnz.max() * HEADROOM))
+            self.capacity = 16 * math.ceil(max(1, nnz.max() * HEADROOM) / 16)  # aligned rows for compiled kernels
             self.forward_indices = torch.zeros((self.n_steps, self.capacity), dtype=torch.int64, device=device)
             self.backward_rows = torch.zeros_like(self.forward_indices)
             self.graph = None  # its buffers are gone
@@ -129,22 +134,16 @@ class FixedShapeEpochs:
 
     def _epoch(self) -> None:
         self.loss_sum.zero_()
+        if self.gradients is not step_gradients and self.compile_failure is None and self.graph is None:
+            self._compile()
         for s in range(self.n_steps):
             self._step(s)
 
     def _step(self, s: int) -> None:
-        b, p, m = self.batch_size, self.model.n_probes, self.n_concepts
-        k = self.model.n_clusters
-        logits = F.embedding_bag(self.forward_indices[s], self.weight, self.forward_offsets[s], mode="sum")[:b]
-        log_probs = torch.log_softmax((logits + self.bias).view(b, p, k), dim=2)
-        target = self.step_targets[s].view(b, 1, 1).expand(b, p, 1)
-        weight = self.row_weight[s].view(b, 1, 1)
-        self.loss_sum.sub_((log_probs.gather(2, target) * weight).sum(0).view(p))
-        grad_logits = log_probs.exp_().scatter_add_(2, target, self.minus_one).mul_(weight).view(b, p * k)
-        grad_weight = F.embedding_bag(self.backward_rows[s], grad_logits, self.backward_offsets[s], mode="sum")[:m]
-        grad_bias = grad_logits.sum(0)
-        if self.grad_mask is not None:
-            grad_weight.view(m, p, k).mul_(self.grad_mask)
+        grad_weight, grad_bias = self.gradients(
+            self.weight, self.bias, self.loss_sum, self.forward_indices[s], self.forward_offsets[s],
+            self.backward_rows[s], self.backward_offsets[s], self.step_targets[s], self.row_weight[s],
+            self.minus_one, self.grad_mask, self.model.n_probes, self.model.n_clusters)
         # torch.optim.SGD(fused=True)'s kernel, one pass over each table: d = grad + wd * param;
         # buf = momentum * buf + d (zero-initialised buffers make the first step's buf = d exact); param -= lr * buf
         torch._fused_sgd_([self.weight, self.bias], [grad_weight, grad_bias],
@@ -152,9 +151,23 @@ class FixedShapeEpochs:
                           momentum=self.momentum, lr=self.lr, dampening=0.0, nesterov=False, maximize=False,
                           is_first_step=False)
 
+    def _compile(self) -> None:
+        """Compile the gradients on step 0's buffers (no update); on failure, use the plain operations."""
+        loss_sum = self.loss_sum.clone()
+        try:
+            self.gradients(self.weight, self.bias, loss_sum, self.forward_indices[0], self.forward_offsets[0],
+                           self.backward_rows[0], self.backward_offsets[0], self.step_targets[0], self.row_weight[0],
+                           self.minus_one, self.grad_mask, self.model.n_probes, self.model.n_clusters)
+        except Exception as exc:  # noqa: BLE001 - no compiler, no Triton, an unsupported op: all fall back
+            self.compile_failure = f"{type(exc).__name__}: {exc}"[:300]
+            self.gradients = step_gradients
+            warnings.warn(f"probe steps run uncompiled ({self.compile_failure})", RuntimeWarning)
+
     def _capture(self) -> None:
         state = (self.weight, self.bias, self.weight_momentum, self.bias_momentum)
         saved = [t.detach().clone() for t in state]
+        if self.gradients is not step_gradients and self.compile_failure is None:
+            self._compile()
         try:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
@@ -174,3 +187,23 @@ class FixedShapeEpochs:
             for t, value in zip(state, saved):
                 t.data.copy_(value)
 
+
+def step_gradients(weight: torch.Tensor, bias: torch.Tensor, loss_sum: torch.Tensor, forward_indices: torch.Tensor,
+                   forward_offsets: torch.Tensor, backward_rows: torch.Tensor, backward_offsets: torch.Tensor,
+                   targets: torch.Tensor, row_weight: torch.Tensor, minus_one: torch.Tensor,
+                   grad_mask: torch.Tensor | None, n_probes: int, n_clusters: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step's gradients of the mean cross-entropy with respect to the weight table and the bias;
+    subtracts the step's weighted losses from ``loss_sum``. Tensors only (no host values), so that a
+    CUDA graph can capture it and ``torch.compile`` can fuse it."""
+    b, p, k = len(targets), n_probes, n_clusters
+    m = len(backward_offsets) - EXTRA_BAGS
+    logits = F.embedding_bag(forward_indices, weight, forward_offsets, mode="sum")[:b]
+    log_probs = torch.log_softmax((logits + bias).view(b, p, k), dim=2)
+    target = targets.view(b, 1, 1).expand(b, p, 1)
+    weight_of_row = row_weight.view(b, 1, 1)
+    loss_sum.sub_((log_probs.gather(2, target) * weight_of_row).sum(0).view(p))
+    grad_logits = log_probs.exp_().scatter_add_(2, target, minus_one).mul_(weight_of_row).view(b, p * k)
+    grad_weight = F.embedding_bag(backward_rows, grad_logits, backward_offsets, mode="sum")[:m]
+    if grad_mask is not None:
+        grad_weight.view(m, p, k).mul_(grad_mask)
+    return grad_weight, grad_logits.sum(0)

@@ -127,7 +127,7 @@ def test_probes_trained_together_equal_probes_trained_alone():
 
 
 
-def _eager_and_graphed(concepts, targets, n_clusters, masks, lrs, batch_size):
+def _eager_and_graphed(concepts, targets, n_clusters, masks, lrs, batch_size, compile_steps=False):
     """The same epochs through train_one_epoch (autograd, torch.optim.SGD) and the engine's fixed-shape steps."""
     rows = SparseRows.from_scipy(concepts, torch.device("cpu"))
     targets = torch.as_tensor(targets)
@@ -136,7 +136,7 @@ def _eager_and_graphed(concepts, targets, n_clusters, masks, lrs, batch_size):
     graphed = ReverseProbe(concepts.shape[1], n_clusters, len(masks))
     optimizer = torch.optim.SGD(eager.parameters(), lr=lrs[0], momentum=0.9, weight_decay=1e-3)
     epochs = FixedShapeEpochs(graphed, rows, targets, batch_size=batch_size, momentum=0.9, weight_decay=1e-3,
-                           grad_mask=grad_mask)
+                              grad_mask=grad_mask, compile_steps=compile_steps)
     eager_gen, graphed_gen = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     losses, capacities = [], []
     for lr in lrs:
@@ -144,10 +144,11 @@ def _eager_and_graphed(concepts, targets, n_clusters, masks, lrs, batch_size):
         losses.append((train_one_epoch(eager, optimizer, rows, targets, batch_size=batch_size, generator=eager_gen,
                                        grad_mask=grad_mask), epochs.run(graphed_gen, lr)))
         capacities.append(epochs.capacity)
-    return eager, graphed, losses, capacities
+    return eager, graphed, losses, capacities, epochs
 
 
-def test_fixed_shape_steps_equal_autograd_steps():
+@pytest.mark.parametrize("compile_steps", [False, True])  # plain operations, and torch.compile's fused kernels
+def test_fixed_shape_steps_equal_autograd_steps(compile_steps):
     rng = np.random.default_rng(0)
     keep = np.arange(1000) % 37 != 0  # images without any concept: empty bags
     concepts = sp.diags(keep.astype(float)) @ _random_concepts(rng, 1000, 40, 0.08).astype(float)
@@ -157,7 +158,10 @@ def test_fixed_shape_steps_equal_autograd_steps():
     masks = np.ones((3, 40), dtype=bool)
     masks[1, 20:] = False
     masks[2, ::3] = False
-    eager, graphed, losses, _ = _eager_and_graphed(concepts, targets, 7, masks, [0.5, 0.5, 0.05], batch_size=64)
+    eager, graphed, losses, _, epochs = _eager_and_graphed(concepts, targets, 7, masks, [0.5, 0.5, 0.05],
+                                                           batch_size=64, compile_steps=compile_steps)
+    assert epochs.mode == ("compiled fixed-shape steps" if compile_steps else "fixed-shape steps")
+    assert epochs.compile_failure is None
     assert len(losses[0][1]) == 3 and concepts[::37].nnz == 0  # 15 full batches and one of 40 rows
     for eager_losses, graphed_losses in losses:
         np.testing.assert_allclose(graphed_losses, eager_losses, rtol=1e-6)
@@ -175,10 +179,30 @@ def test_fixed_shape_steps_grow_their_slots_when_a_batch_has_more_concepts():
     concepts = sp.csr_matrix(dense)
     targets = rng.integers(0, 5, 300)
     masks = np.ones((1, 25), dtype=bool)
-    eager, graphed, _, capacities = _eager_and_graphed(concepts, targets, 5, masks, [0.5] * 6, batch_size=32)
+    eager, graphed, _, capacities, _ = _eager_and_graphed(concepts, targets, 5, masks, [0.5] * 6, batch_size=32)
     assert capacities[-1] > capacities[0]  # some later epoch put more dense rows into one batch
     assert eager.weight.weight.abs().max() > 0.1
     torch.testing.assert_close(graphed.weight.weight, eager.weight.weight, rtol=1e-4, atol=1e-5)
+
+
+def test_steps_that_fail_to_compile_run_uncompiled(monkeypatch):
+    import qrp_core.probe_steps as probe_steps
+
+    def no_compiler(fn, **kwargs):
+        def fail(*args):
+            raise RuntimeError("no working C compiler")
+        return fail
+    monkeypatch.setattr(probe_steps.torch, "compile", no_compiler)
+    rng = np.random.default_rng(2)
+    concepts = _random_concepts(rng, 300, 20, 0.2)
+    targets = rng.integers(0, 4, 300)
+    masks = np.ones((1, 20), dtype=bool)
+    with pytest.warns(RuntimeWarning, match="uncompiled"):
+        eager, graphed, _, _, epochs = _eager_and_graphed(concepts, targets, 4, masks, [0.5] * 2, batch_size=32,
+                                                          compile_steps=True)
+    assert epochs.compile_failure == "RuntimeError: no working C compiler"
+    assert epochs.mode == "fixed-shape steps"
+    torch.testing.assert_close(graphed.weight.weight, eager.weight.weight, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -191,6 +215,7 @@ def test_gpu_probes_replay_cuda_graphs_and_equal_the_cpu():
                                     ProbeConfig(max_epochs=6, lr_milestones=(4,), device=device), seed=1)
                for device in ("cpu", "cuda")}
     for cpu, gpu in zip(results["cpu"], results["cuda"]):
-        assert gpu.stats["steps"] == "cuda-graph" and cpu.stats["steps"] == "fixed-shape steps"
+        assert gpu.stats["steps"] == "cuda-graph of compiled fixed-shape steps", gpu.stats
+        assert cpu.stats["steps"] == "fixed-shape steps"
         np.testing.assert_allclose(gpu.weight, cpu.weight, rtol=1e-4, atol=1e-5)
         assert gpu.best_epoch == cpu.best_epoch
