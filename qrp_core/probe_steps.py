@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 EXTRA_BAGS = 64  # bags that hold a step's slack
 HEADROOM = 1.05  # capacity over the largest step seen, so a later epoch rarely needs a new graph
+CAPACITY_GRID = 256  # capacities are multiples of this (aligned rows for compiled kernels)
 
 
 class FixedShapeEpochs:
@@ -67,7 +68,9 @@ class FixedShapeEpochs:
                                             device=device)
         self.capacity, self.graph, self.graph_failure, self.compile_failure = 0, None, None, None
         compile_steps = targets.is_cuda if compile_steps is None else compile_steps
-        self.gradients = torch.compile(step_gradients, fullgraph=True, dynamic=False) if compile_steps else step_gradients
+        # shapes that change between calls (slot capacity, number of probes) become dynamic after one recompile
+        self.gradients = torch.compile(step_gradients, fullgraph=True) if compile_steps else step_gradients
+        self.compiled_for_capacity = None
 
     @property
     def mode(self) -> str:
@@ -82,6 +85,8 @@ class FixedShapeEpochs:
         order = torch.randperm(len(self.rows), generator=generator).to(self.targets.device)
         self._lay_out(self.rows.take(order), self.targets[order])
         self.lr.fill_(lr)
+        if self.compiled_for_capacity != self.capacity and self.gradients is not step_gradients:
+            self._compile()
         if self.use_graph and self.graph is None:
             self._capture()
         if self.graph is not None:
@@ -98,7 +103,8 @@ class FixedShapeEpochs:
         starts = np.arange(self.n_steps) * b
         nnz = host_indptr[np.minimum(starts + b, n)] - host_indptr[starts]
         if nnz.max() > self.capacity:
-            self.capacity = 16 * math.ceil(max(1, nnz.max() * HEADROOM) / 16)  # aligned rows for compiled kernels
+            # a coarse grid keeps one capacity, hence one compiled shape, across similar epochs and calls
+            self.capacity = CAPACITY_GRID * math.ceil(max(1, nnz.max() * HEADROOM) / CAPACITY_GRID)
             self.forward_indices = torch.zeros((self.n_steps, self.capacity), dtype=torch.int64, device=device)
             self.backward_rows = torch.zeros_like(self.forward_indices)
             self.graph = None  # its buffers are gone
@@ -134,8 +140,6 @@ class FixedShapeEpochs:
 
     def _epoch(self) -> None:
         self.loss_sum.zero_()
-        if self.gradients is not step_gradients and self.compile_failure is None and self.graph is None:
-            self._compile()
         for s in range(self.n_steps):
             self._step(s)
 
@@ -152,12 +156,14 @@ class FixedShapeEpochs:
                           is_first_step=False)
 
     def _compile(self) -> None:
-        """Compile the gradients on step 0's buffers (no update); on failure, use the plain operations."""
+        """Compile the gradients for the current buffers, outside any graph capture, on step 0's
+        (no update); on failure, use the plain operations."""
         loss_sum = self.loss_sum.clone()
         try:
             self.gradients(self.weight, self.bias, loss_sum, self.forward_indices[0], self.forward_offsets[0],
                            self.backward_rows[0], self.backward_offsets[0], self.step_targets[0], self.row_weight[0],
                            self.minus_one, self.grad_mask, self.model.n_probes, self.model.n_clusters)
+            self.compiled_for_capacity = self.capacity
         except Exception as exc:  # noqa: BLE001 - no compiler, no Triton, an unsupported op: all fall back
             self.compile_failure = f"{type(exc).__name__}: {exc}"[:300]
             self.gradients = step_gradients
@@ -166,8 +172,6 @@ class FixedShapeEpochs:
     def _capture(self) -> None:
         state = (self.weight, self.bias, self.weight_momentum, self.bias_momentum)
         saved = [t.detach().clone() for t in state]
-        if self.gradients is not step_gradients and self.compile_failure is None:
-            self._compile()
         try:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
