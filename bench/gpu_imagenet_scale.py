@@ -209,7 +209,8 @@ def main() -> None:
     figures["seconds"]["feature statistics (one chunked pass)"] = time.perf_counter() - t
     t = time.perf_counter()
     # and puts the standardised features on the GPU once, where torch runs K-means and they fit
-    on_device = {"model": features_on_device(spec.load(study.image_ids), standardisation["model"])}
+    on_device = {"model": features_on_device(spec.load(study.image_ids), standardisation["model"],
+                                             sample_rows=min(n, k * KMeansConfig().max_points_per_centroid))}
     figures["features_resident_on_device"] = on_device["model"] is not None
     figures["seconds"]["standardised features to the device"] = time.perf_counter() - t
     save("seconds")

@@ -162,6 +162,8 @@ def adjusted_mutual_info(labels_true, labels_pred, *, contingency: sp.spmatrix |
         return 1.0
     if n_classes == 1 or n_clusters == 1:
         return 0.0  # one side is constant: no information beyond chance
+    if c.nnz == n_classes == n_clusters:
+        return 1.0  # the same partition: exact, where all-singleton labelings would give 0/0 in rounding noise
     row_sums, col_sums = np.asarray(c.sum(axis=1)).ravel(), np.asarray(c.sum(axis=0)).ravel()
     mi = mutual_info(c)
     emi = expected_mutual_info(row_sums, col_sums, device=device)

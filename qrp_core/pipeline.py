@@ -146,7 +146,9 @@ class Runner:
             self.standardisation[model] = standardisation_stats(x, source=spec.features)
         if model not in self.on_device:
             self.on_device.clear()
-            self.on_device[model] = features_on_device(x, self.standardisation[model], config.device)
+            sample_rows = min(len(x), max(self.config.ks) * config.max_points_per_centroid)
+            self.on_device[model] = features_on_device(x, self.standardisation[model], config.device,
+                                                       sample_rows=sample_rows)
         result = kmeans(x, config, seed=seed, source=spec.features, progress=status,
                         standardisation=self.standardisation[model], on_device=self.on_device[model])
         self.cache.write("clusterings", key, {
@@ -268,6 +270,7 @@ class Runner:
     def finish(self, rows: list[dict]) -> pd.DataFrame:
         """Save the rows into the study's results table, remember the feature hashes and remove
         what killed writers left behind."""
+        self.on_device.clear()  # the GPU's copy of the last model's features
         results = pd.DataFrame(rows)
         if rows:
             save_results(self.cache, self.study, results)

@@ -130,6 +130,8 @@ def kmeans(x: np.ndarray, config: KMeansConfig, *, seed: int, source: str | Path
             best = (objectives[-1], centroids)
     best_restart = int(np.argmin([r["objective"] for r in restarts]))
     centroids = np.ascontiguousarray(best[1], dtype=np.float32)
+    if on_device is not None:
+        del sample, train  # a gathered copy on the device: free it before the assignment
 
     t = time.perf_counter()
     if on_device is not None or n_train == n:
@@ -191,24 +193,29 @@ def standardised_on_device(x: np.ndarray, mean: np.ndarray, std: np.ndarray, dev
     return out
 
 
-def features_on_device(x: np.ndarray, standardisation: tuple[np.ndarray, np.ndarray, int], device: str = "auto"):
+def features_on_device(x: np.ndarray, standardisation: tuple[np.ndarray, np.ndarray, int], device: str = "auto",
+                       *, sample_rows: int):
     """The standardised features as one tensor on the GPU that torch K-means runs on, for the
     clusterings of one model to share (a sample is then a gather on the device and the assignment
-    reads no file); None where K-means runs elsewhere or they would not fit."""
+    reads no file); None where K-means runs elsewhere or they would not fit beside the training
+    sample of ``sample_rows`` rows."""
     backend, device = resolve_backend(device)
-    if backend != "torch" or not fits_on_device(x.shape, device):
+    if backend != "torch" or not fits_on_device(x.shape, device, sample_rows=sample_rows):
         return None
     return standardised_on_device(x, standardisation[0], standardisation[1], device)
 
 
-def fits_on_device(shape: tuple[int, int], device, *, fraction: float = 0.4) -> bool:
-    """Would a float32 matrix of this shape take at most ``fraction`` of the GPU's free memory
-    (the rest is for K-means' distance blocks and the probes)?"""
+def fits_on_device(shape: tuple[int, int], device, *, sample_rows: int) -> bool:
+    """Would the features (float32), a sample of ``sample_rows`` rows gathered from them and Lloyd's
+    sorted copy of that sample take at most 60% of the memory the GPU has available (free, and held
+    by torch but unused)? The rest is for the distance blocks and the probes."""
     device = torch.device(device)
     if device.type != "cuda":
         return False
     free, _ = torch.cuda.mem_get_info(device)
-    return 4 * shape[0] * shape[1] <= fraction * free
+    available = free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    copies = shape[0] + (2 * sample_rows if sample_rows < shape[0] else sample_rows)
+    return 4 * copies * shape[1] <= 0.6 * available
 
 
 def _device_names(backend: str, device: str) -> dict:

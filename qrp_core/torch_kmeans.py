@@ -11,6 +11,8 @@ float rounding (tests/test_quantize.py).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 
@@ -24,14 +26,27 @@ def tf32_relative_error(dim: int) -> float:
     return 2 * (2.0 ** -9 + dim * 2.0 ** -24)
 
 
-def _tf32_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+@contextmanager
+def _cuda_matmul_precision(precision: str):
+    """float32 products on a GPU in "tf32" or "ieee" (true float32, whatever the global setting)."""
     matmul = torch.backends.cuda.matmul
     previous = matmul.fp32_precision
-    matmul.fp32_precision = "tf32"
+    matmul.fp32_precision = precision
     try:
-        return a @ b.T
+        yield
     finally:
         matmul.fp32_precision = previous
+
+
+def _tf32_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    with _cuda_matmul_precision("tf32"):
+        return a @ b.T
+
+
+def _float32_scores(chunk: torch.Tensor, centroids: torch.Tensor, c_norms: torch.Tensor) -> torch.Tensor:
+    """||c||^2 - 2 x.c for every row and centroid, in float32."""
+    with _cuda_matmul_precision("ieee"):
+        return torch.addmm(c_norms, chunk, centroids.T, alpha=-2.0)
 
 
 @torch.no_grad()
@@ -55,19 +70,21 @@ def nearest_centroids(x: torch.Tensor, centroids: torch.Tensor, *, chunk_rows: i
     recomputed = torch.zeros((), dtype=torch.int64, device=x.device)
     if coarse_products is not None:
         products, relative_error = coarse_products
-        # a distance's error is 2 |x.c error| <= 2 e |x| |c|; two distances may err in opposite directions
-        margin_per_norm = 4 * relative_error * c_norms.max().sqrt()
+        c_lengths = c_norms.sqrt()
+        longest = c_lengths.max()
     for start in range(0, len(x), chunk_rows):
         chunk = x[start:start + chunk_rows]
         x_norms = (chunk * chunk).sum(1)
         if coarse_products is None:
-            best, idx = torch.addmm(c_norms, chunk, centroids.T, alpha=-2.0).min(1)  # ||c||^2 - 2 x.c
+            best, idx = _float32_scores(chunk, centroids, c_norms).min(1)
         else:
             two_best, two_idx = (c_norms - 2 * products(chunk, centroids)).topk(2, dim=1, largest=False)
             idx = two_idx[:, 0]
-            best = c_norms[idx] - 2 * (chunk * centroids[idx]).sum(1)
-            unsure = torch.nonzero(two_best[:, 1] - two_best[:, 0] <= margin_per_norm * x_norms.sqrt()).ravel()
-            exact_best, exact_idx = torch.addmm(c_norms, chunk[unsure], centroids.T, alpha=-2.0).min(1)
+            best = c_norms[idx] - 2 * torch.linalg.vecdot(chunk, centroids[idx])
+            # each distance errs by at most 2 e |x| |c|, the two compared ones possibly in opposite directions
+            margin = 2 * relative_error * x_norms.sqrt() * (c_lengths[idx] + longest)
+            unsure = torch.nonzero(two_best[:, 1] - two_best[:, 0] <= margin).ravel()
+            exact_best, exact_idx = _float32_scores(chunk[unsure], centroids, c_norms).min(1)
             best[unsure], idx[unsure] = exact_best, exact_idx
             recomputed += len(unsure)
         labels[start:start + len(chunk)] = idx

@@ -151,11 +151,11 @@ def test_a_models_clusterings_share_its_features_on_the_device(tiny_study, tmp_p
     import qrp_core.quantize as quantize
     monkeypatch.setattr(quantize, "resolve_backend", lambda device: ("torch", "cpu"))
     built = []
-    monkeypatch.setattr(quantize, "fits_on_device", lambda shape, device: built.append(shape) or True)
+    monkeypatch.setattr(quantize, "fits_on_device", lambda shape, device, sample_rows: built.append(shape) or True)
     config = dataclasses.replace(TINY_RUN, models=("combo-net", "noise-net"))
     resident = Runner(tiny_study, config, Cache(tmp_path / "resident"), show_progress=False).run()
     assert len(built) == 2  # once per model, not per clustering
-    monkeypatch.setattr(quantize, "fits_on_device", lambda shape, device: False)
+    monkeypatch.setattr(quantize, "fits_on_device", lambda shape, device, sample_rows: False)
     read = Runner(tiny_study, config, Cache(tmp_path / "read"), show_progress=False).run()
     assert list(resident["nmi"]) == list(read["nmi"])
     cache = Cache(tmp_path / "resident")
