@@ -83,7 +83,7 @@ def expected_mutual_info(row_sums, col_sums, *, device: str | torch.device = "cp
     weight = weight.ravel().to(device)
     lo = torch.clamp(a + b - n, min=1)
     hi = torch.minimum(a, b)
-    mean = a * b / n
+    mean = a.double() * b / n
     spread = (mean * (1 - a / n) * (n - b) / max(n - 1, 1)).sqrt()
     half_width = (_EMI_WINDOW[0] * spread + _EMI_WINDOW[1]).ceil().long()
     first = torch.maximum(lo, mean.floor().long() - half_width)
