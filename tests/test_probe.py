@@ -215,7 +215,9 @@ def test_gpu_probes_replay_cuda_graphs_and_equal_the_cpu():
     masks[1, 8:] = False
     results = {device: train_probes(concepts, masks, clusters, split, 16,
                                     ProbeConfig(max_epochs=6, lr_milestones=(4,), device=device), seed=1)
-               for device in ("cpu", "cuda")}
+               for device in ("cpu", "cuda", "cuda:0")}
+    for first, again in zip(results["cuda"], results["cuda:0"]):  # deterministic: the same bits twice
+        np.testing.assert_array_equal(first.weight, again.weight)
     for cpu, gpu in zip(results["cpu"], results["cuda"]):
         assert gpu.stats["steps"] == "cuda-graph of compiled fixed-shape steps", gpu.stats
         assert cpu.stats["steps"] == "fixed-shape steps"

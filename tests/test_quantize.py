@@ -220,11 +220,17 @@ def test_low_precision_products_with_float32_where_ambiguous_give_the_float32_se
 
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
 def test_tf32_search_on_cuda_gives_the_float32_search():
-    from qrp_core.torch_kmeans import nearest_centroids
+    import torch
+
+    from qrp_core.torch_kmeans import lloyd, nearest_centroids
     x, centroids = _overlapping_blobs()
     labels, distances, recomputed = nearest_centroids(x.cuda(), centroids.cuda(), chunk_rows=1000)
     assert recomputed > 0
     _assert_same_search(labels.cpu(), distances.cpu(), x, centroids)
+    centroids_a, objectives_a, _ = lloyd(x.cuda(), centroids.cuda(), 5)
+    centroids_b, objectives_b, _ = lloyd(x.cuda(), centroids.cuda(), 5)  # deterministic: the same bits twice
+    assert objectives_a == objectives_b
+    assert torch.equal(centroids_a, centroids_b)
 
 
 @pytest.mark.parametrize("max_points_per_centroid", [40, 10_000])  # a sample of the rows, and all of them
