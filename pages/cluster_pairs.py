@@ -51,7 +51,9 @@ shown.columns = ["cluster i", "cluster j", f"confusion, {base} (%)", f"confusion
 st.dataframe(shown.round(2), hide_index=True, width="stretch", key="pairs_table")
 csv_download(comparison, f"{sel.study_name}-pairs-{model}-k{sel.k}-s{seed}.csv", "pairs_csv")
 
-choice = st.selectbox("Pair", range(len(top)), key="pair_choice",
+# keyed by what the list shows, so that another model, K, seed or comparison starts from its first pair
+context = f"{model}-{sel.k}-{seed}-{base}-{added}"
+choice = st.selectbox("Pair", range(len(top)), key=f"pair_choice-{context}",
                       format_func=lambda r: f"{top['i'][r]} vs {top['j'][r]}  (drop {100 * top['drop'][r]:.1f} points)")
 i, j, probe = int(top["i"][choice]), int(top["j"][choice]), top["probe_b"][choice]
 parts = pair_view(str(sel.cache.root), sel.study_name, sel.study_stamp, probe, i, j)
@@ -62,13 +64,15 @@ st.caption(f"Concepts that occur in either cluster. Blue: larger for cluster {i}
            f"size: |difference|. Words: "
            + ", ".join(words["concept"].head(12)))
 
-page = st.number_input("Image page", min_value=1, value=1, step=1, key="pair_page") - 1
 clustering = sel.cache.manifest("probes", probe)["inputs"]["clustering"]
+members = {cluster: nearest_images(sel.cache, clustering, cluster, n=None) for cluster in (i, j)}
+n_pages = max(1, -(-max(len(m) for m in members.values()) // PER_PAGE))
+page = st.number_input(f"Image page (of {n_pages})", min_value=1, max_value=n_pages, value=1, step=1,
+                       key=f"pair_page-{context}-{i}-{j}") - 1
 left, right = st.columns(2)
 for column, cluster, side in ((left, i, "i"), (right, j, "j")):
     with column:
-        members = nearest_images(sel.cache, clustering, cluster, n=None)
-        st.markdown(f"**Cluster {cluster}** · {len(members)} images, nearest its centroid first")
-        image_grid(sel.study, members[page * PER_PAGE:(page + 1) * PER_PAGE], columns=4)
+        st.markdown(f"**Cluster {cluster}** · {len(members[cluster])} images, nearest its centroid first")
+        image_grid(sel.study, members[cluster][page * PER_PAGE:(page + 1) * PER_PAGE], columns=4)
         st.markdown("Top coefficients")
         st.dataframe(parts[f"top_{side}"].round(3), hide_index=True, width="stretch", key=f"top_{side}")

@@ -1,6 +1,7 @@
 """Ranking (paper Table 2, Fig. 3): mean ± std over seeds, chance levels, and the linear-probe scatter."""
 
 import numpy as np
+import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
@@ -15,48 +16,67 @@ PLOT = {"toImageButtonOptions": {"format": "svg"}}
 sel = require_selection()
 st.title("Ranking")
 rows = sel.rows(all_k=False)
-if sel.seed is not None:
-    st.caption(f"Seed {sel.seed} only: std needs several seeds (choose 'all seeds').")
 groups = "+".join(sel.groups)
 if rows.empty:
     command_hint(f"No results for K={sel.k} and groups {groups}.",
                  f"python -m qrp_core run {sel.study.path} --k {sel.k} --groups {groups}")
     st.stop()
-st.caption(f"K={sel.k} · probe on **{groups}** · {rows['seed'].nunique()} seed(s) · mean ± std (ddof=1) over seeds")
+n_seeds = rows["seed"].nunique()
+several = n_seeds > 1  # a std and a t-test need two clusterings or more
+st.caption(f"K={sel.k} · probe on **{groups}** · " + (f"{n_seeds} seeds · mean ± std (ddof=1) over seeds" if several
+           else f"seed {rows['seed'].iloc[0]} only: no std or significance (choose 'all seeds' where several ran)"))
 
 table = browse.ranking_table(sel.cache, sel.study, rows)
 shown = table[["model", "family", "architecture"]].copy()
+chance = table[["model"]].copy()
 for metric, label in METRICS.items():
     scale = 1 if metric == "mi_bits" else 100
     shown[label] = table[f"{metric}_mean"] * scale
-    shown[f"{label} ±"] = table[f"{metric}_std"].fillna(0) * scale
+    if several:
+        shown[f"{label} ±"] = table[f"{metric}_std"] * scale
     if f"{metric}_null_mean" in table:
-        shown[f"{label} chance"] = table[f"{metric}_null_mean"] * scale
-        shown[f"{label} 95% CI"] = [f"{lo * scale:.2f} – {hi * scale:.2f}"
-                                    for lo, hi in zip(table[f"{metric}_ci_low"], table[f"{metric}_ci_high"])]
+        chance[f"{label} chance"] = table[f"{metric}_null_mean"] * scale
+        chance[f"{label} 95% CI"] = [f"{lo * scale:.2f} – {hi * scale:.2f}"
+                                     for lo, hi in zip(table[f"{metric}_ci_low"], table[f"{metric}_ci_high"])]
+numbers = {c: st.column_config.NumberColumn(format="%.2f", width="small" if c.endswith("±") else None)
+           for c in [*shown.columns, *chance.columns] if c not in ("model", "family", "architecture") and "CI" not in c}
 st.dataframe(shown, hide_index=True, width="stretch", key="ranking_table",
-             column_config={c: st.column_config.NumberColumn(format="%.2f") for c in shown.columns
-                            if c not in ("model", "family", "architecture") and "CI" not in c})
+             column_config={**numbers, "family": st.column_config.TextColumn(width="small"),
+                            "architecture": st.column_config.TextColumn(width="small")})
 csv_download(table, f"{sel.study_name}-ranking-k{sel.k}.csv", "ranking_csv")
+if len(chance.columns) > 1:
+    with st.expander("Chance levels and 95% confidence intervals"):
+        st.dataframe(chance, hide_index=True, width="stretch", key="ranking_chance", column_config=numbers)
+        st.caption("Chance: the same probe on concepts shuffled across images. 95% CI: bootstrap over the "
+                   "test images. MI's chance level can be below 0: the estimate H(clusters) − test "
+                   "cross-entropy is a lower bound, and a probe on shuffled concepts predicts test images "
+                   "worse than the cluster frequencies alone.")
 
 metric = st.radio("Metric", list(METRICS), format_func=METRICS.get, horizontal=True, key="ranking_metric")
 scale = 1 if metric == "mi_bits" else 100
+unit = " (bits)" if metric == "mi_bits" else " (%)"
 order = table.sort_values(f"{metric}_mean", ascending=False)
 figure = go.Figure(go.Bar(x=order["model"], y=order[f"{metric}_mean"] * scale,
-                          error_y={"type": "data", "array": order[f"{metric}_std"].fillna(0) * scale},
-                          marker_color="#1f5fbf", name="mean ± std over seeds"))
+                          error_y={"type": "data", "array": order[f"{metric}_std"] * scale, "visible": several},
+                          marker_color="#1f5fbf", name="mean ± std over seeds" if several else f"seed {sel.seed}"))
 if f"{metric}_null_mean" in order:
     figure.add_scatter(x=order["model"], y=order[f"{metric}_null_mean"] * scale, mode="markers",
-                       marker={"symbol": "line-ew-open", "size": 28, "color": "#c62828"}, name="chance")
-figure.update_layout(yaxis_title=METRICS[metric] + ("" if metric == "mi_bits" else " (%)"), height=380,
+                       marker={"symbol": "line-ew-open", "size": 36, "color": "#c62828", "line": {"width": 4}},
+                       name="chance (shuffled concepts)")
+figure.update_layout(yaxis_title=METRICS[metric].replace(" (bits)", "") + unit, height=380,
                      margin={"t": 20}, showlegend=True)
 st.plotly_chart(figure, config=PLOT, key="ranking_bars")
 
-comparison = compare_models(rows, metric=metric)
-if not comparison.empty:
+comparison = compare_models(rows, metric=metric) if several else None
+if comparison is not None and not comparison.empty:
     st.markdown("**Neighbours in the ranking** (Welch's t-test over seeds; not distinguishable when p ≥ 0.05)")
-    st.dataframe(comparison[["model", "next_model", "difference", "p_value", "distinguishable"]], hide_index=True,
-                 width="stretch", key="ranking_comparison")
+    difference = "difference (bits)" if metric == "mi_bits" else "difference (points)"
+    neighbours = pd.DataFrame({"model": comparison["model"], "next in the ranking": comparison["next_model"],
+                               difference: comparison["difference"] * scale, "p-value": comparison["p_value"],
+                               "distinguishable": comparison["distinguishable"]})
+    st.dataframe(neighbours, hide_index=True, width="stretch", key="ranking_comparison",
+                 column_config={"p-value": st.column_config.NumberColumn(format="%.2g"),
+                                difference: st.column_config.NumberColumn(format="%.2f")})
 
 with_acc = table.dropna(subset=["linear_acc"]) if "linear_acc" in table else table.iloc[:0]
 st.subheader("Reverse probe vs linear-probe accuracy (Fig. 3)")

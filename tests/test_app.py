@@ -56,17 +56,22 @@ def test_ranking_table_equals_the_engine(app, demo_cache):
         assert table.loc[model, "NMI"] == pytest.approx(100 * part["nmi"].mean())
         assert table.loc[model, "NMI ±"] == pytest.approx(100 * part["nmi"].std(ddof=1))
         assert table.loc[model, "MI (bits)"] == pytest.approx(part["mi_bits"].mean())
-    assert "NMI chance" in table.columns  # the demo ran the permutation baseline
+    chance = frame(at, "NMI chance").set_index("model")  # the demo ran the permutation baseline
+    assert chance.loc["combo-net", "NMI chance"] < table.loc["combo-net", "NMI"] / 4
     assert table["NMI"].idxmax() == "combo-net"
     assert at.get("plotly_chart")
+    assert "p-value" in frame(at, "p-value").columns  # several seeds: the neighbours' t-tests
 
 
 def test_sidebar_selection_filters_and_lands_in_the_url(app):
     at = app("ranking", models="combo-net,noise-net", seed="1")
-    table = frame(at, "NMI ±")
+    table = frame(at, "NMI")
     assert sorted(table["model"]) == ["combo-net", "noise-net"]
     assert at.query_params["seed"] == ["1"] or at.query_params["seed"] == "1"
-    assert "Seed 1 only" in " ".join(c.value for c in at.caption)
+    assert "seed 1 only" in " ".join(c.value for c in at.caption)
+    # one clustering has no std and no t-test: no columns of zeros, no table of undefined p-values
+    assert "NMI ±" not in table.columns
+    assert not any("p-value" in d.value.columns for d in at.dataframe)
 
 
 def test_expert_groups_gain_equals_the_engine(app, demo_cache):
@@ -134,3 +139,17 @@ def test_pages_say_how_to_compute_what_is_missing(tmp_path, monkeypatch, tiny_ca
     at.switch_page("pages/transfer.py").run()
     assert not at.exception
     assert any("python -m qrp_core transfer" in c.value for c in at.code)
+
+
+def test_cluster_pairs_choice_follows_the_model(app):
+    """The pair list is per model: switching models shows the new model's first pair, never a stale one."""
+    at = app("cluster_pairs", base="labels", added="colour", seed="0")
+    next(s for s in at.selectbox if s.label == "Pair").set_value(3).run()
+    pairs = frame(at, "drop (points)")
+    i, j = pairs.iloc[3][["cluster i", "cluster j"]].astype(int)
+    assert at.subheader[0].value.startswith(f"Why {i} and {j} ")
+    at.selectbox(key="pairs_model").set_value("noise-net").run()
+    assert not at.exception
+    pairs = frame(at, "drop (points)")
+    i, j = pairs.iloc[0][["cluster i", "cluster j"]].astype(int)
+    assert at.subheader[0].value.startswith(f"Why {i} and {j} ")
