@@ -69,7 +69,7 @@ def test_every_page_renders_without_errors(server, browser, tmp_path):
 def test_selection_follows_the_user_across_pages_and_into_the_url(server, browser):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     _load(page, f"{server}/ranking?seed=1")
-    assert "Seed 1 only" in page.locator('[data-testid="stMain"]').inner_text()
+    assert "seed 1 only" in page.locator('[data-testid="stMain"]').inner_text()
     page.get_by_role("link", name="Cluster browser").click()
     page.wait_for_selector("text=Cluster browser", timeout=30_000)
     page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
