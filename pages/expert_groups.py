@@ -22,15 +22,22 @@ if part.empty:
                  f"python -m qrp_core ablation {sel.study.path} --k {sel.k} --models {','.join(sel.models)}")
     st.stop()
 
+n_seeds = part["seed"].nunique()
+st.caption(f"K={sel.k} · " + (f"NMI mean ± std over {n_seeds} seeds" if n_seeds > 1 else f"seed {part['seed'].iloc[0]} only")
+           + " · the group sets are the ablation run's, not the sidebar's 'Probe on groups'.")
 st.subheader("Cumulative (Fig. 4)")
-st.caption("Each bar: a probe on the group named and all groups before it; NMI mean ± std over seeds.")
+st.caption(f"Each bar: a probe on the group named and all groups before it, with {sel.study.base_group} first "
+           f"(top) or without it (bottom).")
 summary = (part.groupby(["model", "variant", "step", "added", "groups"])["nmi"].agg(["mean", "std"])
            .reset_index().sort_values(["variant", "step"]))
 summary["mean"] *= 100
-summary["std"] = summary["std"].fillna(0) * 100
+summary["std"] *= 100
+summary["variant"] = summary["variant"].map({"with base": f"with {sel.study.base_group}",
+                                             "without base": f"without {sel.study.base_group}"}).fillna(summary["variant"])
 figure = px.bar(summary, x="model", y="mean", error_y="std", color="added", barmode="group", facet_row="variant",
                 category_orders={"added": list(dict.fromkeys(summary["added"]))}, hover_data=["groups"],
                 labels={"mean": "NMI (%)", "added": "last group added"}, height=520)
+figure.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))  # "variant=with labels" -> "with labels"
 st.plotly_chart(figure, config=PLOT, key="cumulative_chart")
 csv_download(summary, f"{sel.study_name}-ablation-cumulative.csv", "cumulative_csv")
 
@@ -48,5 +55,6 @@ heat = px.imshow(matrix, text_auto=".2f", color_continuous_scale="RdBu", color_c
                  labels={"x": "added group", "y": "model", "color": "ΔNMI (points)"}, aspect="auto")
 st.plotly_chart(heat, config=PLOT, key="gain_heatmap")
 table = matrix.assign(**{f"{sel.study.base_group} alone (NMI %)": base}).reset_index()
-st.dataframe(table.round(2), hide_index=True, width="stretch", key="gain_table")
+st.dataframe(table, hide_index=True, width="stretch", key="gain_table",
+             column_config={c: st.column_config.NumberColumn(format="%.2f") for c in table.columns if c != "model"})
 csv_download(table, f"{sel.study_name}-ablation-gain.csv", "gain_csv")

@@ -22,10 +22,16 @@ if table.empty:
     command_hint(f"No transferred probes for these models at K={sel.k} on {groups}.",
                  f"python -m qrp_core transfer {sel.study.path} OTHER/study.toml --k {sel.k} --groups {groups}")
     st.stop()
-columns = ["source_top1", "target_top1", "target_top5", "source_nmi", "target_nmi", "target_ami"]
-summary = (table.groupby(["model", "groups"])[columns].agg(["mean", "std"]) * 100).round(2)
-summary.columns = [f"{c} {s}" for c, s in summary.columns]
-st.caption("Source: this study's own test split. Target: every image of the other collection, assigned to this "
-           "study's centroids and predicted from its concepts by this study's probe (%, mean and std over seeds).")
-st.dataframe(summary.reset_index(), hide_index=True, width="stretch", key="transfer_table")
+labels = {"source_top1": "top-1, source", "target_top1": "top-1, target", "target_top5": "top-5, target",
+          "source_nmi": "NMI, source", "target_nmi": "NMI, target", "target_ami": "AMI, target"}
+grouped = table.groupby("model")[list(labels)]
+means, stds = grouped.mean() * 100, grouped.std() * 100
+several = table["seed"].nunique() > 1
+shown = means.index.to_frame(index=False)
+for column, label in labels.items():  # one "mean ± std" cell per metric; the CSV has the numbers
+    shown[label] = [f"{m:.2f} ± {s:.2f}" if several else f"{m:.2f}" for m, s in zip(means[column], stds[column])]
+st.caption(f"K={sel.k} · probe on **{groups}** · in % · " + ("mean ± std over seeds" if several else "one seed")
+           + ". Source: this study's own test split. Target: every image of the other collection, assigned to "
+           "this study's centroids and predicted from its concepts by this study's probe.")
+st.dataframe(shown, hide_index=True, width="stretch", key="transfer_table")
 csv_download(table, f"{sel.study_name}-{name}.csv", "transfer_csv")
