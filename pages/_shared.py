@@ -207,6 +207,18 @@ def require_selection() -> Selection:
     return selection
 
 
+def offer_computed_groups(sel: Selection, key: str) -> None:
+    """Buttons for the probe group sets the cache holds at the selected K, where the selected set has none."""
+    at_k = sel.results[(sel.results["k"] == sel.k) & sel.results["model"].isin(sel.models)]
+    group_sets = sorted(at_k["groups"].unique(), key=lambda g: (-g.count("+"), g))
+    if group_sets:
+        st.caption(f"Probes computed at K={sel.k}:")
+        columns = st.columns(min(4, len(group_sets)))
+        for n, groups in enumerate(group_sets):
+            columns[n % len(columns)].button(groups, key=f"{key}_{groups}", on_click=set_selection,
+                                             kwargs={"base": groups.split("+"), "added": NO_GROUP})
+
+
 def command_hint(text: str, command: str) -> None:
     st.info(text)
     st.code(command, language="bash")

@@ -153,3 +153,18 @@ def test_cluster_pairs_choice_follows_the_model(app):
     pairs = frame(at, "drop (points)")
     i, j = pairs.iloc[0][["cluster i", "cluster j"]].astype(int)
     assert at.subheader[0].value.startswith(f"Why {i} and {j} ")
+
+
+def test_ranking_without_results_offers_the_computed_group_sets(app, demo_cache):
+    import itertools
+
+    root, study = demo_cache
+    computed = set(load_results(Cache(root), study)["groups"])
+    missing = next(pair for pair in itertools.combinations(study.concepts.group_names, 2)
+                   if "+".join(pair) not in computed)
+    at = app("ranking", base=",".join(missing))
+    assert any("No results for K=30" in i.value for i in at.info)
+    full = "+".join(study.concepts.group_names)
+    at.button(key=f"ranking_groups_{full}").click().run()
+    assert list(frame(at, "NMI")["model"])  # the page now shows the probes on every group
+    assert at.session_state["base"] == list(study.concepts.group_names)
