@@ -23,6 +23,8 @@ seed = sel.seed if sel.seed in seeds else seeds[0]
 probe = browse.probe_key(rows, model, sel.k, seed, sel.groups)
 clustering = sel.cache.manifest("probes", probe)["inputs"]["clustering"]
 k = int(sel.cache.manifest("clusterings", clustering)["params"]["n_clusters"])
+if sel.seed is None:
+    st.caption(f"Cluster ids differ between clusterings: showing seed {seed} (pick a seed in the sidebar).")
 cluster = int(st.number_input(f"Cluster (0 – {k - 1}), seed {seed}", min_value=0, max_value=k - 1, value=0,
                               key="browser_cluster"))
 members = nearest_images(sel.cache, clustering, cluster, n=None)
@@ -33,8 +35,15 @@ image_grid(sel.study, members[page * PER_PAGE:(page + 1) * PER_PAGE], columns=6)
 left, right = st.columns(2)
 with left:
     st.markdown("**Over-represented concepts** (vs the whole collection)")
-    st.dataframe(over_represented(sel.study, sel.cache, clustering, cluster, n=12).round(3), hide_index=True,
-                 width="stretch", key="browser_over")
+    over = over_represented(sel.study, sel.cache, clustering, cluster, n=12)
+    over[["in_cluster", "overall"]] *= 100
+    st.dataframe(over, hide_index=True, width="stretch", key="browser_over", column_config={
+        "in_cluster": st.column_config.NumberColumn("in cluster (%)", format="%.1f",
+                                                    help="share of the cluster's images with the concept"),
+        "overall": st.column_config.NumberColumn("overall (%)", format="%.1f",
+                                                 help="share of all images with the concept"),
+        "lift": st.column_config.NumberColumn("lift (×)", format="%.2f", help="in cluster / overall"),
+        "score": st.column_config.NumberColumn(format="%.3f", help="in cluster × log(lift): the ranking")})
 with right:
     st.markdown(f"**Probe coefficients** ({'+'.join(sel.groups)})")
     st.dataframe(top_concepts(load_probe(sel.cache, probe), cluster, n=12).round(3), hide_index=True,

@@ -33,7 +33,10 @@ st.subheader("Studies in the cache")
 if table.empty:
     st.info(f"`{root}` holds no study yet.")
 else:
-    st.dataframe(table, hide_index=True, width="stretch")
+    st.dataframe(table, hide_index=True, width="stretch",
+                 column_config={"study_file_exists": st.column_config.CheckboxColumn("study file found"),
+                                "results": st.column_config.NumberColumn("result rows"),
+                                "k": "K values"})
 
 st.subheader("The demo study")
 st.markdown("**Concept world**: 1,500 drawn images (one or two shapes of a colour, texture and size on a "

@@ -88,9 +88,18 @@ if len(with_acc) >= 2:
     scatter = px.scatter(with_acc, x="linear_acc", y="top1_pct", text="model",
                          labels={"linear_acc": "linear classification accuracy (%)",
                                  "top1_pct": "reverse-probe top-1 (%)"})
-    xs = np.linspace(with_acc["linear_acc"].min(), with_acc["linear_acc"].max(), 2)
-    scatter.add_scatter(x=xs, y=fit["slope"] * xs + fit["intercept"], mode="lines", name=f"fit, r = {fit['r']:.2f}")
-    scatter.update_traces(textposition="top center", selector={"mode": "markers+text"})
+    if len(with_acc) >= 3:  # through two points any line fits with r = ±1
+        xs = np.linspace(with_acc["linear_acc"].min(), with_acc["linear_acc"].max(), 2)
+        scatter.add_scatter(x=xs, y=fit["slope"] * xs + fit["intercept"], mode="lines",
+                            name=f"least-squares fit, r = {fit['r']:.2f} ({len(with_acc)} models)")
+    # a label goes above its point unless the nearest point along x is higher: close pairs label apart
+    x, y = with_acc["linear_acc"].to_numpy(), with_acc["top1_pct"].to_numpy()
+    gaps = np.abs(x[:, None] - x[None, :]) + np.diag(np.full(len(x), np.inf))
+    nearest = gaps.argmin(1)
+    scatter.update_traces(textposition=["top center" if y[i] >= y[nearest[i]] else "bottom center"
+                                        for i in range(len(x))], selector={"mode": "markers+text"})
     st.plotly_chart(scatter, config=PLOT, key="ranking_scatter")
+    st.caption("x: each model's `linear_acc` from the study file (its linear-classification accuracy, as "
+               "reported for it); y: the reverse probe's top-1 at this K, mean over seeds.")
 else:
     st.caption("Needs `linear_acc` in the study file's model metadata for at least two models.")
