@@ -206,16 +206,22 @@ def features_on_device(x: np.ndarray, standardisation: tuple[np.ndarray, np.ndar
 
 
 def fits_on_device(shape: tuple[int, int], device, *, sample_rows: int) -> bool:
-    """Would the features (float32), a sample of ``sample_rows`` rows gathered from them and Lloyd's
-    sorted copy of that sample take at most 60% of the memory the GPU has available (free, and held
-    by torch but unused)? The rest is for the distance blocks and the probes."""
+    """Would ``resident_bytes`` take at most 60% of the memory the GPU has available (free, and held by
+    torch but unused)? The rest is for the distance blocks and the probes."""
     device = torch.device(device)
     if device.type != "cuda":
         return False
     free, _ = torch.cuda.mem_get_info(device)
     available = free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-    copies = shape[0] + (2 * sample_rows if sample_rows < shape[0] else sample_rows)
-    return 4 * copies * shape[1] <= 0.6 * available
+    return resident_bytes(shape, sample_rows) <= 0.6 * available
+
+
+def resident_bytes(shape: tuple[int, int], sample_rows: int) -> int:
+    """GPU memory of K-means on resident features: the features (float32), the training sample gathered
+    from them (none when every row trains) and Lloyd's copy of the sample sorted by cluster."""
+    n, dim = shape
+    sample_copies = 2 if sample_rows < n else 1
+    return 4 * dim * (n + sample_copies * min(sample_rows, n))
 
 
 def _device_names(backend: str, device: str) -> dict:

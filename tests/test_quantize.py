@@ -251,3 +251,12 @@ def test_kmeans_on_features_resident_on_the_device_equals_reading_them(monkeypat
     np.testing.assert_array_equal(resident.assignments, read.assignments)
     np.testing.assert_array_equal(resident.distances, read.distances)
     np.testing.assert_array_equal(resident.centroids, read.centroids)
+
+
+def test_resident_features_budget_counts_the_sample_and_its_sorted_copy():
+    from qrp_core.quantize import resident_bytes
+    gib = 2**30
+    # ImageNet: 1.28M x 2048 features (9.8 GiB) + a 256k-row sample + its sorted copy (2 x 2 GiB)
+    assert resident_bytes((1_281_167, 2048), 256_000) / gib == pytest.approx(9.7745 + 2 * 1.9531, abs=1e-3)
+    # every row trains: the sample is the features themselves, only the sorted copy is extra
+    assert resident_bytes((1000, 10), 5000) == 4 * 10 * 2000
