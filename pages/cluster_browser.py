@@ -37,7 +37,7 @@ with left:
     st.markdown("**Over-represented concepts** (vs the whole collection)")
     over = over_represented(sel.study, sel.cache, clustering, cluster, n=12)
     over[["in_cluster", "overall"]] *= 100
-    st.dataframe(over, hide_index=True, width="stretch", key="browser_over", column_config={
+    st.dataframe(over, hide_index=True, width="stretch", height="content", key="browser_over", column_config={
         "in_cluster": st.column_config.NumberColumn("in cluster (%)", format="%.1f",
                                                     help="share of the cluster's images with the concept"),
         "overall": st.column_config.NumberColumn("overall (%)", format="%.1f",
@@ -47,4 +47,4 @@ with left:
 with right:
     st.markdown(f"**Probe coefficients** ({'+'.join(sel.groups)})")
     st.dataframe(top_concepts(load_probe(sel.cache, probe), cluster, n=12).round(3), hide_index=True,
-                 width="stretch", key="browser_coefficients")
+                 width="stretch", height="content", key="browser_coefficients")

@@ -75,4 +75,5 @@ for column, cluster, side in ((left, i, "i"), (right, j, "j")):
         st.markdown(f"**Cluster {cluster}** · {len(members[cluster])} images, nearest its centroid first")
         image_grid(sel.study, members[cluster][page * PER_PAGE:(page + 1) * PER_PAGE], columns=4)
         st.markdown("Top coefficients")
-        st.dataframe(parts[f"top_{side}"].round(3), hide_index=True, width="stretch", key=f"top_{side}")
+        st.dataframe(parts[f"top_{side}"].round(3), hide_index=True, width="stretch", height="content",
+                     key=f"top_{side}")
