@@ -34,4 +34,4 @@ step probe_step 110 python3 bench/gpu_probe_step.py
 step kmeans_step 50 python3 bench/gpu_kmeans_step.py
 # 4. one model at ImageNet scale, end to end, clustering by clustering under the budget
 step imagenet_scale 310 python3 bench/gpu_imagenet_scale.py --skip-checks --profile --budget-s 220
-cat "$OUT/steps.txt"
+python3 bench/gpu_summary.py "$OUT" | tee "$OUT/summary.txt"
