@@ -44,6 +44,11 @@ def results(root: str, name: str, stamp: float) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner=False)
+def concept_group_table(root: str, name: str, stamp: float) -> pd.DataFrame:
+    return browse.concept_groups(study(root, name, stamp))
+
+
+@st.cache_data(show_spinner=False)
 def analysis_table(root: str, name: str, table: str, stamp: float) -> pd.DataFrame | None:
     return Cache(root).read_table(name, table)
 

@@ -2,12 +2,12 @@
 
 import streamlit as st
 
-from pages._shared import cache_root, sidebar, studies, _stamp
+from pages._shared import _stamp, cache_root, concept_group_table, sidebar, studies
 from qrp_core.cache import Cache
 from qrp_core.demo import build_demo
 from qrp_core.pipeline import RunConfig
 
-sidebar()
+selection = sidebar()
 st.title("Quantized reverse probing")
 st.markdown(
     "A representation is **interpretable** when the groups it forms are ones people can name. "
@@ -37,6 +37,12 @@ else:
                  column_config={"study_file_exists": st.column_config.CheckboxColumn("study file found"),
                                 "results": st.column_config.NumberColumn("result rows"),
                                 "k": "K values"})
+
+if selection is not None:
+    st.subheader(f"Concept groups of {selection.study_name}")
+    st.caption("Each expert's concepts form one group; probes and ablations choose among these groups.")
+    st.dataframe(concept_group_table(str(root), selection.study_name, selection.study_stamp), hide_index=True,
+                 width="stretch", column_config={"images with any (%)": st.column_config.NumberColumn(format="%.1f")})
 
 st.subheader("The demo study")
 st.markdown("**Concept world**: 1,500 drawn images (one or two shapes of a colour, texture and size on a "

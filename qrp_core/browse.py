@@ -48,6 +48,23 @@ def model_metadata(study: Study) -> pd.DataFrame:
     return table
 
 
+def concept_groups(study: Study, *, n_examples: int = 5) -> pd.DataFrame:
+    """One row per concept group: how many concepts it has, the share of images with at least one of
+    them, and its most frequent concepts (names without the group prefix)."""
+    matrix = study.concepts.matrix.tocsc(copy=True)
+    matrix.eliminate_zeros()
+    images_per_concept = np.diff(matrix.indptr)
+    groups = np.asarray(study.concepts.groups, dtype=object)
+    rows = []
+    for group in study.concepts.group_names:
+        columns = np.flatnonzero(groups == group)
+        covered = np.unique(np.concatenate([matrix.indices[matrix.indptr[c]:matrix.indptr[c + 1]] for c in columns]))
+        frequent = columns[np.argsort(-images_per_concept[columns], kind="stable")[:n_examples]]
+        rows.append({"group": group, "concepts": len(columns), "images with any (%)": 100 * len(covered) / study.n_images,
+                     "most frequent": ", ".join(study.concepts.names[c].split("] ", 1)[-1] for c in frequent)})
+    return pd.DataFrame(rows)
+
+
 def ranking_table(cache: Cache, study: Study, results: pd.DataFrame) -> pd.DataFrame:
     """Mean ± std over seeds per model, with the metadata, and the permutation chance level and bootstrap
     interval of each metric (means over seeds) where ``significance`` has been run."""

@@ -136,3 +136,16 @@ def test_missing_study_keys_and_bad_toml(tmp_path):
     (tmp_path / "b.toml").write_text("name = \n")
     with pytest.raises(InputError, match=r"b.toml: not valid TOML"):
         load_study(tmp_path / "b.toml")
+
+
+def test_concept_groups_summary_equals_a_dense_count(tiny_study):
+    from qrp_core.browse import concept_groups
+    table = concept_groups(tiny_study).set_index("group")
+    dense = tiny_study.concepts.matrix.toarray() != 0
+    groups = np.asarray(tiny_study.concepts.groups)
+    for group in tiny_study.concepts.group_names:
+        columns = np.flatnonzero(groups == group)
+        assert table.loc[group, "concepts"] == len(columns)
+        assert table.loc[group, "images with any (%)"] == pytest.approx(100 * dense[:, columns].any(1).mean())
+        most = columns[np.argmax(dense[:, columns].sum(0))]
+        assert table.loc[group, "most frequent"].split(", ")[0] == tiny_study.concepts.names[most].split("] ", 1)[-1]
