@@ -234,7 +234,8 @@ def csv_download(table: pd.DataFrame, filename: str, key: str) -> None:
                        key=key)
 
 
-def image_grid(the_study: Study, indices, *, columns: int = 6, caption_prefix: str = "") -> None:
+def image_grid(the_study: Study, indices, *, columns: int = 6) -> None:
+    """The images in a grid, each captioned with its ground-truth label (when the study has labels) and id."""
     files = browse.image_files(the_study, indices)
     if not len(files):
         st.caption("no images")
@@ -245,4 +246,5 @@ def image_grid(the_study: Study, indices, *, columns: int = 6, caption_prefix: s
     cols = st.columns(columns)
     for n, (i, path) in enumerate(zip(indices, files)):
         with cols[n % columns]:
-            st.image(str(path), caption=f"{caption_prefix}{the_study.image_ids[i]}", width="stretch")
+            label = f"{the_study.labels[i]} · " if the_study.labels is not None else ""
+            st.image(str(path), caption=f"{label}{the_study.image_ids[i]}", width="stretch")
