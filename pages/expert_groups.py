@@ -34,8 +34,11 @@ summary["mean"] *= 100
 summary["std"] *= 100
 summary["variant"] = summary["variant"].map({"with base": f"with {sel.study.base_group}",
                                              "without base": f"without {sel.study.base_group}"}).fillna(summary["variant"])
+# models as in the Ranking: best NMI of any probe here first
+model_order = list(summary.groupby("model")["mean"].max().sort_values(ascending=False).index)
 figure = px.bar(summary, x="model", y="mean", error_y="std", color="added", barmode="group", facet_row="variant",
-                category_orders={"added": list(dict.fromkeys(summary["added"]))}, hover_data=["groups"],
+                category_orders={"added": list(dict.fromkeys(summary["added"])), "model": model_order},
+                hover_data=["groups"],
                 labels={"mean": "NMI (%)", "added": "last group added"}, height=520)
 figure.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))  # "variant=with labels" -> "with labels"
 st.plotly_chart(figure, config=PLOT, key="cumulative_chart")
