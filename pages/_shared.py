@@ -235,7 +235,7 @@ def csv_download(table: pd.DataFrame, filename: str, key: str) -> None:
 
 
 def image_grid(the_study: Study, indices, *, columns: int = 6) -> None:
-    """The images in a grid, each captioned with its ground-truth label (when the study has labels) and id."""
+    """The images in a grid, each captioned with its ground-truth label, or its id where the study has no labels."""
     files = browse.image_files(the_study, indices)
     if not len(files):
         st.caption("no images")
@@ -246,5 +246,5 @@ def image_grid(the_study: Study, indices, *, columns: int = 6) -> None:
     cols = st.columns(columns)
     for n, (i, path) in enumerate(zip(indices, files)):
         with cols[n % columns]:
-            label = f"{the_study.labels[i]} · " if the_study.labels is not None else ""
-            st.image(str(path), caption=f"{label}{the_study.image_ids[i]}", width="stretch")
+            caption = the_study.labels[i] if the_study.labels is not None else the_study.image_ids[i]
+            st.image(str(path), caption=str(caption), width="stretch")
