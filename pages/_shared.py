@@ -151,8 +151,10 @@ def app_pages() -> dict[str, list]:
     }
 
 
-def sidebar() -> Selection | None:
-    """Draw the shared sidebar; None when the cache holds no study yet."""
+def sidebar(*, added_group: bool = False) -> Selection | None:
+    """Draw the shared sidebar; None when the cache holds no study yet. ``added_group``: a page that
+    compares probes (Cluster pairs) also offers a group to add to the probe's groups; on other pages
+    the added group is kept for that page but not applied."""
     ensure_entrypoint()
     root = cache_root()
     table = studies(str(root), _stamp(root / "studies.json"))
@@ -188,20 +190,23 @@ def sidebar() -> Selection | None:
     _restore("base", known(_url_value("base", "").split(","), group_names) or group_names,
              lambda v: known(v, group_names))
     base = st.sidebar.multiselect("Probe on groups", group_names, key="base", on_change=_keep, args=("base",),
-                                  help="the probe's concept groups; pages that compare probes add one more")
-    added_options = [NO_GROUP] + [g for g in group_names if g not in base]
-    _restore("added", _url_value("added", NO_GROUP), lambda v: v if v in added_options else NO_GROUP)
-    added = st.sidebar.selectbox("Added group", added_options, key="added", on_change=_keep, args=("added",))
-    st.query_params.update({"study": name, "models": ",".join(models), "k": str(k), "seed": str(seed),
-                            "base": ",".join(base), "added": added})
+                                  help="the probe's concept groups; Cluster pairs compares them with one group added")
+    params = {"study": name, "models": ",".join(models), "k": str(k), "seed": str(seed), "base": ",".join(base)}
+    added = NO_GROUP
+    if added_group:
+        added_options = [NO_GROUP] + [g for g in group_names if g not in base]
+        _restore("added", _url_value("added", NO_GROUP), lambda v: v if v in added_options else NO_GROUP)
+        added = st.sidebar.selectbox("Added group", added_options, key="added", on_change=_keep, args=("added",))
+        params["added"] = added
+    st.query_params.update(params)
     return Selection(cache=Cache(root), study_name=name, study=the_study, study_stamp=study_stamp, results=all_results,
                      models=tuple(models), k=int(k), seed=None if seed == ALL_SEEDS else int(seed),
                      base=tuple(base), added=None if added == NO_GROUP else added)
 
 
-def require_selection() -> Selection:
-    """Draw the sidebar and return its selection; stop the page with a hint when there is none."""
-    selection = sidebar()
+def require_selection(*, added_group: bool = False) -> Selection:
+    """Draw the sidebar (``sidebar``) and return its selection; stop the page with a hint when there is none."""
+    selection = sidebar(added_group=added_group)
     if selection is None:
         st.info("The cache holds no study yet. Build the demo on the Home page, or run "
                 "`python -m qrp_core run study.toml`.")

@@ -7,7 +7,7 @@ from qrp_core.analyses.pairs import nearest_images
 
 PER_PAGE = 12
 
-sel = require_selection()
+sel = require_selection(added_group=True)
 st.title("Cluster pairs")
 pairs = sel.table("pairs")
 base, added = "+".join(sel.study.concepts.canonical(sel.base)), sel.added

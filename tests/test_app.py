@@ -169,3 +169,14 @@ def test_ranking_without_results_offers_the_computed_group_sets(app, demo_cache)
     at.button(key=f"ranking_groups_{full}").click().run()
     assert list(frame(at, "NMI")["model"])  # the page now shows the probes on every group
     assert at.session_state["base"] == list(study.concepts.group_names)
+
+
+def test_the_added_group_belongs_to_cluster_pairs_only(app):
+    """'Added group' is offered and applied where probes are compared; elsewhere the probe's groups are
+    exactly the sidebar's 'Probe on groups'."""
+    at = app("ranking", base="labels,colour", added="texture")
+    assert not any(s.label == "Added group" for s in at.sidebar.selectbox)
+    assert "probe on **labels+colour** ·" in " ".join(c.value for c in at.caption)
+    at = app("cluster_pairs", base="labels", added="colour", seed="0")
+    assert any(s.label == "Added group" for s in at.sidebar.selectbox)
+    assert "on labels+colour" in at.subheader[0].value
