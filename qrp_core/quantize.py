@@ -184,13 +184,19 @@ def _trainer(sample: np.ndarray, backend: str, device: str):
 def standardised_on_device(x: np.ndarray, mean: np.ndarray, std: np.ndarray, device, *, chunk_rows: int = 65536):
     """``standardise(x)`` as one float32 torch tensor on ``device``, built chunk by chunk there (the
     same float32 operations, so the same values), for K-means runs that share it."""
-    shift = torch.as_tensor(mean.astype(np.float32), device=device)
-    scale = torch.as_tensor((1.0 / std).astype(np.float32), device=device)
+    standardise_chunk = _standardiser_on(device, mean, std)
     out = torch.empty(x.shape, dtype=torch.float32, device=device)
     for start in range(0, len(x), chunk_rows):
         chunk = torch.as_tensor(read_rows(x, start, start + chunk_rows)).to(device, torch.float32)
-        out[start:start + len(chunk)] = (chunk - shift) * scale
+        out[start:start + len(chunk)] = standardise_chunk(chunk)
     return out
+
+
+def _standardiser_on(device, mean: np.ndarray, std: np.ndarray):
+    """chunk -> (chunk - mean) * (1 / std) on ``device``: ``features.standardise``'s float32 operations."""
+    shift = torch.as_tensor(mean.astype(np.float32), device=device)
+    scale = torch.as_tensor((1.0 / std).astype(np.float32), device=device)
+    return lambda chunk: (chunk - shift) * scale
 
 
 def features_on_device(x: np.ndarray, standardisation: tuple[np.ndarray, np.ndarray, int], device: str = "auto",
@@ -242,15 +248,13 @@ def assign(x: np.ndarray, centroids: np.ndarray, standardisation: tuple[np.ndarr
         from .torch_kmeans import nearest_centroids
 
         on_device = torch.as_tensor(centroids, device=device)
-        shift, scale = ((torch.as_tensor(standardisation[0].astype(np.float32), device=device),
-                         torch.as_tensor((1.0 / standardisation[1]).astype(np.float32), device=device))
-                        if standardisation else (None, None))
+        standardise_chunk = _standardiser_on(device, *standardisation) if standardisation else None
 
         def search(chunk):  # standardised on the device: the same float32 operations as ``standardise``
             if not isinstance(chunk, torch.Tensor):
                 chunk = torch.as_tensor(np.ascontiguousarray(chunk, np.float32), device=device)
-            if shift is not None:
-                chunk = (chunk - shift) * scale
+            if standardise_chunk is not None:
+                chunk = standardise_chunk(chunk)
             labels, d, _ = nearest_centroids(chunk, on_device)
             return labels.cpu().numpy(), d.cpu().numpy()
     else:
