@@ -217,12 +217,15 @@ def require_selection(*, added_group: bool = False) -> Selection:
     return selection
 
 
-def offer_computed_groups(sel: Selection, key: str) -> None:
-    """Buttons for the probe group sets the cache holds at the selected K, where the selected set has none."""
-    at_k = sel.results[(sel.results["k"] == sel.k) & sel.results["model"].isin(sel.models)]
+def offer_computed_groups(sel: Selection, key: str, table: pd.DataFrame | None = None, *,
+                          what: str = "Probes computed") -> None:
+    """Buttons for the probe group sets in ``table`` (default: the results) at the selected K and models,
+    where the selected set has none; a button makes its set the sidebar's probe groups."""
+    table = sel.results if table is None else table
+    at_k = table[(table["k"] == sel.k) & table["model"].isin(sel.models)]
     group_sets = sorted(at_k["groups"].unique(), key=lambda g: (-g.count("+"), g))
     if group_sets:
-        st.caption(f"Probes computed at K={sel.k}:")
+        st.caption(f"{what} at K={sel.k}:")
         columns = st.columns(min(4, len(group_sets)))
         for n, groups in enumerate(group_sets):
             columns[n % len(columns)].button(groups, key=f"{key}_{groups}", on_click=set_selection,

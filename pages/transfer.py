@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from pages._shared import command_hint, csv_download, require_selection
+from pages._shared import command_hint, csv_download, offer_computed_groups, require_selection
 
 sel = require_selection()
 st.title("Transfer")
@@ -15,12 +15,16 @@ if not names:
     st.stop()
 name = st.selectbox("Target collection", names, format_func=lambda n: n.removeprefix("transfer-"),
                     key="transfer_target")
-table = sel.table(name)
+transferred = sel.table(name)
 groups = "+".join(sel.groups)
-table = table[table["model"].isin(sel.models) & (table["k"] == sel.k) & (table["groups"] == groups)]
+table = transferred[transferred["model"].isin(sel.models) & (transferred["k"] == sel.k)
+                    & (transferred["groups"] == groups)]
 if table.empty:
-    command_hint(f"No transferred probes for these models at K={sel.k} on {groups}.",
+    command_hint(f"No transferred probes for these models at K={sel.k} on {groups}. By default only the probe "
+                 f"on every group but {sel.study.base_group} transfers (a probe that reads ground-truth labels "
+                 "would read the target's own labels); to transfer this one:",
                  f"python -m qrp_core transfer {sel.study.path} OTHER/study.toml --k {sel.k} --groups {groups}")
+    offer_computed_groups(sel, "transfer_groups", transferred, what="Probes transferred")
     st.stop()
 labels = {"source_top1": "top-1, source", "target_top1": "top-1, target", "target_top5": "top-5, target",
           "source_nmi": "NMI, source", "target_nmi": "NMI, target", "target_ami": "AMI, target"}

@@ -187,7 +187,8 @@ def _analysis_verbs(verbs) -> None:
     p.add_argument("source", type=Path, help="study whose results hold the probes")
     p.add_argument("target", type=Path, help="study of the other collection (same model names)")
     p.add_argument("--k", type=int, default=None)
-    p.add_argument("--groups", default=None, help="only this group set ('a+b')")
+    p.add_argument("--groups", default=None, help="the probes' group set ('a+b'); default: every group but "
+                   "the base group (the labels), as in the paper")
     _common(p)
 
     p = verbs.add_parser("significance", help="permutation baseline, bootstrap CIs and model comparisons")

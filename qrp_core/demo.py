@@ -73,7 +73,7 @@ def _transfer(study: Study, cache: Cache, out: Path, world: str, n_images: int, 
         path = make_concept_world(target, n_images=n_images // 3, image_seed=1, show_progress=show_progress)
     else:
         path = make_synthetic_study(target, n_images=n_images // 2, image_seed=1)
-    run_transfer(study, load_study(path), cache, k=DEMO_K, groups="+".join(study.concepts.group_names))
+    run_transfer(study, load_study(path), cache, k=DEMO_K)
 
 
 # --- demo studies of real photos -----------------------------------------------------------------

@@ -20,6 +20,10 @@ def frame(at, column):
     return next(d.value for d in at.dataframe if column in d.value.columns)
 
 
+def frame_or_none(at, column):
+    return next((d.value for d in at.dataframe if column in d.value.columns), None)
+
+
 @pytest.fixture
 def app(demo_cache, monkeypatch):
     root, _ = demo_cache
@@ -127,10 +131,20 @@ def test_cluster_browser_shows_the_engine_profile(app, demo_cache):
 def test_varying_k_and_transfer(app, demo_cache):
     at = app("varying_k")
     assert len(at.get("plotly_chart")) == 2
-    at = app("transfer")
-    table = frame(at, "top-1, target")
-    assert set(table["model"]) == {"combo-net", "shape-net", "noise-net"}
-    assert float(table.set_index("model").loc["combo-net", "top-1, target"].split(" ± ")[0]) > 50
+    root, study = demo_cache
+    at = app("transfer")  # the sidebar's probe reads labels; the demo transferred the experts-only probe
+    assert not frame_or_none(at, "top-1, target")
+    experts = "colour+other+texture"
+    at.button(key=f"transfer_groups_{experts}").click().run()
+    table = frame(at, "top-1, target").set_index("model")
+    assert set(table.index) == {"combo-net", "shape-net", "noise-net"}
+    (target,) = (Path(root) / "analyses" / study.name).glob("transfer-*.parquet")
+    stored = Cache(root).read_table(study.name, target.stem)
+    stored = stored[(stored["k"] == 30) & (stored["groups"] == experts)].groupby("model")["target_top1"]
+    for model, cell in table["top-1, target"].items():
+        mean, std = map(float, cell.split(" ± "))
+        assert (mean, std) == pytest.approx((100 * stored.mean()[model], 100 * stored.std()[model]), abs=0.005)
+    assert stored.mean()["combo-net"] > 2 * stored.mean()["noise-net"]  # colour predicts combo-net's clusters
 
 
 def test_pages_say_how_to_compute_what_is_missing(tmp_path, monkeypatch, tiny_cache):

@@ -49,5 +49,11 @@ def test_transfer(tmp_path, capsys):
     a = make_synthetic_study(tmp_path / "a", n_images=500, dim=16, seed=0, image_seed=0)
     b = make_synthetic_study(tmp_path / "b", n_images=400, dim=16, seed=0, image_seed=1)
     _run(capsys, "run", a, "--cache", tmp_path / "c", "--models", "combo-net", *GRID)
+    # by default the probe on every group but the labels transfers (paper D.5); `run` made only "all"
+    assert main(["transfer", str(a), str(b), "--cache", str(tmp_path / "c")]) == 2
+    assert "no source results on groups colour+other+texture" in capsys.readouterr().err
+    _run(capsys, "run", a, "--cache", tmp_path / "c", "--models", "combo-net", "--groups", "colour+other+texture",
+         *GRID)
     out = _run(capsys, "transfer", a, b, "--cache", tmp_path / "c")
     assert "Probes of synthetic-500 applied to synthetic-400" in out and "combo-net" in out
+    assert "colour+other+texture" in out and "labels" not in out

@@ -4,7 +4,9 @@ Table 4 style (quantize and probe a second collection with its own concepts) is 
 second study. Table 7 style, here: probes trained on collection A are applied to collection B
 without retraining. B's images are assigned to A's centroids (standardised with A's statistics),
 B's concepts are matched to A's by name (concepts A never saw are ignored, concepts B lacks are
-absent), and A's probe predicts the cluster.
+absent), and A's probe predicts the cluster. By default only the probe on every group but the base
+group transfers, as in the paper (D.5): a probe that reads ground-truth labels would be fed B's own
+labels wherever the class names coincide.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import scipy.sparse as sp
 from ..cache import Cache
 from ..errors import InputError
 from ..metrics import adjusted_mutual_info, normalized_mutual_info, top1_accuracy
-from ..pipeline import load_probe, load_results
+from ..pipeline import groups_label, load_probe, load_results, parse_groups
 from ..probe import probe_logits
 from ..quantize import assign
 from ..study import Study
@@ -65,18 +67,31 @@ def transfer_probe(source: Study, target: Study, cache: Cache, probe_key: str) -
             "n_images": int(len(truth)), "shared_concepts": n_shared, "probe_concepts": len(probe["names"])}
 
 
+def default_transfer_groups(source: Study) -> str:
+    """Every concept group of ``source`` but its base group (the ground-truth labels), as ``a+b``."""
+    groups = [g for g in source.concepts.group_names if g != source.base_group]
+    if not groups:
+        raise InputError(f"the study's only concept group is its labels ({source.base_group})", where=source.path,
+                         fix="add expert concepts to the study, or transfer the label probe with --groups "
+                             + source.base_group)
+    return "+".join(groups)
+
+
 def run_transfer(source: Study, target: Study, cache: Cache, *, k: int | None = None,
                  groups: str | None = None) -> pd.DataFrame:
-    """Transfer every probe of ``source``'s results (filtered by K and group set) to ``target``;
-    also reports the source's own test scores side by side. Stored as ``transfer-<target>``."""
+    """Transfer the probes of ``source``'s results on one group set (``a+b``; default
+    ``default_transfer_groups``), every seed and K (or one K), to ``target``; also reports the
+    source's own test scores side by side. Stored as ``transfer-<target>``."""
+    groups = groups_label(parse_groups(groups, source)) if groups else default_transfer_groups(source)
     results = load_results(cache, source)
     if k is not None:
         results = results[results["k"] == k]
-    if groups is not None:
-        results = results[results["groups"] == groups]
+    results = results[results["groups"] == groups]
     if results.empty:
-        raise InputError("no source results match", where=source.path,
-                         fix=f"run `python -m qrp_core run {source.path}` with that K and group set first")
+        at_k = f" --k {k}" if k is not None else ""
+        raise InputError(f"no source results on groups {groups}{at_k.replace(' --k ', ' at K=')}", where=source.path,
+                         fix=f"run `python -m qrp_core run {source.path} --groups {groups}{at_k}` first, "
+                             "or choose computed groups with --groups")
     rows = []
     for row in results.itertuples():
         if not target.model(row.model).has_features:
