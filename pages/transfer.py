@@ -20,11 +20,13 @@ groups = "+".join(sel.groups)
 table = transferred[transferred["model"].isin(sel.models) & (transferred["k"] == sel.k)
                     & (transferred["groups"] == groups)]
 if table.empty:
-    command_hint(f"No transferred probes for these models at K={sel.k} on {groups}. By default only the probe "
-                 f"on every group but {sel.study.base_group} transfers (a probe that reads ground-truth labels "
-                 "would read the target's own labels); to transfer this one:",
-                 f"python -m qrp_core transfer {sel.study.path} OTHER/study.toml --k {sel.k} --groups {groups}")
+    st.info(f"No transferred probes for these models at K={sel.k} on {groups}. By default only the probe on every "
+            f"group but {sel.study.base_group} transfers, as in the paper: a probe that reads ground-truth labels "
+            "would read the target's own labels.")
     offer_computed_groups(sel, "transfer_groups", transferred, what="Probes transferred")
+    st.caption("To transfer the probe on the groups selected:")
+    st.code(f"python -m qrp_core transfer {sel.study.path} OTHER/study.toml --k {sel.k} --groups {groups}",
+            language="bash")
     st.stop()
 labels = {"source_top1": "top-1, source", "target_top1": "top-1, target", "target_top5": "top-5, target",
           "source_nmi": "NMI, source", "target_nmi": "NMI, target", "target_ami": "AMI, target"}
