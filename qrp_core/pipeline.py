@@ -22,13 +22,14 @@ from .cache import Cache, atomic_write_bytes, atomic_write_json, replace_rows, s
 from .errors import InputError
 from .features import standardisation_stats
 from .metrics import probe_scores
-from .probe import ProbeConfig, SparseRows, probe_outputs, resolve_torch_device, train_probes
+from .probe import ProbeConfig, SparseRows, batch_probes, probe_outputs, resolve_torch_device, train_probes
 from .quantize import KMeansConfig, check_n_clusters, features_on_device, kmeans
 from .split import TEST, SplitConfig, stratified_split
 from .study import GROUND_TRUTH, Study
 
 FORMAT = 2  # artefact layout and algorithm version: part of every key, so a layout change recomputes
 RESULT_KEYS = ["model", "k", "seed", "groups"]
+SETTINGS_SCOPE = ["model", "k", "groups"]  # the seeds of one (model, K, group set) share one settings key
 STUDIES = "studies.json"  # study name -> study file, for the app
 METRIC_COLUMNS = ["nmi", "ami", "top1", "map", "mi_bits", "mi_norm"]
 
@@ -114,6 +115,18 @@ class Runner:
         return stable_hash({"format": FORMAT, "features": self.cache.file_hash(spec.features), "key": spec.key,
                             "kmeans": _params(dataclasses.replace(self.config.kmeans, n_clusters=k)),
                             "seed": seed})
+
+    def settings_key(self, model: str, groups: tuple[str, ...]) -> str:
+        """Everything behind a result but K and the seed: the model's input, the concepts of the group
+        set and the parameters of every step. A mean over seeds needs one settings key."""
+        spec = self.study.model(model)
+        model_input = (self.clustering_key(model, 0, 0) if not spec.has_features
+                       else {"features": self.cache.file_hash(spec.features), "key": spec.key})
+        if groups not in self.concepts_hash:
+            self.concepts_hash[groups] = self.study.concepts.select(groups).content_hash()
+        return stable_hash({"format": FORMAT, "model": model_input, "concepts": self.concepts_hash[groups],
+                            "kmeans": _params(dataclasses.replace(self.config.kmeans, n_clusters=0)),
+                            "split": _params(self.config.split), "probe": _params(self.config.probe)})
 
     def split_key(self, clustering_key: str, seed: int) -> str:
         return stable_hash({"format": FORMAT, "clustering": clustering_key, "split": _params(self.config.split),
@@ -264,7 +277,8 @@ class Runner:
         model, k, seed = unit
         return [{"model": model, "k": k, "seed": seed, "groups": groups_label(groups),
                  **self.cache.load_json("probes", key, "metrics.json"),
-                 "clustering": clustering_key, "split": split_key, "probe": key}
+                 "clustering": clustering_key, "split": split_key, "probe": key,
+                 "settings": self.settings_key(model, groups)}
                 for groups, key in probe_keys.items()]
 
     def finish(self, rows: list[dict]) -> pd.DataFrame:
@@ -273,7 +287,11 @@ class Runner:
         self.on_device.clear()  # the GPU's copy of the last model's features
         results = pd.DataFrame(rows)
         if rows:
-            save_results(self.cache, self.study, results)
+            dropped = save_results(self.cache, self.study, results)
+            for (model, k, groups), part in dropped.groupby(["model", "k", "groups"]):
+                print(f"note: dropped the results of {model} K={k} on {groups} for seed(s) "
+                      f"{', '.join(map(str, sorted(part['seed'])))}: they were computed with other settings "
+                      "(parameters, features or concepts); rerun those seeds to have them with these", file=sys.stderr)
         self.cache.save_file_hashes()
         self.cache.remove_stale_temporaries()
         return results
@@ -301,29 +319,23 @@ class Runner:
         return self.finish(rows)
 
 
-def batch_probes(n_probes: int, n_concepts: int, n_clusters: int, device: str) -> bool:
-    """Train several probes in one stacked table? On a GPU, yes. On a CPU every SGD step touches the
-    whole (n_concepts, n_probes * K) table, so stacking only pays while that table is small (6 probes at
-    M=1,700 on 2 cores: K=1,000 took 3.3x longer stacked (bench/pipeline.py), K=250-300 about as long,
-    K=100 2.6x less)."""
-    if n_probes < 2:
-        return False
-    if resolve_torch_device(device).type == "cuda":
-        return True
-    return n_concepts * n_probes * n_clusters <= 3_000_000
-
-
 def results_path(cache: Cache, study: Study) -> Path:
     return cache.root / "results" / f"{study.name}.parquet"
 
 
-def save_results(cache: Cache, study: Study, new: pd.DataFrame) -> None:
-    """Upsert rows into the study's results table (one row per model, K, seed, group set)."""
+def save_results(cache: Cache, study: Study, new: pd.DataFrame) -> pd.DataFrame:
+    """Upsert rows into the study's results table (one row per model, K, seed, group set). Stored rows
+    of the same model, K and group set but other settings (``Runner.settings_key``) are dropped too, so
+    that the seeds of one mean share their settings; returns the rows dropped for that reason."""
     path = results_path(cache, study)
-    merged = replace_rows(pd.read_parquet(path), new, RESULT_KEYS) if path.is_file() else new
-    merged = merged.sort_values(RESULT_KEYS).reset_index(drop=True)
-    atomic_write_bytes(path, merged.to_parquet(index=False))
+    old = pd.read_parquet(path) if path.is_file() else None
+    kept = new if old is None else replace_rows(old.assign(settings=old.get("settings", "")), new, RESULT_KEYS)
+    settings = new.drop_duplicates(SETTINGS_SCOPE).set_index(SETTINGS_SCOPE)["settings"]
+    scope = kept.set_index(SETTINGS_SCOPE).index
+    stale = scope.isin(settings.index) & (kept["settings"].to_numpy() != settings.reindex(scope).to_numpy())
+    atomic_write_bytes(path, kept[~stale].sort_values(RESULT_KEYS).to_parquet(index=False))
     register_study(cache, study)
+    return kept[stale]
 
 
 def register_study(cache: Cache, study: Study) -> None:

@@ -273,3 +273,15 @@ def probe_outputs(weight: np.ndarray, bias: np.ndarray, concepts: sp.csr_matrix 
         lo, hi = torch.searchsorted(test_rows, torch.tensor([start, stop], device=dev)).tolist()
         test_logits[lo:hi] = logits[test_rows[lo:hi] - start]
     return predictions, test_logits
+
+
+def batch_probes(n_probes: int, n_concepts: int, n_clusters: int, device: str) -> bool:
+    """Train several probes in one stacked table? On a GPU, yes. On a CPU every SGD step touches the
+    whole (n_concepts, n_probes * K) table, so stacking only pays while that table is small (6 probes at
+    M=1,700 on 2 cores: K=1,000 took 3.3x longer stacked (bench/pipeline.py), K=250-300 about as long,
+    K=100 2.6x less)."""
+    if n_probes < 2:
+        return False
+    if resolve_torch_device(device).type == "cuda":
+        return True
+    return n_concepts * n_probes * n_clusters <= 3_000_000

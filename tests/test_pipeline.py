@@ -130,7 +130,7 @@ def test_a_killed_writers_temporary_folder_is_removed_once_stale(tmp_path):
 
 
 def test_probes_are_stacked_only_where_it_pays():
-    from qrp_core.pipeline import batch_probes
+    from qrp_core.probe import batch_probes
     assert batch_probes(6, 400, 100, "cpu")  # small tables: one pass is ~3x faster (bench/pipeline.py --small)
     assert not batch_probes(6, 1700, 1000, "cpu")  # memory-bound on a CPU: one by one
     assert not batch_probes(1, 10, 10, "cpu")
@@ -163,3 +163,28 @@ def test_a_models_clusterings_share_its_features_on_the_device(tiny_study, tmp_p
         assert cache.manifest("clusterings", key)["stats"]["features_resident_on_device"]
         np.testing.assert_array_equal(cache.load_array("clusterings", key, "assignments.npy"),
                                       Cache(tmp_path / "read").load_array("clusterings", key, "assignments.npy"))
+
+
+def test_a_mean_over_seeds_never_mixes_settings(tiny_study_path, tmp_path, capsys):
+    """A quick rerun of one seed with other settings drops the other seeds' rows of that (model, K,
+    group set), and says so; other K and group sets keep theirs; the same settings add seeds back."""
+    study = load_study(tiny_study_path)
+    cache = Cache(tmp_path)
+    config = dataclasses.replace(TINY_RUN, models=("combo-net",), ks=(8, 12), seeds=(0, 1, 2),
+                                 group_sets=(("labels",), ("labels", "colour")))
+    Runner(study, config, cache, show_progress=False).run()
+    smoke = dataclasses.replace(config, ks=(8,), seeds=(0,), group_sets=(("labels", "colour"),),
+                                probe=dataclasses.replace(config.probe, max_epochs=1))
+    Runner(study, smoke, cache, show_progress=False).run()
+    assert "dropped the results of combo-net K=8 on labels+colour for seed(s) 1, 2" in capsys.readouterr().err
+    stored = load_results(cache, study)
+    seeds = stored.groupby(["k", "groups"])["seed"].apply(sorted).to_dict()
+    assert seeds == {(8, "labels"): [0, 1, 2], (8, "labels+colour"): [0], (12, "labels"): [0, 1, 2],
+                     (12, "labels+colour"): [0, 1, 2]}
+    assert stored.groupby(["k", "groups"])["settings"].nunique().eq(1).all()
+    assert ranking(stored).set_index(["k", "groups"]).loc[(8, "labels+colour"), "n_seeds"] == 1
+
+    Runner(study, config, cache, show_progress=False).run()  # back to the first settings: from the cache
+    restored = load_results(cache, study)
+    assert len(restored) == 12 and restored.groupby(["k", "groups"])["settings"].nunique().eq(1).all()
+    assert "dropped" not in capsys.readouterr().err  # the run replaced every row it had to
