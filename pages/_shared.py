@@ -115,6 +115,13 @@ def _restore(key: str, initial, valid) -> None:
     st.session_state[store] = st.session_state[key] = initial if value is None else value
 
 
+def _subset(values: list, options: list) -> list | None:
+    """The values that are options, in order; None (use the default) where a choice names none of them,
+    as after switching study. An empty choice stays empty: the user cleared it."""
+    kept = [v for v in values if v in options]
+    return kept if kept or not values else None
+
+
 def _keep(key: str) -> None:
     st.session_state[f"_{key}"] = st.session_state[key]
 
@@ -172,9 +179,8 @@ def sidebar(*, added_group: bool = False) -> Selection | None:
     model_names = list(dict.fromkeys(all_results["model"]))
     family = {m: (meta["family"].get(m) if m in meta.index else None) or "other" for m in model_names}
     model_names.sort(key=lambda m: (family[m], m))
-    known = lambda values, options: [v for v in values if v in options] or None  # noqa: E731
-    _restore("models", known(_url_value("models", "").split(","), model_names) or model_names,
-             lambda v: known(v, model_names))
+    _restore("models", _subset(_url_value("models", "").split(","), model_names) or model_names,
+             lambda v: _subset(v, model_names))
     models = st.sidebar.multiselect("Models", model_names, key="models", on_change=_keep, args=("models",),
                                     format_func=lambda m: f"{m}  ·  {family[m]}")
     ks = sorted(int(k) for k in all_results["k"].unique())
@@ -187,8 +193,8 @@ def sidebar(*, added_group: bool = False) -> Selection | None:
     seed = st.sidebar.selectbox("Seed", seeds, key="seed", on_change=_keep, args=("seed",))
 
     group_names = list(the_study.concepts.group_names)
-    _restore("base", known(_url_value("base", "").split(","), group_names) or group_names,
-             lambda v: known(v, group_names))
+    _restore("base", _subset(_url_value("base", "").split(","), group_names) or group_names,
+             lambda v: _subset(v, group_names))
     base = st.sidebar.multiselect("Probe on groups", group_names, key="base", on_change=_keep, args=("base",),
                                   help="the probe's concept groups; Cluster pairs compares them with one group added")
     params = {"study": name, "models": ",".join(models), "k": str(k), "seed": str(seed), "base": ",".join(base)}
@@ -211,8 +217,9 @@ def require_selection(*, added_group: bool = False) -> Selection:
         st.info("The cache holds no study yet. Build the demo on the Home page, or run "
                 "`python -m qrp_core run study.toml`.")
         st.stop()
-    if not selection.models:
-        st.warning("Select at least one model in the sidebar.")
+    if not selection.models or not selection.base:
+        st.warning("Select at least one model in the sidebar." if not selection.models
+                   else "Select at least one concept group (Probe on groups) in the sidebar.")
         st.stop()
     return selection
 

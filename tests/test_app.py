@@ -194,3 +194,16 @@ def test_the_added_group_belongs_to_cluster_pairs_only(app):
     at = app("cluster_pairs", base="labels", added="colour", seed="0")
     assert any(s.label == "Added group" for s in at.sidebar.selectbox)
     assert "on labels+colour" in at.subheader[0].value
+
+
+def test_a_cleared_sidebar_choice_stays_empty(app):
+    """Clearing Models (or the groups) asks for a choice instead of silently selecting everything again."""
+    at = app("ranking")
+    models = lambda: next(m for m in at.multiselect if m.label == "Models")  # noqa: E731
+    models().set_value([]).run()
+    assert any("Select at least one model" in w.value for w in at.warning)
+    assert models().value == []
+    models().set_value(["combo-net"]).run()
+    assert frame(at, "NMI ±")["model"].tolist() == ["combo-net"]
+    next(m for m in at.multiselect if m.label == "Probe on groups").set_value([]).run()
+    assert any("Select at least one concept group" in w.value for w in at.warning)

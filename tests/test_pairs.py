@@ -109,6 +109,12 @@ def test_nearest_images_and_over_represented_concepts(planted):
     assert set(over["concept"]) == {study.concepts.select(("labels",)).names[label],
                                     ["[MINC] metal", "[MINC] wood"][material]}
     assert (over["in_cluster"] > 0.9).all() and (over["lift"] > 1.5).all()
+    # asked for every concept, it lists exactly those more frequent in the cluster than overall
+    everything = over_represented(study, cache, clustering, 3, n=10_000)
+    in_cluster = counts[3] / (assignments == 3).sum()
+    overall = study.concepts.matrix.toarray().mean(0)
+    expected = np.asarray(study.concepts.names)[in_cluster > overall]
+    assert sorted(everything["concept"]) == sorted(expected) and (everything["lift"] > 1).all()
 
 
 def test_pairs_table_is_cached_and_rerun_trains_nothing(planted, monkeypatch):

@@ -118,7 +118,8 @@ def over_represented(study: Study, cache: Cache, clustering_key: str, cluster: i
     """Concepts most over-represented in one cluster relative to the whole collection.
 
     Ranked by p_c * log(p_c / p), the concept's contribution to the KL divergence between the
-    cluster's and the collection's concept frequencies: frequent *and* specific concepts first.
+    cluster's and the collection's concept frequencies: frequent *and* specific concepts first. Only
+    concepts more frequent in the cluster than overall (lift > 1), so there may be fewer than ``n``.
     """
     counts = cluster_concept_counts(study, cache, clustering_key)
     size = int(np.sum(cache.load_array("clusterings", clustering_key, "assignments.npy") == cluster))
@@ -127,7 +128,8 @@ def over_represented(study: Study, cache: Cache, clustering_key: str, cluster: i
     in_cluster = row.data / max(size, 1)
     base = overall[row.indices]
     score = in_cluster * np.log(in_cluster / base)
-    order = np.argsort(-score, kind="stable")[:n]
+    over = np.flatnonzero(score > 0)
+    order = over[np.argsort(-score[over], kind="stable")][:n]
     return pd.DataFrame({"concept": np.asarray(study.concepts.names)[row.indices[order]],
                          "group": np.asarray(study.concepts.groups)[row.indices[order]],
                          "in_cluster": in_cluster[order], "overall": base[order],
