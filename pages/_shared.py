@@ -182,7 +182,9 @@ def sidebar(*, added_group: bool = False) -> Selection | None:
     _restore("models", _subset(_url_value("models", "").split(","), model_names) or model_names,
              lambda v: _subset(v, model_names))
     models = st.sidebar.multiselect("Models", model_names, key="models", on_change=_keep, args=("models",),
-                                    format_func=lambda m: f"{m}  ·  {family[m]}")
+                                    help="grouped by family: " + "; ".join(
+                                        f"{f}: {', '.join(m for m in model_names if family[m] == f)}"
+                                        for f in dict.fromkeys(family.values())))
     ks = sorted(int(k) for k in all_results["k"].unique())
     _restore("k", _url_value("k", str(ks[len(ks) // 2])),
              lambda v: int(v) if str(v).isdigit() and int(v) in ks else ks[len(ks) // 2])

@@ -3,7 +3,7 @@
 import plotly.express as px
 import streamlit as st
 
-from pages._shared import command_hint, csv_download, require_selection
+from pages._shared import command_hint, csv_download, require_selection, set_selection
 
 PLOT = {"toImageButtonOptions": {"format": "svg"}}
 
@@ -18,8 +18,16 @@ part = cumulative[cumulative["model"].isin(sel.models) & (cumulative["k"] == sel
 if sel.seed is not None:
     part = part[part["seed"] == sel.seed]
 if part.empty:
-    command_hint(f"The ablation has no rows for these models at K={sel.k}.",
-                 f"python -m qrp_core ablation {sel.study.path} --k {sel.k} --models {','.join(sel.models)}")
+    st.info(f"The ablation has no rows for these models at K={sel.k}.")
+    computed = sorted(int(k) for k in cumulative.loc[cumulative["model"].isin(sel.models), "k"].unique())
+    if computed:
+        st.caption("Computed at:")
+        for column, k in zip(st.columns(min(6, len(computed))), computed):
+            column.button(f"K={k}", key=f"ablation_k_{k}", on_click=set_selection, kwargs={"k": k})
+    order = cumulative[cumulative["variant"] == "without base"].sort_values("step")["added"].unique()
+    st.caption("To compute it at this K, in the same group order:")
+    st.code(f"python -m qrp_core ablation {sel.study.path} --k {sel.k} --models {','.join(sel.models)} "
+            f"--order {','.join(order)}", language="bash")
     st.stop()
 
 n_seeds = part["seed"].nunique()
@@ -57,6 +65,10 @@ base = gain.groupby("model")["base_nmi"].mean() * 100
 heat = px.imshow(matrix, text_auto=".2f", color_continuous_scale="RdBu", color_continuous_midpoint=0,
                  labels={"x": "added group", "y": "model", "color": "ΔNMI (points)"}, aspect="auto")
 st.plotly_chart(heat, config=PLOT, key="gain_heatmap")
+st.caption("A group whose concepts say nothing about the clusters can lower the scores: the probe fits "
+           "their noise in the training images, and NMI drops when hard predictions spread over more clusters. "
+           "Weigh a small negative Δ against the seeds' spread (Ranking, ± std) before reading it as a property "
+           "of the representation.")
 table = matrix.assign(**{f"{sel.study.base_group} alone (NMI %)": base}).reset_index()
 st.dataframe(table, hide_index=True, width="stretch", key="gain_table",
              column_config={c: st.column_config.NumberColumn(format="%.2f") for c in table.columns if c != "model"})

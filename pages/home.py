@@ -55,5 +55,7 @@ if st.button("Build the demo study", type="primary" if table.empty else "seconda
     build_demo(Cache(root), RunConfig(), on_stage=lambda text, fraction: bar.progress(fraction, text=text),
                show_progress=False)
     st.cache_data.clear()
-    st.success("Demo built: pick pages on the left.")
+    st.session_state["_demo_built"] = True
     st.rerun()
+if st.session_state.pop("_demo_built", False):
+    st.success("Demo built: pick pages on the left.")

@@ -29,7 +29,7 @@ st.caption(f"K={sel.k} · probe on **{groups}** · " + (f"{n_seeds} seeds · mea
            else f"seed {rows['seed'].iloc[0]} only: no std or significance (choose 'all seeds' where several ran)"))
 
 table = browse.ranking_table(sel.cache, sel.study, rows)
-shown = table[["model", "family", "architecture"]].copy()
+shown = table[["model", "family"]].copy()  # the CSV has the architecture too
 chance = table[["model"]].copy()
 for metric, label in METRICS.items():
     scale = 1 if metric == "mi_bits" else 100
@@ -41,10 +41,9 @@ for metric, label in METRICS.items():
         chance[f"{label} 95% CI"] = [f"{lo * scale:.2f} – {hi * scale:.2f}"
                                      for lo, hi in zip(table[f"{metric}_ci_low"], table[f"{metric}_ci_high"])]
 numbers = {c: st.column_config.NumberColumn(format="%.2f", width="small" if c.endswith("±") else None)
-           for c in [*shown.columns, *chance.columns] if c not in ("model", "family", "architecture") and "CI" not in c}
+           for c in [*shown.columns, *chance.columns] if c not in ("model", "family") and "CI" not in c}
 st.dataframe(shown, hide_index=True, width="stretch", key="ranking_table",
-             column_config={**numbers, "family": st.column_config.TextColumn(width="small"),
-                            "architecture": st.column_config.TextColumn(width="small")})
+             column_config=numbers)
 csv_download(table, f"{sel.study_name}-ranking-k{sel.k}.csv", "ranking_csv")
 if len(chance.columns) > 1:
     with st.expander("Chance levels and 95% confidence intervals"):
@@ -60,7 +59,8 @@ unit = " (bits)" if metric == "mi_bits" else " (%)"
 order = table.sort_values(f"{metric}_mean", ascending=False)
 figure = go.Figure(go.Bar(x=order["model"], y=order[f"{metric}_mean"] * scale,
                           error_y={"type": "data", "array": order[f"{metric}_std"] * scale, "visible": several},
-                          marker_color="#1f5fbf", name="mean ± std over seeds" if several else f"seed {sel.seed}"))
+                          marker_color="#1f5fbf",
+                          name="mean ± std over seeds" if several else f"seed {rows['seed'].iloc[0]}"))
 if f"{metric}_null_mean" in order:
     figure.add_scatter(x=order["model"], y=order[f"{metric}_null_mean"] * scale, mode="markers",
                        marker={"symbol": "line-ew-open", "size": 36, "color": "#c62828", "line": {"width": 4}},
@@ -100,6 +100,7 @@ if len(with_acc) >= 2:
                                         for i in range(len(x))], selector={"mode": "markers+text"})
     st.plotly_chart(scatter, config=PLOT, key="ranking_scatter")
     st.caption("x: each model's `linear_acc` from the study file (its linear-classification accuracy, as "
-               "reported for it); y: the reverse probe's top-1 at this K, mean over seeds.")
+               "reported for it); y: the reverse probe's top-1 at this K, "
+               + ("mean over seeds." if several else f"seed {rows['seed'].iloc[0]}."))
 else:
-    st.caption("Needs `linear_acc` in the study file's model metadata for at least two models.")
+    st.caption("Needs `linear_acc` in the study file's model metadata for at least two of the selected models.")
