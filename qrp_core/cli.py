@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -13,14 +14,45 @@ from .analyses import commands
 from .cache import Cache
 from .errors import InputError
 from .executors import RayOptions, default_task_gpus, print_failures, run_on_ray
-from .pipeline import RunConfig, Runner, find_probe, load_results, parse_groups, per_image_table, ranking
+from .pipeline import RunConfig, Runner, load_results
 from .probe import ProbeConfig
 from .quantize import KMeansConfig
 from .split import SplitConfig
-from .study import load_study
-from .demo import DEMO_K, build_demo, build_photo_study
+from .study import Study, load_study
+from .demo import DEMO_K, app_command, build_demo, build_photo_study
 
-PER_SEED_COLUMNS = ["model", "k", "seed", "groups", "nmi", "ami", "top1", "map", "mi_bits", "mi_norm", "probe"]  # the demo study plants 30 shape x colour combinations
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: ...)" to help, except where the help speaks of it or the default is None or False."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _int_at_least(text: str, minimum: int) -> int:
+    value = int(text)  # a ValueError reads "invalid positive_int value: 'x'"
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{value} is too small: give {minimum} or more")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type of counts: K, seeds, iterations, restarts, epochs, ..."""
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type of a seed."""
+    return _int_at_least(text, 0)
+
+
+def group_set(text: str) -> str:
+    """argparse type of a group set: ``all`` or groups joined by '+' (checked against the study later)."""
+    if not any(group.strip() for group in text.split("+")):
+        raise argparse.ArgumentTypeError(f"empty group set {text!r}: give 'all' or groups joined by '+' (a+b)")
+    return text
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -29,26 +61,31 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _probe_options(p: argparse.ArgumentParser) -> None:
     """Which probe: a study, and the model, K, seed and group set of one result row."""
-    p.add_argument("study", type=Path)
-    p.add_argument("--model", required=True)
-    p.add_argument("--k", type=int, required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--groups", default="all", help="'all' or groups joined by '+'")
+    p.add_argument("study", type=Path, help="study .toml file")
+    p.add_argument("--model", required=True, help="the model of the probe (a [models.NAME] of the study)")
+    p.add_argument("--k", type=positive_int, required=True, help="the number of clusters K of the probe's run")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="the clustering's seed (0..S-1 after --seeds S)")
+    p.add_argument("--groups", type=group_set, default="all", help="'all' or groups joined by '+'")
 
 
-def _grid_options(p: argparse.ArgumentParser, *, k_default: int = 1000) -> None:
+def _grid_options(p: argparse.ArgumentParser, *, ks: tuple[int, ...] | None = (1000,),
+                  k_help: str = "number(s) of clusters K", choose_groups: bool = True) -> None:
+    """The run grid; a verb that sets the group sets itself offers no --groups."""
     p.add_argument("--models", default="", help="comma-separated model names (default: all)")
-    p.add_argument("--k", type=int, nargs="+", default=[k_default], help="number(s) of clusters K")
-    p.add_argument("--seeds", type=int, default=5, help="number of clusterings (seeds 0..S-1)")
-    p.add_argument("--groups", action="append", default=None,
-                   help="concept groups of one probe, joined by '+', or 'all' (repeatable; default: all)")
-    p.add_argument("--iters", type=int, default=KMeansConfig.n_iter, help="K-means iterations")
-    p.add_argument("--restarts", type=int, default=KMeansConfig.n_restarts, help="K-means restarts (best kept)")
-    p.add_argument("--max-points-per-centroid", type=int, default=KMeansConfig.max_points_per_centroid,
+    p.add_argument("--k", type=positive_int, nargs="+", default=list(ks) if ks else None, help=k_help)
+    p.add_argument("--seeds", type=positive_int, default=5, help="number of clusterings (seeds 0..S-1)")
+    p.set_defaults(groups=None)
+    if choose_groups:
+        p.add_argument("--groups", type=group_set, action="append", default=None,
+                       help="concept groups of one probe, joined by '+', or 'all' (repeatable; default: all)")
+    p.add_argument("--iters", type=positive_int, default=KMeansConfig.n_iter, help="K-means iterations")
+    p.add_argument("--restarts", type=positive_int, default=KMeansConfig.n_restarts,
+                   help="K-means restarts (best kept)")
+    p.add_argument("--max-points-per-centroid", type=positive_int, default=KMeansConfig.max_points_per_centroid,
                    help="K-means training sample = K x this")
     p.add_argument("--early-stop", action="store_true",
                    help="let faiss stop K-means when the objective stalls (default: run every iteration)")
-    p.add_argument("--epochs", type=int, default=ProbeConfig.max_epochs, help="probe epochs")
+    p.add_argument("--epochs", type=positive_int, default=ProbeConfig.max_epochs, help="probe epochs")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to compute")
 
 
@@ -66,12 +103,13 @@ def _executor_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m qrp_core", description=__doc__)
-    verbs = parser.add_subparsers(dest="verb", required=True)
+    parser = argparse.ArgumentParser(prog="python -m qrp_core", description=__doc__, formatter_class=_HelpFormatter)
+    verb_parser = functools.partial(argparse.ArgumentParser, formatter_class=_HelpFormatter)  # not inherited
+    verbs = parser.add_subparsers(dest="verb", required=True, parser_class=verb_parser)
 
     p = verbs.add_parser("demo", help="build a demo study, measure and analyse its models")
     p.add_argument("--out", type=Path, default=None, help="where to write the study (default: <cache>/demo)")
-    p.add_argument("--n-images", type=int, default=None, help="images of a built world (default 1500 / 3000)")
+    p.add_argument("--n-images", type=positive_int, default=None, help="images of a built world (default 1500 / 3000)")
     p.add_argument("--study", choices=["concepts", "synthetic", "imagenette", "cifar10"], default="concepts",
                    help="concepts: drawn images seen by EfficientNet-Lite0 and baselines (default); synthetic: "
                    "planted features (seconds); imagenette, cifar10: real photos from --images")
@@ -81,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtd", type=Path, default=None,
                    help="imagenette, cifar10: DTD class folders; adds the texture expert (trained on them)")
     _common(p)
-    _grid_options(p, k_default=DEMO_K)
+    _grid_options(p, ks=None, choose_groups=False, k_help=f"imagenette, cifar10: number(s) of clusters K (default: "
+                  f"{DEMO_K}); the concepts and synthetic demos fix K (their views show K={DEMO_K})")
 
     p = verbs.add_parser("extract", help="run a model source over a folder of images (resumable)")
     p.add_argument("--source", required=True, help="efficientnet-lite0/1/2, cifar-resnet20/32/44/56, pixels, "
@@ -95,8 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blocks", type=int, nargs="*", default=[], help="EfficientNet blocks to keep as layers too")
     p.add_argument("--layers", nargs="*", default=[], metavar="MODULE",
                    help="more representations: outputs of these named submodules (e.g. layer3, blocks.6)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to compute")
 
     p = verbs.add_parser("run", help="cluster, probe and score the study's models")
     p.add_argument("study", type=Path, help="study .toml file")
@@ -105,9 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     _executor_options(p)
 
     p = verbs.add_parser("ranking", help="mean ± std over seeds per model, best NMI first")
-    p.add_argument("study", type=Path)
-    p.add_argument("--k", type=int, default=None, help="only this K")
-    p.add_argument("--groups", default=None, help="only this group set ('a+b')")
+    p.add_argument("study", type=Path, help="study .toml file")
+    p.add_argument("--k", type=positive_int, default=None, help="only this K")
+    p.add_argument("--groups", type=group_set, default=None, help="only this group set ('a+b' or 'all')")
     p.add_argument("--rows", choices=["mean", "seeds"], default=None,
                    help="mean ± std over seeds, or one row per seed (default: mean for table, seeds for csv/json)")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
@@ -116,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("export", help="per-image cluster and prediction of one probe (CSV or Parquet)")
     _probe_options(p)
-    p.add_argument("--output", type=Path, required=True, help="a .csv or .parquet path")
+    p.add_argument("--output", type=Path, required=True, help="a .csv or .parquet path (its folder is created)")
     _common(p)
 
     p = verbs.add_parser("label", help="label a folder of images with offline experts (resumable)")
@@ -145,105 +184,75 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="the long table to write (.parquet or .csv)")
 
     p = verbs.add_parser("validate", help="load the study and every model's features, report problems")
-    p.add_argument("study", type=Path)
+    p.add_argument("study", type=Path, help="study .toml file")
     _analysis_verbs(verbs)
     return parser
 
 
 def _analysis_verbs(verbs) -> None:
     p = verbs.add_parser("ablation", help="expert-group ablations: cumulative prefixes (Fig. 4), per-group gain (Table 3)")
-    p.add_argument("study", type=Path)
+    p.add_argument("study", type=Path, help="study .toml file")
     p.add_argument("--order", default=None,
                    help="comma-separated group order after the base group (default: objects,scene,material,texture,other)")
     _common(p)
-    _grid_options(p)
+    _grid_options(p, choose_groups=False)  # --order sets the probes' groups
 
     p = verbs.add_parser("pairs", help="cluster pairs whose confusion drops most when a group is added (Fig. 5)")
-    p.add_argument("study", type=Path)
-    p.add_argument("--base", default="labels", help="groups of the first probe, joined by '+'")
+    p.add_argument("study", type=Path, help="study .toml file")
+    p.add_argument("--base", type=group_set, default="labels", help="groups of the first probe, joined by '+'")
     p.add_argument("--added", required=True, help="the group added for the second probe")
-    p.add_argument("--top", type=int, default=10, help="pairs and concepts to print")
+    p.add_argument("--top", type=positive_int, default=10, help="pairs and concepts to print")
     _common(p)
-    _grid_options(p)
+    _grid_options(p, choose_groups=False)  # --base and --added set the probes' groups
 
     p = verbs.add_parser("explain", help="why a probe tells two clusters apart: coefficients, concepts, images")
     _probe_options(p)
-    p.add_argument("--pair", type=int, nargs=2, required=True, metavar=("I", "J"))
-    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--pair", type=non_negative_int, nargs=2, required=True, metavar=("I", "J"),
+                   help="the two clusters to tell apart (ids 0..K-1, as in export's cluster column)")
+    p.add_argument("--top", type=positive_int, default=10, help="coefficients, concepts and images to print")
     _common(p)
 
     p = verbs.add_parser("sweep-k", help="the measure for several K (Fig. 6, 7)")
-    p.add_argument("study", type=Path)
+    p.add_argument("study", type=Path, help="study .toml file")
     _common(p)
-    _grid_options(p)
-    p.set_defaults(k=[500, 1000, 1500, 2000, 2500, 3000])
+    _grid_options(p, ks=(500, 1000, 1500, 2000, 2500, 3000))
 
     p = verbs.add_parser("layers", help="the measure per layer of each network (models with network and layer metadata)")
-    p.add_argument("study", type=Path)
+    p.add_argument("study", type=Path, help="study .toml file")
     _common(p)
     _grid_options(p)
 
     p = verbs.add_parser("transfer", help="apply the source study's probes to a target collection (Table 7)")
     p.add_argument("source", type=Path, help="study whose results hold the probes")
     p.add_argument("target", type=Path, help="study of the other collection (same model names)")
-    p.add_argument("--k", type=int, default=None)
-    p.add_argument("--groups", default=None, help="the probes' group set ('a+b'); default: every group but "
-                   "the base group (the labels), as in the paper")
+    p.add_argument("--k", type=positive_int, default=None, help="only the probes of this K (default: every K)")
+    p.add_argument("--groups", type=group_set, default=None, help="the probes' group set ('a+b'); default: every "
+                   "group but the base group (the labels), as in the paper")
     _common(p)
 
     p = verbs.add_parser("significance", help="permutation baseline, bootstrap CIs and model comparisons")
-    p.add_argument("study", type=Path)
-    p.add_argument("--k", type=int, default=None)
-    p.add_argument("--groups", default=None)
+    p.add_argument("study", type=Path, help="study .toml file")
+    p.add_argument("--k", type=positive_int, default=None, help="only this K (default: every K)")
+    p.add_argument("--groups", type=group_set, default=None, help="only this group set ('a+b' or 'all'; "
+                   "default: every group set)")
     p.add_argument("--models", default="", help="comma-separated (default: all in the results)")
-    p.add_argument("--repeats", type=int, default=20, help="permutation repeats R (p-value >= 1/(R+1))")
-    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples of the test images")
+    p.add_argument("--repeats", type=positive_int, default=20, help="permutation repeats R (p-value >= 1/(R+1))")
+    p.add_argument("--bootstrap", type=positive_int, default=200, help="bootstrap resamples of the test images")
     p.add_argument("--metric", default="nmi", choices=["nmi", "ami", "top1", "map", "mi_bits"])
     _common(p)
 
 
-def _run_config(args, study) -> RunConfig:
-    groups = tuple(parse_groups(g, study) for g in args.groups) if args.groups else ()
+def _run_config(args, study: Study | None) -> RunConfig:
+    """The run grid of the command line; with a study, its group sets are checked against it (K and the
+    models when the run plans its grid)."""
+    models = tuple(m for m in args.models.split(",") if m)
+    groups = tuple(commands.parse_group_set(g, study) for g in args.groups) if args.groups else ()
     return RunConfig(
-        models=tuple(m for m in args.models.split(",") if m), ks=tuple(args.k), seeds=tuple(range(args.seeds)),
-        group_sets=groups,
+        models=models, ks=tuple(args.k), seeds=tuple(range(args.seeds)), group_sets=groups,
         kmeans=KMeansConfig(n_iter=args.iters, n_restarts=args.restarts,
                             max_points_per_centroid=args.max_points_per_centroid,
                             early_stop_threshold=0.0 if args.early_stop else -1.0, device=args.device),
         split=SplitConfig(), probe=ProbeConfig(max_epochs=args.epochs, device=args.device))
-
-
-def _print_ranking(results: pd.DataFrame, args) -> None:
-    if args.k is not None:
-        results = results[results["k"] == args.k]
-    if args.groups is not None:
-        results = results[results["groups"] == args.groups]
-    if results.empty:
-        raise InputError("no results match these filters", fix="check --k and --groups against `ranking` without them")
-    per_seed = (args.rows or ("mean" if args.format == "table" else "seeds")) == "seeds"
-    table = results if per_seed else ranking(results)
-    if args.format == "csv":
-        text = table.to_csv(index=False)
-    elif args.format == "json":
-        text = table.to_json(orient="records", indent=2)
-    else:
-        text = table[PER_SEED_COLUMNS].to_string(index=False) if per_seed else _pretty(table)
-    if args.output:
-        args.output.write_text(text)
-        print(f"wrote {args.output}", file=sys.stderr)
-    else:
-        print(text)
-
-
-def _pretty(table: pd.DataFrame) -> str:
-    """Percent-style mean ± std like the paper's Table 2 (MI in bits)."""
-    out = table[["model", "k", "groups"]].copy()
-    for metric in ("nmi", "ami", "top1", "map"):
-        out[metric] = [f"{100 * m:6.2f} ± {100 * s:4.2f}" for m, s in
-                       zip(table[f"{metric}_mean"], table[f"{metric}_std"].fillna(0))]
-    out["mi_bits"] = [f"{m:5.2f} ± {s:4.2f}" for m, s in zip(table["mi_bits_mean"], table["mi_bits_std"].fillna(0))]
-    out["seeds"] = table["n_seeds"]
-    return out.to_string(index=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,12 +266,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args) -> int:
     if args.verb == "validate":
-        study = load_study(args.study)
-        for name in study.models:
-            x = study.features(name)
-            print(f"{name}: {x.shape[0]} x {x.shape[1]} {x.dtype} ({study.models[name].features})")
-        groups = ", ".join(f"{g} ({study.concepts.groups.count(g)})" for g in study.concepts.group_names)
-        print(f"{study.n_images} images, {len(study.concepts.names)} concepts in groups: {groups}")
+        commands.validate(load_study(args.study))
         return 0
     if args.verb == "extract":
         return _extract(args)
@@ -275,24 +279,8 @@ def _dispatch(args) -> int:
     if args.verb in ("label", "import-labels"):
         return _label(args)
     cache = Cache(args.cache)
-    if args.verb == "demo" and args.study in ("imagenette", "cifar10"):
-        if args.images is None:
-            raise InputError(f"--study {args.study} needs --images", fix="pass the folder of class folders")
-        study = build_photo_study(args.study, args.images, args.out or cache.root / args.study,
-                                  weights_dir=args.weights_dir, dtd_root=args.dtd)
-        args.groups = None
-        results = Runner(study, _run_config(args, study), cache).run()
-        _print_ranking(results, argparse.Namespace(rows="mean", format="table", output=None, k=None, groups=None))
-        return 0
     if args.verb == "demo":
-        args.groups = None
-        study = build_demo(cache, _run_config(args, None), world=args.study, n_images=args.n_images, out=args.out,
-                           on_stage=lambda text, _: print(f"demo: {text}", file=sys.stderr))
-        results = load_results(cache, study)
-        results = results[(results["k"] == DEMO_K) & (results["groups"] == "+".join(study.concepts.group_names))]
-        _print_ranking(results, argparse.Namespace(rows="mean", format="table", output=None, k=None, groups=None))
-        print(f"\nbrowse it: streamlit run app.py   (study file: {study.path})", file=sys.stderr)
-        return 0
+        return _demo(args, cache)
     if args.verb == "transfer":
         commands.transfer(args, cache)
         return 0
@@ -306,35 +294,52 @@ def _dispatch(args) -> int:
     if args.verb == "run":
         return _run(args, study, cache)
     if args.verb == "ranking":
-        _print_ranking(load_results(cache, study), args)
+        results = commands.select_results(load_results(cache, study), study, k=args.k, groups=args.groups)
+        commands.print_ranking(results, rows=args.rows, format=args.format, output=args.output)
         return 0
     if args.verb == "export":
-        probe = find_probe(cache, study, args.model, args.k, args.seed, args.groups)
-        table = per_image_table(study, cache, probe)
-        if args.output.suffix.lower() == ".parquet":
-            table.to_parquet(args.output, index=False)
-        else:
-            table.to_csv(args.output, index=False)
-        print(f"wrote {len(table)} rows to {args.output}", file=sys.stderr)
+        commands.export(args, study, cache)
         return 0
     raise AssertionError(args.verb)
+
+
+def _demo(args, cache: Cache) -> int:
+    """A photo demo (the ranking at each --k), or a built world with every view computed at K=30."""
+    if args.study in ("imagenette", "cifar10"):
+        if args.images is None:
+            raise InputError(f"--study {args.study} needs --images", fix="pass the folder of class folders")
+        args.k = args.k or [DEMO_K]
+        study = build_photo_study(args.study, args.images, args.out or cache.root / args.study,
+                                  weights_dir=args.weights_dir, dtd_root=args.dtd)
+        commands.print_ranking(Runner(study, _run_config(args, study), cache).run())
+        return 0
+    if args.k is not None:
+        raise InputError(f"the {args.study} demo fixes K at {DEMO_K}",
+                         fix="drop --k (it is for --study imagenette and cifar10)")
+    args.k = [DEMO_K]
+    study = build_demo(cache, _run_config(args, None), world=args.study, n_images=args.n_images, out=args.out,
+                       on_stage=lambda text, _: print(f"demo: {text}", file=sys.stderr))
+    results = load_results(cache, study)
+    results = results[(results["k"] == DEMO_K) & (results["groups"] == "+".join(study.concepts.group_names))]
+    commands.print_ranking(results)
+    print(f"\nbrowse it: {app_command(cache)}   (study file: {study.path})", file=sys.stderr)
+    return 0
 
 
 def _run(args, study, cache: Cache) -> int:
     """The ``run`` verb: in this process, or on Ray (exit 1 when a unit failed; the rest is saved)."""
     config = _run_config(args, study)
-    table_only = argparse.Namespace(rows="mean", format="table", output=None, k=None, groups=None)
     if args.executor == "local":
         if args.address is not None:
             raise InputError("--address is for --executor ray", fix="add --executor ray, or drop --address")
-        _print_ranking(Runner(study, config, cache).run(), table_only)
+        commands.print_ranking(Runner(study, config, cache).run())
         return 0
     gpus = default_task_gpus(args.device) if args.task_gpus is None else args.task_gpus
     options = RayOptions(address=args.address, task_cpus=args.task_cpus, task_gpus=gpus,
                          task_memory_gb=args.task_memory)
     outcome = run_on_ray(study, config, cache, options)
     if not outcome.results.empty:
-        _print_ranking(outcome.results, table_only)
+        commands.print_ranking(outcome.results)
     print_failures(outcome.failures)
     return 1 if outcome.failures else 0
 

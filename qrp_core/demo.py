@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shlex
 from pathlib import Path
 from typing import Callable
 
@@ -59,6 +60,13 @@ def build_demo(cache: Cache, config: RunConfig, *, world: str = "concepts", n_im
         stage()
     report("done", 1.0)
     return study
+
+
+def app_command(cache: Cache) -> str:
+    """The command that browses this cache: the app reads $QRP_CACHE (default ./cache)."""
+    if cache.root.resolve() == Cache().root.resolve():
+        return "streamlit run app.py"
+    return f"QRP_CACHE={shlex.quote(str(cache.root))} streamlit run app.py"
 
 
 def _significance(study: Study, cache: Cache, config: RunConfig) -> None:

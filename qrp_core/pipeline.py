@@ -24,7 +24,7 @@ from .features import standardisation_stats
 from .metrics import probe_scores
 from .probe import ProbeConfig, SparseRows, batch_probes, probe_outputs, resolve_torch_device, train_probes
 from .quantize import KMeansConfig, check_n_clusters, features_on_device, kmeans
-from .split import TEST, SplitConfig, stratified_split
+from .split import TEST, SplitConfig, check_splittable, stratified_split
 from .study import GROUND_TRUTH, Study
 
 FORMAT = 2  # artefact layout and algorithm version: part of every key, so a layout change recomputes
@@ -246,6 +246,7 @@ class Runner:
         todo = []
         for model, k, seed in units:
             if self.study.model(model).has_features:
+                check_splittable(k, self.study.n_images, self.config.split, source=self.study.path)  # the tighter bound
                 check_n_clusters(k, self.study.n_images, source=self.study.path)
                 if (model not in todo and model not in self.standardisation
                         and not self.cache.has("clusterings", self.clustering_key(model, k, seed))):
@@ -362,18 +363,6 @@ def ranking(results: pd.DataFrame) -> pd.DataFrame:
     table["n_seeds"] = grouped.size()
     return table.reset_index().sort_values(["k", "groups", "nmi_mean"], ascending=[True, True, False],
                                            ignore_index=True)
-
-
-def find_probe(cache: Cache, study: Study, model: str, k: int, seed: int, groups: str) -> str:
-    """The probe key of one result row; ``groups`` is ``all`` or ``a+b``."""
-    label = groups_label(parse_groups(groups, study))
-    results = load_results(cache, study)
-    row = results[(results["model"] == model) & (results["k"] == k) & (results["seed"] == seed)
-                  & (results["groups"] == label)]
-    if row.empty:
-        raise InputError(f"no probe for model={model} k={k} seed={seed} groups={label}",
-                         fix=f"run `python -m qrp_core run {study.path} --models {model} --k {k} --groups {label}` first")
-    return str(row["probe"].iloc[0])
 
 
 def per_image_table(study: Study, cache: Cache, probe_key: str) -> pd.DataFrame:

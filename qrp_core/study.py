@@ -127,14 +127,20 @@ class Study:
     def n_images(self) -> int:
         return len(self.image_ids)
 
-    def model(self, name: str) -> ModelSpec:
+    def model(self, name: str, *, check_files: bool = True) -> ModelSpec:
+        """The model of this name; with ``check_files``, its feature file must exist (checked when a run
+        selects it, before the file is hashed for the cache keys)."""
         if name == GROUND_TRUTH and self.labels is not None and name not in self.models:
             return ModelSpec(name=GROUND_TRUTH, metadata={"family": "ground truth"})
         if name not in self.models:
             extra = f" (or {GROUND_TRUTH!r}, when the image table has labels)"
             raise InputError(f"unknown model {name!r}", where=self.path,
                              fix=f"choose from {sorted(self.models)}{extra} or add a [models.{name}] table")
-        return self.models[name]
+        spec = self.models[name]
+        if check_files and spec.features is not None and not spec.features.is_file():
+            raise InputError("feature file not found", where=spec.features,
+                             fix="check the path in the study file (relative paths start at the study file's folder)")
+        return spec
 
     def features(self, name: str) -> np.ndarray:
         return self.model(name).load(self.image_ids)
@@ -220,6 +226,8 @@ def _read_concepts(spec: dict, root: Path, image_ids: np.ndarray, *, study_path:
     if "table" in spec or "tables" in spec:
         paths = [root / spec["table"]] if "table" in spec else [root / t for t in spec["tables"]]
         tables = [_read_table(p) for p in paths]
+        for table, table_path in zip(tables, paths):
+            _check_filled_cells(table, table_path)
         source = paths[0] if len(paths) == 1 else ", ".join(str(p) for p in paths)
         return concepts_from_long_table(pd.concat(tables, ignore_index=True), image_ids, source=source)
     if "matrix" in spec and "names" in spec:
@@ -239,6 +247,7 @@ def concepts_from_long_table(table: pd.DataFrame, image_ids: np.ndarray, *, sour
     if missing:
         raise InputError(f"missing columns {sorted(missing)} (found {list(table.columns)})", where=source,
                          fix="provide columns image_id, concept, group")
+    _check_filled_cells(table, source)
     table = table[["image_id", "concept", "group"]].astype(str)
     rows = pd.Index(image_ids).get_indexer(table["image_id"])
     if (rows < 0).any():
@@ -260,6 +269,21 @@ def concepts_from_long_table(table: pd.DataFrame, image_ids: np.ndarray, *, sour
     return ConceptTable(matrix, tuple(vocab["concept"]), tuple(vocab["group"]))
 
 
+def _check_filled_cells(table: pd.DataFrame, source: str | Path) -> None:
+    """Every image_id, concept and group cell of a concept table (long, or a matrix's names) holds a name."""
+    for column in ("image_id", "concept", "group"):
+        if column not in table.columns:
+            continue
+        cells = table[column]
+        empty = np.flatnonzero(cells.isna().to_numpy() | (cells.astype(str).str.strip() == "").to_numpy())
+        if len(empty):
+            row = int(empty[0])
+            place = f"line {row + 2}" if str(source).lower().endswith(".csv") else f"row {row}"  # line 1: header
+            hint = " (its expert group: objects, scene, colour, ...)" if column == "group" else ""
+            raise InputError(f"empty `{column}` cell in {place} ({len(empty)} empty in all)", where=source,
+                             fix=f"fill in every row's {column}{hint}")
+
+
 def _concepts_from_matrix(matrix_path: Path, names_path: Path, n_images: int) -> ConceptTable:
     try:
         matrix = sp.load_npz(matrix_path)
@@ -271,6 +295,7 @@ def _concepts_from_matrix(matrix_path: Path, names_path: Path, n_images: int) ->
     names = _read_table(names_path)
     if not {"concept", "group"} <= set(names.columns):
         raise InputError("needs columns concept, group", where=names_path, fix="one row per matrix column")
+    _check_filled_cells(names, names_path)
     if matrix.shape != (n_images, len(names)):
         raise InputError(f"matrix shape {matrix.shape} does not match {n_images} images × "
                          f"{len(names)} concepts in {names_path.name}", where=matrix_path,

@@ -63,7 +63,7 @@ def test_bad_input_exits_nonzero_and_leaves_cache_unchanged(cli_cache, tiny_stud
     before = _files(cli_cache)
     assert main(["run", str(tiny_study_path), "--cache", str(cli_cache), "--k", "601", "--seeds", "1"]) == 2
     err = capsys.readouterr().err
-    assert "K=601 is larger than the number of images (600)" in err and "Fix: " in err
+    assert "K=601 leaves too few images per cluster" in err and "Fix: choose K <= 150" in err
     assert main(["run", str(tiny_study_path), "--cache", str(cli_cache), "--models", "resnet"]) == 2
     assert "unknown model 'resnet'" in capsys.readouterr().err
     assert main(["run", str(tiny_study_path), "--cache", str(cli_cache), "--groups", "labels+scene"]) == 2

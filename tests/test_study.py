@@ -129,6 +129,25 @@ def test_concept_in_two_groups(tiny_study):
         concepts_from_long_table(table, tiny_study.image_ids, source="c.csv")
 
 
+@pytest.mark.parametrize("suffix, place", [(".csv", "line 7"), (".parquet", "row 5")])
+def test_an_empty_group_cell_is_named_with_its_file_and_row(study_dir, suffix, place):
+    table = pd.read_parquet(study_dir / "concepts.parquet")
+    table.loc[5, "group"] = "" if suffix == ".csv" else None
+    getattr(table, "to_csv" if suffix == ".csv" else "to_parquet")(study_dir / f"broken{suffix}", index=False)
+    text = (study_dir / "study.toml").read_text().replace("concepts.parquet", f"broken{suffix}")
+    (study_dir / "study.toml").write_text(text)
+    _expect(study_dir / "study.toml", rf"broken\{suffix}: empty `group` cell in {place} \(1 empty in all\)\. "
+            r"Fix: fill in every row's group")
+
+
+def test_a_missing_feature_file_is_reported_when_the_model_is_chosen(study_dir):
+    (study_dir / "features" / "shape-net.npy").unlink()
+    study = load_study(study_dir / "study.toml")  # the other models stay usable
+    assert study.model("combo-net").features.name == "combo-net.npy"
+    with pytest.raises(InputError, match=r"shape-net.npy: feature file not found\. Fix: "):
+        study.model("shape-net")
+
+
 def test_missing_study_keys_and_bad_toml(tmp_path):
     (tmp_path / "a.toml").write_text('name = "x"\n')
     with pytest.raises(InputError, match=r"a.toml: missing `images`"):

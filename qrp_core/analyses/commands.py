@@ -1,21 +1,152 @@
-"""What each analysis verb of ``python -m qrp_core`` prints (the parser lives in ``qrp_core.cli``)."""
+"""What the verbs of ``python -m qrp_core`` that read a study print or write: validate, ranking, export
+and the analyses (the parser lives in ``qrp_core.cli``)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 from tqdm.auto import tqdm
 
 from ..cache import Cache
 from ..errors import InputError
-from ..pipeline import RunConfig, find_probe, load_results, parse_groups
+from ..features import standardisation_stats
+from ..pipeline import RunConfig, groups_label, load_results, parse_groups, per_image_table, ranking
 from ..study import Study, load_study
 from .ablation import gain_summary, run_ablation
 from .curves import k_curve, layer_curve
 from .pairs import explain_pair, run_pairs
 from .significance import compare_models, significance_table
 from .transfer import run_transfer
+
+
+PER_SEED_COLUMNS = ["model", "k", "seed", "groups", "nmi", "ami", "top1", "map", "mi_bits", "mi_norm", "probe"]
+PERCENT_METRICS = ("nmi", "ami", "top1", "map")
+EXPORT_SUFFIXES = (".csv", ".parquet")
+
+
+def validate(study: Study) -> None:
+    """Load every model as ``run`` would, finiteness included (chunked: features may be large memory maps)."""
+    for name, spec in study.models.items():
+        if spec.has_features:
+            x = study.features(name)
+            standardisation_stats(x, source=spec.features)
+            print(f"{name}: {x.shape[0]} x {x.shape[1]} {x.dtype} ({spec.features})")
+        else:
+            print(f"{name}: {int(study.cluster_ids(name).max()) + 1} given clusters ({spec.assignments})")
+    groups = ", ".join(f"{g} ({study.concepts.groups.count(g)})" for g in study.concepts.group_names)
+    print(f"{study.n_images} images, {len(study.concepts.names)} concepts in groups: {groups}")
+
+
+def parse_group_set(text: str, study: Study) -> tuple[str, ...]:
+    """``parse_groups``, naming the study file in its errors."""
+    try:
+        return parse_groups(text, study)
+    except InputError as exc:
+        raise InputError(exc.problem, fix=exc.fix, where=exc.where or study.path) from None
+
+
+def select_results(results: pd.DataFrame, study: Study, *, k: int | None = None, groups: str | None = None,
+                   models: list[str] | None = None) -> pd.DataFrame:
+    """The result rows of one K, group set (``all`` or ``a+b``) and models; none is an error that lists
+    what there is."""
+    chosen = results
+    if k is not None:
+        chosen = chosen[chosen["k"] == k]
+    if groups is not None:
+        chosen = chosen[chosen["groups"] == groups_label(parse_group_set(groups, study))]
+    if models:
+        chosen = chosen[chosen["model"].isin(models)]
+    if chosen.empty:
+        asked = ", ".join(f"{name}={value}" for name, value in (("K", k), ("groups", groups), ("models", models))
+                          if value is not None)
+        there = [f"--k from {sorted(results['k'].unique().tolist())}",
+                 f"--groups from {sorted(results['groups'].unique().tolist())} or all"]
+        if models:
+            there.append(f"--models from {sorted(results['model'].unique().tolist())}")
+        raise InputError(f"no results for {asked}", where=study.path,
+                         fix=f"choose {', '.join(there)}; or `run` the missing ones first")
+    return chosen
+
+
+def print_ranking(results: pd.DataFrame, *, rows: str | None = None, format: str = "table",
+                  output: Path | None = None) -> None:
+    """Mean ± std over seeds, or one row per seed (default: mean for a table, seeds for csv and json)."""
+    per_seed = (rows or ("mean" if format == "table" else "seeds")) == "seeds"
+    table = results if per_seed else ranking(results)
+    if format == "csv":
+        text = table.to_csv(index=False)
+    elif format == "json":
+        text = table.to_json(orient="records", indent=2)
+    else:
+        text = _pretty_seeds(table) if per_seed else _pretty(table)
+    if output:
+        write_output(output, lambda path: path.write_text(text))
+        print(f"wrote {output}", file=sys.stderr)
+    else:
+        print(text)
+
+
+def _pretty(table: pd.DataFrame) -> str:
+    """Percent-style mean ± std like the paper's Table 2 (MI in bits)."""
+    out = table[["model", "k", "groups"]].copy()
+    for metric in PERCENT_METRICS:
+        out[metric] = [f"{100 * m:6.2f} ± {100 * s:4.2f}" for m, s in
+                       zip(table[f"{metric}_mean"], table[f"{metric}_std"].fillna(0))]
+    out["mi_bits"] = [f"{m:5.2f} ± {s:4.2f}" for m, s in zip(table["mi_bits_mean"], table["mi_bits_std"].fillna(0))]
+    out["seeds"] = table["n_seeds"]
+    return out.to_string(index=False)
+
+
+def _pretty_seeds(table: pd.DataFrame) -> str:
+    """One row per seed, in the percent style of ``_pretty`` (mi_norm in percent too, MI in bits)."""
+    out = table[PER_SEED_COLUMNS].copy()
+    for metric in (*PERCENT_METRICS, "mi_norm"):
+        out[metric] = [f"{100 * v:6.2f}" for v in table[metric]]
+    out["mi_bits"] = [f"{v:5.2f}" for v in table["mi_bits"]]
+    return out.to_string(index=False)
+
+
+def write_output(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(path)`` after creating its folder; a path that cannot be written is an input error."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(path)
+    except OSError as exc:
+        raise InputError(f"cannot write here ({exc.strerror or exc})", where=path,
+                         fix="choose an --output path in a folder you can write to") from None
+
+
+def probe_for(args: argparse.Namespace, study: Study, cache: Cache) -> str:
+    """The probe key of ``--model``, ``--k``, ``--seed`` and ``--groups``; when it is missing, the ``run``
+    that computes it (``--seeds S`` runs seeds 0..S-1)."""
+    study.model(args.model, check_files=False)  # an unknown model is named as such, not as a missing probe
+    label = groups_label(parse_group_set(args.groups, study))
+    results = load_results(cache, study)
+    row = results[(results["model"] == args.model) & (results["k"] == args.k) & (results["seed"] == args.seed)
+                  & (results["groups"] == label)]
+    if row.empty:
+        cache_option = f" --cache {args.cache}" if args.cache is not None else ""
+        raise InputError(f"no probe for model={args.model} k={args.k} seed={args.seed} groups={label}",
+                         where=study.path, fix=f"run `python -m qrp_core run {study.path}{cache_option} --models "
+                         f"{args.model} --k {args.k} --seeds {args.seed + 1} --groups {label}` first")
+    return str(row["probe"].iloc[0])
+
+
+def export(args: argparse.Namespace, study: Study, cache: Cache) -> None:
+    suffix = args.output.suffix.lower()
+    if suffix not in EXPORT_SUFFIXES:
+        raise InputError(f"cannot write {suffix or 'a file without a suffix'}", where=args.output,
+                         fix=f"end --output with {' or '.join(EXPORT_SUFFIXES)}")
+    table = per_image_table(study, cache, probe_for(args, study, cache))
+    if suffix == ".parquet":
+        write_output(args.output, lambda path: table.to_parquet(path, index=False))
+    else:
+        write_output(args.output, lambda path: table.to_csv(path, index=False))
+    print(f"wrote {len(table)} rows to {args.output}", file=sys.stderr)
 
 
 def _pct(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -38,7 +169,7 @@ def ablation(args: argparse.Namespace, study: Study, cache: Cache, config: RunCo
 
 
 def pairs(args: argparse.Namespace, study: Study, cache: Cache, config: RunConfig) -> None:
-    base = parse_groups(args.base, study)
+    base = parse_group_set(args.base, study)
     table = run_pairs(study, config, cache, base=base, added=args.added)
     for (model, k, seed), part in table.groupby(["model", "k", "seed"]):
         top = part.sort_values("drop", ascending=False).head(args.top)
@@ -53,7 +184,7 @@ def pairs(args: argparse.Namespace, study: Study, cache: Cache, config: RunConfi
 
 
 def explain(args: argparse.Namespace, study: Study, cache: Cache) -> None:
-    probe = find_probe(cache, study, args.model, args.k, args.seed, args.groups)
+    probe = probe_for(args, study, cache)
     i, j = args.pair
     parts = explain_pair(study, cache, probe, i, j, n=args.top)
     print(f"theta_{i} - theta_{j} (positive: speaks for {i})")
@@ -102,15 +233,8 @@ def transfer(args: argparse.Namespace, cache: Cache) -> None:
 
 
 def significance(args: argparse.Namespace, study: Study, cache: Cache) -> None:
-    results = load_results(cache, study)
-    if args.k is not None:
-        results = results[results["k"] == args.k]
-    if args.groups is not None:
-        results = results[results["groups"] == "+".join(parse_groups(args.groups, study))]
-    if args.models:
-        results = results[results["model"].isin(args.models.split(","))]
-    if results.empty:
-        raise InputError("no results match these filters", fix="check --k, --groups and --models")
+    models = [m for m in args.models.split(",") if m] or None
+    results = select_results(load_results(cache, study), study, k=args.k, groups=args.groups, models=models)
     bar = tqdm(total=len(results), desc="permutations and bootstrap")
     table = significance_table(study, cache, results, repeats=args.repeats, n_boot=args.bootstrap,
                                progress=lambda: bar.update(1))
