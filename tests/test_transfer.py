@@ -44,9 +44,9 @@ def test_probe_transfers_to_a_second_collection_without_retraining(tmp_path):
 
 def test_transfer_of_a_group_set_not_computed_says_how_to_compute_it(tiny_study, tiny_cache):
     cache, _ = tiny_cache
-    with pytest.raises(InputError, match="no source results on groups colour") as error:
-        run_transfer(tiny_study, tiny_study, cache, groups="colour")
-    assert f"run {tiny_study.path} --groups colour" in error.value.fix
+    with pytest.raises(InputError, match="no source results on groups colour at K=7") as error:
+        run_transfer(tiny_study, tiny_study, cache, k=7, groups="colour")  # the tiny run has K=8 only
+    assert f"run {tiny_study.path} --groups colour --k 7" in error.value.fix
     with pytest.raises(InputError, match="unknown concept group"):
         run_transfer(tiny_study, tiny_study, cache, groups="colour+nonsense")
 

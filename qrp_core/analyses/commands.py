@@ -25,6 +25,7 @@ from .transfer import run_transfer
 
 PER_SEED_COLUMNS = ["model", "k", "seed", "groups", "nmi", "ami", "top1", "map", "mi_bits", "mi_norm", "probe"]
 PERCENT_METRICS = ("nmi", "ami", "top1", "map")
+ARTEFACT_COLUMNS = ["clustering", "split", "probe", "settings"]
 EXPORT_SUFFIXES = (".csv", ".parquet")
 
 
@@ -76,7 +77,10 @@ def print_ranking(results: pd.DataFrame, *, rows: str | None = None, format: str
                   output: Path | None = None) -> None:
     """Mean ± std over seeds, or one row per seed (default: mean for a table, seeds for csv and json)."""
     per_seed = (rows or ("mean" if format == "table" else "seeds")) == "seeds"
-    table = results if per_seed else ranking(results)
+    first = PER_SEED_COLUMNS[:-1]  # then the other recorded values, then the artefact keys
+    keys = [c for c in ARTEFACT_COLUMNS if c in results]
+    table = results[first + sorted(set(results) - set(first) - set(keys)) + keys]
+    table = table if per_seed else ranking(table)
     if format == "csv":
         text = table.to_csv(index=False)
     elif format == "json":
