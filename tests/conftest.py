@@ -22,6 +22,11 @@ def optional_library(name: str, reason: str):
     return pytest.importorskip(name, reason=reason)
 
 
+def files_under(root) -> list:
+    """Every path below ``root`` (a cache), to show that a refused command left it as it was."""
+    return sorted(p.relative_to(root) for p in root.rglob("*")) if root.exists() else []
+
+
 TINY_RUN = RunConfig(ks=(8,), seeds=(0, 1), kmeans=KMeansConfig(n_iter=10, n_restarts=2),
                      probe=ProbeConfig(max_epochs=15))
 

@@ -6,11 +6,9 @@ import pytest
 
 from qrp_core.cli import build_parser, main
 
+from conftest import files_under
+
 RUN_ARGS = ["--k", "8", "--seeds", "2", "--iters", "10", "--restarts", "2", "--epochs", "15"]
-
-
-def _files(root):
-    return sorted(p.relative_to(root) for p in root.rglob("*")) if root.exists() else []
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +60,7 @@ def test_export_per_image_assignments(cli_cache, tiny_study_path, tmp_path, suff
 
 
 def test_bad_input_exits_nonzero_and_leaves_cache_unchanged(cli_cache, tiny_study_path, capsys):
-    before = _files(cli_cache)
+    before = files_under(cli_cache)
     assert main(["run", str(tiny_study_path), "--cache", str(cli_cache), "--k", "601", "--seeds", "1"]) == 2
     err = capsys.readouterr().err
     assert "K=601 leaves too few images per cluster" in err and "Fix: choose K <= 150" in err
@@ -70,7 +68,7 @@ def test_bad_input_exits_nonzero_and_leaves_cache_unchanged(cli_cache, tiny_stud
     assert "unknown model 'resnet'" in capsys.readouterr().err
     assert main(["run", str(tiny_study_path), "--cache", str(cli_cache), "--groups", "labels+scene"]) == 2
     assert "unknown concept group 'scene'" in capsys.readouterr().err
-    assert _files(cli_cache) == before
+    assert files_under(cli_cache) == before
 
 
 def test_every_verb_has_help():
@@ -103,4 +101,4 @@ def test_nan_features_exit_nonzero_and_leave_cache_unchanged(tiny_study_path, tm
     assert main(["run", str(study / "study.toml"), "--cache", str(cache), *RUN_ARGS]) == 2
     err = capsys.readouterr().err
     assert "noise-net.npy: non-finite value (NaN or Inf) in row 42" in err
-    assert _files(cache) == []  # every model is checked before any artefact is written
+    assert files_under(cache) == []  # every model is checked before any artefact is written

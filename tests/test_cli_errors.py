@@ -12,11 +12,9 @@ from qrp_core.cli import build_parser, main
 from qrp_core.demo import app_command
 from qrp_core.split import SplitConfig, min_cluster_size, stratified_split
 
+from conftest import files_under
+
 RUN_ARGS = ["--k", "8", "--seeds", "1", "--iters", "5", "--restarts", "1", "--epochs", "5"]
-
-
-def _files(root):
-    return sorted(p.relative_to(root) for p in root.rglob("*")) if root.exists() else []
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +60,10 @@ def test_validate_finds_nan_like_run(study_dir, capsys):
 
 def test_run_with_a_missing_feature_file(study_dir, cache, capsys):
     (study_dir / "features" / "shape-net.npy").unlink()
-    before = _files(cache)
+    before = files_under(cache)
     assert main(["run", str(study_dir / "study.toml"), "--cache", str(cache), *RUN_ARGS]) == 2
     _one_line_error(capsys, "shape-net.npy: feature file not found")
-    assert _files(cache) == before
+    assert files_under(cache) == before
 
 
 @pytest.mark.parametrize("option, value, message", [
@@ -75,18 +73,18 @@ def test_run_with_a_missing_feature_file(study_dir, cache, capsys):
     ("--k", "-3", "-3 is too small: give 1 or more"), ("--iters", "ten", "invalid positive_int value: 'ten'"),
 ])
 def test_run_refuses_empty_groups_and_non_positive_counts(tiny_study_path, cache, capsys, option, value, message):
-    before = _files(cache)
+    before = files_under(cache)
     _refused_by_parser(capsys, ["run", str(tiny_study_path), "--cache", str(cache), option, value],
                        f"argument {option}: {message}")
-    assert _files(cache) == before
+    assert files_under(cache) == before
 
 
 def test_k_too_large_for_the_split(tiny_study_path, cache, capsys):
-    before = _files(cache)
+    before = files_under(cache)
     assert main(["run", str(tiny_study_path), "--cache", str(cache), *RUN_ARGS, "--k", "151"]) == 2
     _one_line_error(capsys, "study.toml: K=151 leaves too few images per cluster for the train/validation/test split",
                     "Fix: choose K <= 150")
-    assert _files(cache) == before
+    assert files_under(cache) == before
 
 
 def test_the_smallest_splittable_cluster_gives_every_split_an_image():
