@@ -17,11 +17,14 @@ split) for the shape label on its features, measured here, for the Fig. 3 scatte
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .cache import atomic_write_json, sha256_file
 from .shapes import BACKGROUNDS, SIZES, draw_scene
 from .synthetic import COLOURS, SHAPES, TEXTURES, write_study
 
@@ -50,6 +53,19 @@ def forward_probe_accuracy(x: np.ndarray, y: np.ndarray, *, seed: int = 0) -> fl
                                                         stratify=y)
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     return 100 * float(model.fit(x_train, y_train).score(x_test, y_test))
+
+
+def linear_accuracies(features: dict[str, Path], labels: np.ndarray, store: Path) -> dict[str, float]:
+    """Each representation's ``forward_probe_accuracy`` (%, 2 decimals) for ``labels``, remembered in
+    ``store`` by the sha256 of its feature file and of the labels, so a rebuild refits only what changed."""
+    known = json.loads(store.read_text()) if store.is_file() else {}
+    labels_hash = hashlib.sha256(np.ascontiguousarray(labels).tobytes()).hexdigest()
+    for name, path in features.items():
+        key = f"{sha256_file(path)}-{labels_hash}"
+        if known.get(name, {}).get("key") != key:
+            known[name] = {"key": key, "linear_acc": round(forward_probe_accuracy(np.load(path), labels), 2)}
+    atomic_write_json(store, known)
+    return {name: known[name]["linear_acc"] for name in features}
 
 
 def make_concept_world(out: str | Path, *, n_images: int = 1500, seed: int = 0, image_seed: int = 0,
@@ -96,7 +112,7 @@ def make_concept_world(out: str | Path, *, n_images: int = 1500, seed: int = 0, 
     np.save(out / "features" / "combo-code.npy", code.astype(np.float32))
     features["combo-code"] = out / "features" / "combo-code.npy"
     metadata["combo-code"] = {"architecture": "2-D code", "family": "planted (shape x colour)"}
-    for name, path in features.items():
-        metadata[name]["linear_acc"] = round(forward_probe_accuracy(np.load(path), factors["shape"]), 2)
+    for name, accuracy in linear_accuracies(features, factors["shape"], out / "features" / "linear_acc.json").items():
+        metadata[name]["linear_acc"] = accuracy
     labels = np.array(SHAPES)[factors["shape"]]
     return write_study(out, f"concept-world-{n_images}", ids, concepts, features, metadata, labels=labels, paths=paths)

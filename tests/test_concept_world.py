@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 
 from qrp_core.cache import Cache
-from qrp_core.concept_world import combo_code, forward_probe_accuracy, make_concept_world
+import qrp_core.concept_world as concept_world
+from qrp_core.concept_world import combo_code, forward_probe_accuracy, linear_accuracies, make_concept_world
 from qrp_core.pipeline import RunConfig, Runner
 from qrp_core.probe import ProbeConfig
 from qrp_core.quantize import KMeansConfig
@@ -40,3 +41,22 @@ def test_concept_world_study(tmp_path):
     assert (np.asarray(other.sum(axis=1)).ravel() == 2).all()  # a size and a count per image
     assert all(0 <= spec.metadata["linear_acc"] <= 100 for spec in study.models.values())
     assert (tmp_path / study.image_paths[0]).stat().st_size < 6000
+
+
+def test_linear_accuracies_are_refit_only_for_changed_features(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 300)
+    features = {}
+    for name, scale in (("clean", 0.1), ("noisy", 3.0)):
+        features[name] = tmp_path / f"{name}.npy"
+        np.save(features[name], (labels[:, None] + scale * rng.normal(size=(300, 4))).astype(np.float32))
+    store = tmp_path / "linear_acc.json"
+    first = linear_accuracies(features, labels, store)
+    assert first == {name: round(forward_probe_accuracy(np.load(path), labels), 2) for name, path in features.items()}
+    assert first["clean"] > 95 > first["noisy"]
+    refit = []
+    monkeypatch.setattr(concept_world, "forward_probe_accuracy", lambda x, y: refit.append(len(x)) or 50.0)
+    assert linear_accuracies(features, labels, store) == first and refit == []  # unchanged: nothing refit
+    np.save(features["noisy"], rng.normal(size=(300, 4)).astype(np.float32))
+    assert linear_accuracies(features, labels, store) == {"clean": first["clean"], "noisy": 50.0}
+    assert linear_accuracies(features, labels[::-1].copy(), store) == {"clean": 50.0, "noisy": 50.0}  # new labels
