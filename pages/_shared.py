@@ -241,8 +241,9 @@ def offer_computed_groups(sel: Selection, key: str, table: pd.DataFrame | None =
                                              kwargs={"base": groups.split("+"), "added": NO_GROUP})
 
 
-def command_hint(text: str, command: str) -> None:
-    st.info(text)
+def command_hint(text: str, command: str, *, quiet: bool = False) -> None:
+    """``text`` (an info box, or a caption where the page already said what is missing) above ``command``."""
+    (st.caption if quiet else st.info)(text)
     st.code(command, language="bash")
 
 

@@ -25,9 +25,9 @@ if part.empty:
         for column, k in zip(st.columns(min(6, len(computed))), computed):
             column.button(f"K={k}", key=f"ablation_k_{k}", on_click=set_selection, kwargs={"k": k})
     order = cumulative[cumulative["variant"] == "without base"].sort_values("step")["added"].unique()
-    st.caption("To compute it at this K, in the same group order:")
-    st.code(f"python -m qrp_core ablation {sel.study.path} --k {sel.k} --models {','.join(sel.models)} "
-            f"--order {','.join(order)}", language="bash")
+    command_hint("To compute it at this K, in the same group order:",
+                 f"python -m qrp_core ablation {sel.study.path} --k {sel.k} --models {','.join(sel.models)} "
+                 f"--order {','.join(order)}", quiet=True)
     st.stop()
 
 n_seeds = part["seed"].nunique()

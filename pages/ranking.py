@@ -6,7 +6,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages._shared import csv_download, offer_computed_groups, require_selection
+from pages._shared import command_hint, csv_download, offer_computed_groups, require_selection
 from qrp_core import browse
 from qrp_core.analyses.significance import compare_models
 
@@ -20,8 +20,8 @@ groups = "+".join(sel.groups)
 if rows.empty:
     st.info(f"No results for K={sel.k} and groups {groups}.")
     offer_computed_groups(sel, "ranking_groups")
-    st.caption("To compute them:")
-    st.code(f"python -m qrp_core run {sel.study.path} --k {sel.k} --groups {groups}", language="bash")
+    command_hint("To compute them:", f"python -m qrp_core run {sel.study.path} --k {sel.k} --groups {groups}",
+                 quiet=True)
     st.stop()
 n_seeds = rows["seed"].nunique()
 several = n_seeds > 1  # a std and a t-test need two clusterings or more

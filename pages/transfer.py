@@ -24,9 +24,9 @@ if table.empty:
             f"group but {sel.study.base_group} transfers, as in the paper: a probe that reads ground-truth labels "
             "would read the target's own labels.")
     offer_computed_groups(sel, "transfer_groups", transferred, what="Probes transferred")
-    st.caption("To transfer the probe on the groups selected:")
-    st.code(f"python -m qrp_core transfer {sel.study.path} OTHER/study.toml --k {sel.k} --groups {groups}",
-            language="bash")
+    command_hint("To transfer the probe on the groups selected:",
+                 f"python -m qrp_core transfer {sel.study.path} OTHER/study.toml --k {sel.k} --groups {groups}",
+                 quiet=True)
     st.stop()
 labels = {"source_top1": "top-1, source", "target_top1": "top-1, target", "target_top5": "top-5, target",
           "source_nmi": "NMI, source", "target_nmi": "NMI, target", "target_ami": "AMI, target"}

@@ -14,7 +14,7 @@ from .analyses import commands
 from .cache import Cache
 from .errors import InputError
 from .executors import RayOptions, default_task_gpus, print_failures, run_on_ray
-from .pipeline import RunConfig, Runner, load_results
+from .pipeline import RunConfig, Runner, load_results, parse_groups
 from .probe import ProbeConfig
 from .quantize import KMeansConfig
 from .split import SplitConfig
@@ -246,7 +246,7 @@ def _run_config(args, study: Study | None) -> RunConfig:
     """The run grid of the command line; with a study, its group sets are checked against it (K and the
     models when the run plans its grid)."""
     models = tuple(m for m in args.models.split(",") if m)
-    groups = tuple(commands.parse_group_set(g, study) for g in args.groups) if args.groups else ()
+    groups = tuple(parse_groups(g, study) for g in args.groups) if args.groups else ()
     return RunConfig(
         models=models, ks=tuple(args.k), seeds=tuple(range(args.seeds)), group_sets=groups,
         kmeans=KMeansConfig(n_iter=args.iters, n_restarts=args.restarts,

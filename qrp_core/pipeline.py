@@ -23,7 +23,7 @@ from .errors import InputError
 from .features import standardisation_stats
 from .metrics import probe_scores
 from .probe import ProbeConfig, SparseRows, batch_probes, probe_outputs, resolve_torch_device, train_probes
-from .quantize import KMeansConfig, check_n_clusters, features_on_device, kmeans
+from .quantize import KMeansConfig, features_on_device, kmeans
 from .split import TEST, SplitConfig, check_splittable, stratified_split
 from .study import GROUND_TRUTH, Study
 
@@ -55,11 +55,14 @@ def groups_label(groups: tuple[str, ...]) -> str:
 
 
 def parse_groups(text: str, study: Study) -> tuple[str, ...]:
-    """``all`` or ``a+b+c`` -> a tuple of groups of the study (validated)."""
+    """``all`` or ``a+b+c`` -> a tuple of groups of the study (validated; errors name the study file)."""
     if text == "all":
         return study.concepts.group_names
     groups = tuple(g for g in text.split("+") if g)
-    study.concepts.select(groups)  # raises on unknown or empty groups
+    try:
+        study.concepts.select(groups)  # raises on unknown or empty groups
+    except InputError as exc:
+        raise InputError(exc.problem, fix=exc.fix, where=study.path) from None
     return study.concepts.canonical(groups)
 
 
@@ -122,9 +125,7 @@ class Runner:
         spec = self.study.model(model)
         model_input = (self.clustering_key(model, 0, 0) if not spec.has_features
                        else {"features": self.cache.file_hash(spec.features), "key": spec.key})
-        if groups not in self.concepts_hash:
-            self.concepts_hash[groups] = self.study.concepts.select(groups).content_hash()
-        return stable_hash({"format": FORMAT, "model": model_input, "concepts": self.concepts_hash[groups],
+        return stable_hash({"format": FORMAT, "model": model_input, "concepts": self.concepts_key(groups),
                             "kmeans": _params(dataclasses.replace(self.config.kmeans, n_clusters=0)),
                             "split": _params(self.config.split), "probe": _params(self.config.probe)})
 
@@ -132,10 +133,14 @@ class Runner:
         return stable_hash({"format": FORMAT, "clustering": clustering_key, "split": _params(self.config.split),
                             "seed": seed})
 
-    def probe_key(self, split_key: str, groups: tuple[str, ...], seed: int) -> str:
+    def concepts_key(self, groups: tuple[str, ...]) -> str:
+        """The content hash of a group set's concept columns (computed once per group set)."""
         if groups not in self.concepts_hash:
             self.concepts_hash[groups] = self.study.concepts.select(groups).content_hash()
-        return stable_hash({"format": FORMAT, "split": split_key, "concepts": self.concepts_hash[groups],
+        return self.concepts_hash[groups]
+
+    def probe_key(self, split_key: str, groups: tuple[str, ...], seed: int) -> str:
+        return stable_hash({"format": FORMAT, "split": split_key, "concepts": self.concepts_key(groups),
                             "probe": _params(self.config.probe), "seed": seed})
 
     # --- steps ------------------------------------------------------------------------------
@@ -246,8 +251,7 @@ class Runner:
         todo = []
         for model, k, seed in units:
             if self.study.model(model).has_features:
-                check_splittable(k, self.study.n_images, self.config.split, source=self.study.path)  # the tighter bound
-                check_n_clusters(k, self.study.n_images, source=self.study.path)
+                check_splittable(k, self.study.n_images, self.config.split, source=self.study.path)
                 if (model not in todo and model not in self.standardisation
                         and not self.cache.has("clusterings", self.clustering_key(model, k, seed))):
                     todo.append(model)

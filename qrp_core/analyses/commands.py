@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from ..cache import Cache
 from ..errors import InputError
 from ..features import standardisation_stats
-from ..pipeline import RunConfig, groups_label, load_results, parse_groups, per_image_table, ranking
+from ..pipeline import METRIC_COLUMNS, RunConfig, groups_label, load_results, parse_groups, per_image_table, ranking
 from ..study import Study, load_study
 from .ablation import gain_summary, run_ablation
 from .curves import k_curve, layer_curve
@@ -23,7 +23,7 @@ from .significance import compare_models, significance_table
 from .transfer import run_transfer
 
 
-PER_SEED_COLUMNS = ["model", "k", "seed", "groups", "nmi", "ami", "top1", "map", "mi_bits", "mi_norm", "probe"]
+PER_SEED_COLUMNS = ["model", "k", "seed", "groups", *METRIC_COLUMNS, "probe"]
 PERCENT_METRICS = ("nmi", "ami", "top1", "map")
 ARTEFACT_COLUMNS = ["clustering", "split", "probe", "settings"]
 EXPORT_SUFFIXES = (".csv", ".parquet")
@@ -42,14 +42,6 @@ def validate(study: Study) -> None:
     print(f"{study.n_images} images, {len(study.concepts.names)} concepts in groups: {groups}")
 
 
-def parse_group_set(text: str, study: Study) -> tuple[str, ...]:
-    """``parse_groups``, naming the study file in its errors."""
-    try:
-        return parse_groups(text, study)
-    except InputError as exc:
-        raise InputError(exc.problem, fix=exc.fix, where=exc.where or study.path) from None
-
-
 def select_results(results: pd.DataFrame, study: Study, *, k: int | None = None, groups: str | None = None,
                    models: list[str] | None = None) -> pd.DataFrame:
     """The result rows of one K, group set (``all`` or ``a+b``) and models; none is an error that lists
@@ -58,7 +50,7 @@ def select_results(results: pd.DataFrame, study: Study, *, k: int | None = None,
     if k is not None:
         chosen = chosen[chosen["k"] == k]
     if groups is not None:
-        chosen = chosen[chosen["groups"] == groups_label(parse_group_set(groups, study))]
+        chosen = chosen[chosen["groups"] == groups_label(parse_groups(groups, study))]
     if models:
         chosen = chosen[chosen["model"].isin(models)]
     if chosen.empty:
@@ -77,7 +69,7 @@ def print_ranking(results: pd.DataFrame, *, rows: str | None = None, format: str
                   output: Path | None = None) -> None:
     """Mean ± std over seeds, or one row per seed (default: mean for a table, seeds for csv and json)."""
     per_seed = (rows or ("mean" if format == "table" else "seeds")) == "seeds"
-    first = PER_SEED_COLUMNS[:-1]  # then the other recorded values, then the artefact keys
+    first = ["model", "k", "seed", "groups", *METRIC_COLUMNS]  # then the other recorded values, the artefact keys
     keys = [c for c in ARTEFACT_COLUMNS if c in results]
     table = results[first + sorted(set(results) - set(first) - set(keys)) + keys]
     table = table if per_seed else ranking(table)
@@ -128,7 +120,7 @@ def probe_for(args: argparse.Namespace, study: Study, cache: Cache) -> str:
     """The probe key of ``--model``, ``--k``, ``--seed`` and ``--groups``; when it is missing, the ``run``
     that computes it (``--seeds S`` runs seeds 0..S-1)."""
     study.model(args.model, check_files=False)  # an unknown model is named as such, not as a missing probe
-    label = groups_label(parse_group_set(args.groups, study))
+    label = groups_label(parse_groups(args.groups, study))
     results = load_results(cache, study)
     row = results[(results["model"] == args.model) & (results["k"] == args.k) & (results["seed"] == args.seed)
                   & (results["groups"] == label)]
@@ -173,7 +165,7 @@ def ablation(args: argparse.Namespace, study: Study, cache: Cache, config: RunCo
 
 
 def pairs(args: argparse.Namespace, study: Study, cache: Cache, config: RunConfig) -> None:
-    base = parse_group_set(args.base, study)
+    base = parse_groups(args.base, study)
     table = run_pairs(study, config, cache, base=base, added=args.added)
     for (model, k, seed), part in table.groupby(["model", "k", "seed"]):
         top = part.sort_values("drop", ascending=False).head(args.top)

@@ -88,9 +88,9 @@ def run_transfer(source: Study, target: Study, cache: Cache, *, k: int | None = 
         results = results[results["k"] == k]
     results = results[results["groups"] == groups]
     if results.empty:
-        at_k = f" --k {k}" if k is not None else ""
-        raise InputError(f"no source results on groups {groups}{at_k.replace(' --k ', ' at K=')}", where=source.path,
-                         fix=f"run `python -m qrp_core run {source.path} --groups {groups}{at_k}` first, "
+        at_k, k_option = (f" at K={k}", f" --k {k}") if k is not None else ("", "")
+        raise InputError(f"no source results on groups {groups}{at_k}", where=source.path,
+                         fix=f"run `python -m qrp_core run {source.path} --groups {groups}{k_option}` first, "
                              "or choose computed groups with --groups")
     rows = []
     for row in results.itertuples():
