@@ -13,7 +13,7 @@ import streamlit as st
 from qrp_core import browse
 from qrp_core.analyses.pairs import explain_pair
 from qrp_core.cache import Cache
-from qrp_core.pipeline import load_results
+from qrp_core.results import load_results
 from qrp_core.study import Study
 
 ALL_SEEDS = "all seeds"

@@ -5,7 +5,7 @@ import streamlit as st
 from pages._shared import command_hint, image_grid, require_selection
 from qrp_core import browse
 from qrp_core.analyses.pairs import nearest_images, over_represented, top_concepts
-from qrp_core.pipeline import load_probe
+from qrp_core.results import load_probe
 
 PER_PAGE = 18
 

@@ -8,7 +8,7 @@ import streamlit as st
 
 from pages._shared import command_hint, csv_download, offer_computed_groups, require_selection
 from qrp_core import browse
-from qrp_core.analyses.significance import compare_models
+from qrp_core.results import compare_models
 
 METRICS = {"nmi": "NMI", "ami": "AMI", "top1": "top-1", "map": "mAP", "mi_bits": "MI (bits)"}
 PLOT = {"toImageButtonOptions": {"format": "svg"}}

@@ -10,7 +10,7 @@ import pandas as pd
 from scipy import stats
 
 from .cache import Cache
-from .pipeline import STUDIES, groups_label, ranking
+from .results import STUDIES, groups_label, ranking
 from .study import Study, load_study
 
 BLUE, RED = "#1f5fbf", "#c62828"  # word-cloud colours: cluster i larger, cluster j larger

@@ -9,7 +9,9 @@ recomputes. Every file is plain NumPy, JSON, safetensors or Parquet.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -48,18 +50,22 @@ def stable_hash(obj) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def versions() -> dict:
-    """Library versions and the project's git commit, for manifests."""
-    import faiss
-    import scipy
-    import sklearn
-    import torch
+@functools.cache
+def _installed_version(module: str) -> str | None:
+    for distribution in importlib.metadata.packages_distributions().get(module, []):
+        return importlib.metadata.version(distribution)
+    return None
 
+
+def versions() -> dict:
+    """Library versions and the project's git commit, for manifests. Versions come from the installed
+    packages' metadata, so writing an artefact from the app does not import torch or faiss."""
     from . import __version__
 
-    out = {"python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
-           "torch": torch.__version__, "faiss": faiss.__version__, "scikit-learn": sklearn.__version__,
-           "qrp_core": __version__}
+    out = {"python": platform.python_version(), "qrp_core": __version__}
+    for module, name in (("numpy", "numpy"), ("scipy", "scipy"), ("torch", "torch"), ("faiss", "faiss"),
+                         ("sklearn", "scikit-learn")):
+        out[name] = _installed_version(module)
     try:
         out["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                                            cwd=Path(__file__).parent, timeout=5).stdout.strip() or None

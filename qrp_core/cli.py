@@ -14,7 +14,8 @@ from .analyses import commands
 from .cache import Cache
 from .errors import InputError
 from .executors import RayOptions, default_task_gpus, print_failures, run_on_ray
-from .pipeline import RunConfig, Runner, load_results, parse_groups
+from .pipeline import RunConfig, Runner
+from .results import load_results, parse_groups
 from .probe import ProbeConfig
 from .quantize import KMeansConfig
 from .split import SplitConfig

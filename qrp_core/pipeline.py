@@ -7,31 +7,25 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 from tqdm.auto import tqdm
 
-from .cache import Cache, atomic_write_bytes, atomic_write_json, replace_rows, save_json, save_npy, stable_hash
-from .errors import InputError
+from .cache import Cache, save_json, save_npy, stable_hash
 from .features import standardisation_stats
 from .metrics import probe_scores
 from .probe import ProbeConfig, SparseRows, batch_probes, probe_outputs, resolve_torch_device, train_probes
 from .quantize import KMeansConfig, features_on_device, kmeans
+from .results import groups_label, save_results
 from .split import TEST, SplitConfig, check_splittable, stratified_split
 from .study import GROUND_TRUTH, Study
 
 FORMAT = 2  # artefact layout and algorithm version: part of every key, so a layout change recomputes
-RESULT_KEYS = ["model", "k", "seed", "groups"]
-SETTINGS_SCOPE = ["model", "k", "groups"]  # the seeds of one (model, K, group set) share one settings key
-STUDIES = "studies.json"  # study name -> study file, for the app
-METRIC_COLUMNS = ["nmi", "ami", "top1", "map", "mi_bits", "mi_norm"]
 
 
 @dataclass(frozen=True)
@@ -48,22 +42,6 @@ class RunConfig:
 def _params(config) -> dict:
     """A config's fields that change results (the device does not enter keys; manifests record it)."""
     return {k: v for k, v in dataclasses.asdict(config).items() if k != "device"}
-
-
-def groups_label(groups: tuple[str, ...]) -> str:
-    return "+".join(groups)
-
-
-def parse_groups(text: str, study: Study) -> tuple[str, ...]:
-    """``all`` or ``a+b+c`` -> a tuple of groups of the study (validated; errors name the study file)."""
-    if text == "all":
-        return study.concepts.group_names
-    groups = tuple(g for g in text.split("+") if g)
-    try:
-        study.concepts.select(groups)  # raises on unknown or empty groups
-    except InputError as exc:
-        raise InputError(exc.problem, fix=exc.fix, where=study.path) from None
-    return study.concepts.canonical(groups)
 
 
 class Runner:
@@ -322,65 +300,3 @@ class Runner:
                     rows += self.result_rows((model, k, seed), ckey, skey, {groups: keys[groups]})
                     step(f"{model} K={k} seed={seed}: probe {groups_label(groups)}")
         return self.finish(rows)
-
-
-def results_path(cache: Cache, study: Study) -> Path:
-    return cache.root / "results" / f"{study.name}.parquet"
-
-
-def save_results(cache: Cache, study: Study, new: pd.DataFrame) -> pd.DataFrame:
-    """Upsert rows into the study's results table (one row per model, K, seed, group set). Stored rows
-    of the same model, K and group set but other settings (``Runner.settings_key``) are dropped too, so
-    that the seeds of one mean share their settings; returns the rows dropped for that reason."""
-    path = results_path(cache, study)
-    old = pd.read_parquet(path) if path.is_file() else None
-    kept = new if old is None else replace_rows(old.assign(settings=old.get("settings", "")), new, RESULT_KEYS)
-    settings = new.drop_duplicates(SETTINGS_SCOPE).set_index(SETTINGS_SCOPE)["settings"]
-    scope = kept.set_index(SETTINGS_SCOPE).index
-    stale = scope.isin(settings.index) & (kept["settings"].to_numpy() != settings.reindex(scope).to_numpy())
-    atomic_write_bytes(path, kept[~stale].sort_values(RESULT_KEYS).to_parquet(index=False))
-    register_study(cache, study)
-    return kept[stale]
-
-
-def register_study(cache: Cache, study: Study) -> None:
-    """Remember where the study file is, so the app can list the studies of a cache."""
-    path = cache.root / STUDIES
-    registry = json.loads(path.read_text()) if path.is_file() else {}
-    registry[study.name] = {"path": str(Path(study.path).resolve())}
-    atomic_write_json(path, registry)
-
-
-def load_results(cache: Cache, study: Study) -> pd.DataFrame:
-    path = results_path(cache, study)
-    if not path.is_file():
-        raise InputError("no results for this study yet", where=path,
-                         fix=f"run `python -m qrp_core run {study.path}` first")
-    return pd.read_parquet(path)
-
-
-def ranking(results: pd.DataFrame) -> pd.DataFrame:
-    """Mean and sample std (ddof=1) over seeds per (model, K, group set), best NMI first."""
-    grouped = results.groupby(["model", "k", "groups"])
-    table = grouped[METRIC_COLUMNS].agg(["mean", "std"])
-    table.columns = [f"{metric}_{stat}" for metric, stat in table.columns]
-    table["n_seeds"] = grouped.size()
-    return table.reset_index().sort_values(["k", "groups", "nmi_mean"], ascending=[True, True, False],
-                                           ignore_index=True)
-
-
-def per_image_table(study: Study, cache: Cache, probe_key: str) -> pd.DataFrame:
-    """image_id, split, cluster, predicted for every image, from one probe's artefacts."""
-    manifest = cache.manifest("probes", probe_key)
-    assignments = cache.load_array("clusterings", manifest["inputs"]["clustering"], "assignments.npy")
-    split = cache.load_array("splits", manifest["inputs"]["split"], "split.npy")
-    predicted = cache.load_array("probes", probe_key, "predictions.npy")
-    names = np.array(["train", "val", "test"])
-    return pd.DataFrame({"image_id": study.image_ids, "split": names[split], "cluster": assignments,
-                         "predicted": predicted})
-
-
-def load_probe(cache: Cache, probe_key: str) -> dict:
-    """weight (n_concepts, K), bias (K,) and the concept names and groups of one probe."""
-    tensors = load_file(str(cache.path("probes", probe_key) / "probe.safetensors"))
-    return {**tensors, **cache.load_json("probes", probe_key, "concepts.json")}

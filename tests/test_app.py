@@ -1,8 +1,12 @@
 """Every page of the app on a small demo cache, asserting on content against the engine's numbers."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
-from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
@@ -10,7 +14,7 @@ from qrp_core import browse
 from qrp_core.analyses.ablation import gain_summary
 from qrp_core.analyses.pairs import explain_pair, over_represented
 from qrp_core.cache import Cache
-from qrp_core.pipeline import load_results
+from qrp_core.results import load_results
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 
@@ -207,3 +211,25 @@ def test_a_cleared_sidebar_choice_stays_empty(app):
     assert frame(at, "NMI ±")["model"].tolist() == ["combo-net"]
     next(m for m in at.multiselect if m.label == "Probe on groups").set_value([]).run()
     assert any("Select at least one concept group" in w.value for w in at.warning)
+
+
+def test_browsing_imports_neither_torch_nor_faiss(demo_cache):
+    """The app only reads artefacts, so every page (a pair opened too) renders without the engine's heavy
+    libraries: a cold start stays about a second and a half lighter."""
+    root, _ = demo_cache
+    pages = sorted(p.stem for p in (APP.parent / "pages").glob("*.py") if not p.stem.startswith("_"))
+    script = f"""
+import sys
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file({str(APP)!r}, default_timeout=60)
+at.query_params.update(base="labels", added="colour", seed="0")
+at.run()
+for page in {pages!r}:
+    at.switch_page(f"pages/{{page}}.py").run()
+    assert not at.exception, (page, at.exception)
+print(sorted(name for name in ("torch", "faiss") if name in sys.modules))
+"""
+    done = subprocess.run([sys.executable, "-c", script], env={**os.environ, "QRP_CACHE": str(root)},
+                          capture_output=True, text=True, cwd=APP.parent)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -2,13 +2,16 @@ import dataclasses
 import hashlib
 import shutil
 
+import faiss
 import numpy as np
 import pytest
+import torch
 from sklearn import metrics as skm
 
 import qrp_core.pipeline as pipeline
 from qrp_core.cache import Cache
-from qrp_core.pipeline import Runner, load_probe, load_results, ranking
+from qrp_core.pipeline import Runner
+from qrp_core.results import load_probe, load_results, ranking
 from qrp_core.probe import probe_logits
 from qrp_core.quantize import resolve_backend
 from qrp_core.split import TEST
@@ -53,6 +56,7 @@ def test_manifests_record_how_each_artefact_was_made(tiny_cache, tiny_study):
     assert m["stats"]["iterations_run"] == [10, 10]  # forced: every iteration ran
     assert len(m["stats"]["restarts"]) == 2 and m["stats"]["device"] == resolve_backend("auto")[1]
     assert {"torch", "faiss", "numpy", "scikit-learn", "python"} <= set(m["versions"])
+    assert (m["versions"]["torch"], m["versions"]["faiss"]) == (torch.__version__, faiss.__version__)
     p = cache.manifest("probes", row["probe"])
     assert p["params"]["lr"] == 3.5 and p["params"]["max_epochs"] == 15
     assert len(p["stats"]["history"]) == 15 and 0 <= p["stats"]["best_epoch"] < 15

@@ -26,7 +26,7 @@ from qrp_core import executors
 from qrp_core.cache import Cache
 from qrp_core.cli import main
 from qrp_core.executors import RayOptions, run_on_ray
-from qrp_core.pipeline import RESULT_KEYS, load_results
+from qrp_core.results import RESULT_KEYS, load_results
 from qrp_core.study import load_study
 
 from conftest import TINY_RUN

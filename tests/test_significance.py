@@ -3,12 +3,12 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from qrp_core.analyses.significance import (bootstrap_ci, compare_models, permutation_baseline,
-                                            significance_table)
+from qrp_core.analyses.significance import bootstrap_ci, permutation_baseline, significance_table
 from qrp_core.cache import Cache
 from qrp_core.pipeline import RunConfig, Runner
 from qrp_core.probe import ProbeConfig
 from qrp_core.quantize import KMeansConfig
+from qrp_core.results import compare_models
 from qrp_core.study import load_study
 from qrp_core.synthetic import make_synthetic_study
 

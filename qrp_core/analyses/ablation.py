@@ -11,7 +11,8 @@ import pandas as pd
 
 from ..cache import Cache
 from ..errors import InputError
-from ..pipeline import METRIC_COLUMNS, RunConfig, Runner, groups_label
+from ..pipeline import RunConfig, Runner
+from ..results import METRIC_COLUMNS, groups_label
 from ..study import Study
 
 PAPER_ORDER = ("objects", "scene", "material", "texture", "other")  # after the base group, Fig. 4

@@ -14,12 +14,14 @@ from tqdm.auto import tqdm
 from ..cache import Cache
 from ..errors import InputError
 from ..features import standardisation_stats
-from ..pipeline import METRIC_COLUMNS, RunConfig, groups_label, load_results, parse_groups, per_image_table, ranking
+from ..pipeline import RunConfig
+from ..results import (METRIC_COLUMNS, compare_models, groups_label, load_results, parse_groups, per_image_table,
+                       ranking)
 from ..study import Study, load_study
 from .ablation import gain_summary, run_ablation
 from .curves import k_curve, layer_curve
 from .pairs import explain_pair, run_pairs
-from .significance import compare_models, significance_table
+from .significance import significance_table
 from .transfer import run_transfer
 
 

@@ -8,6 +8,7 @@ two clusters' probe coefficients. Everything is computed per pair; nothing is K 
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -15,9 +16,12 @@ import scipy.sparse as sp
 
 from ..cache import Cache, save_npy, stable_hash
 from ..errors import InputError
-from ..pipeline import RunConfig, Runner, groups_label, load_probe
+from ..results import groups_label, load_probe
 from ..split import TEST
 from ..study import Study
+
+if TYPE_CHECKING:
+    from ..pipeline import RunConfig
 
 
 def confusion_matrix(true: np.ndarray, predicted: np.ndarray, n_clusters: int) -> sp.csr_matrix:
@@ -71,7 +75,7 @@ def confusion_drop(cache: Cache, probe_a: str, probe_b: str, k: int) -> pd.DataF
 def coefficient_difference(probe: dict, i: int, j: int) -> pd.DataFrame:
     """theta_i - theta_j per concept (positive: the concept speaks for cluster i), largest |difference| first.
 
-    ``probe`` is ``pipeline.load_probe(...)``: weight (n_concepts, K) and the concept names and groups.
+    ``probe`` is ``results.load_probe(...)``: weight (n_concepts, K) and the concept names and groups.
     """
     weight = probe["weight"]
     diff = weight[:, i] - weight[:, j]
@@ -164,6 +168,8 @@ def run_pairs(study: Study, config: RunConfig, cache: Cache, *, base: tuple[str,
     """Train (or reuse) the probes on ``base`` and ``base + added`` for every model, K and seed of
     ``config`` and rank each clustering's pairs by the drop in confusion. Stored as the study's
     ``pairs`` analysis table, one row per pair and comparison."""
+    from ..pipeline import Runner  # torch and faiss load here, not when the app reads pairs
+
     if added in base:
         raise InputError(f"group {added!r} is already among the base groups {list(base)}",
                          fix="add a group that the base set lacks")

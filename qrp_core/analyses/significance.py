@@ -5,7 +5,8 @@
 * Bootstrap: test images are resampled with replacement B times; the 2.5 and 97.5 percentiles of
   each metric, shifted by the bootstrap estimate of the metric's bias (mean of the resamples minus
   the observed score), form its 95% confidence interval.
-* Model comparison: Welch's t-test over seeds (clusterings), the main source of variance.
+* Model comparison (``results.compare_models``): Welch's t-test over seeds (clusterings), the main
+  source of variance.
 """
 
 from __future__ import annotations
@@ -15,13 +16,12 @@ import dataclasses
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
 
 from ..cache import Cache, save_json, stable_hash
 from ..metrics import (RankedScores, adjusted_mutual_info, contingency_matrix, log_softmax, mutual_info_bits,
                        normalized_mutual_info, probe_scores)
-from ..pipeline import METRIC_COLUMNS, load_probe
 from ..probe import ProbeConfig, probe_logits, train_probe
+from ..results import METRIC_COLUMNS, load_probe
 from ..split import TEST
 from ..study import Study
 
@@ -131,19 +131,3 @@ def significance_table(study: Study, cache: Cache, results: pd.DataFrame, *, rep
     cache.write_table(study.name, "significance", table, {"repeats": repeats, "n_boot": n_boot, "seed": seed},
                       keys=["model", "k", "seed", "groups"])
     return table
-
-
-def compare_models(results: pd.DataFrame, *, metric: str = "nmi", alpha: float = 0.05) -> pd.DataFrame:
-    """Each model against the next one down the ranking (per K and group set): the difference of
-    mean ``metric`` over seeds and Welch's t-test p-value; ``distinguishable`` when p < alpha."""
-    rows = []
-    for (k, groups), part in results.groupby(["k", "groups"]):
-        means = part.groupby("model")[metric].mean().sort_values(ascending=False)
-        for better, worse in zip(means.index[:-1], means.index[1:]):
-            a = part.loc[part["model"] == better, metric].to_numpy()
-            b = part.loc[part["model"] == worse, metric].to_numpy()
-            p = float(stats.ttest_ind(a, b, equal_var=False).pvalue) if min(len(a), len(b)) > 1 else float("nan")
-            rows.append({"k": k, "groups": groups, "model": better, "next_model": worse, "metric": metric,
-                         "difference": means[better] - means[worse], "p_value": p,
-                         "distinguishable": bool(p < alpha) if np.isfinite(p) else False})
-    return pd.DataFrame(rows)

@@ -18,7 +18,7 @@ import scipy.sparse as sp
 from ..cache import Cache
 from ..errors import InputError
 from ..metrics import adjusted_mutual_info, normalized_mutual_info, top1_accuracy
-from ..pipeline import groups_label, load_probe, load_results, parse_groups
+from ..results import groups_label, load_probe, load_results, parse_groups
 from ..probe import probe_logits
 from ..quantize import assign
 from ..study import Study

@@ -1,0 +1,115 @@
+"""The results table of a study and the artefacts the app reads: where they live, how rows are kept,
+and their summaries over seeds. Imports no torch or faiss, so browsing stays light."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from safetensors.numpy import load_file
+from scipy import stats
+
+from .cache import Cache, atomic_write_bytes, atomic_write_json, replace_rows
+from .errors import InputError
+from .study import Study
+
+RESULT_KEYS = ["model", "k", "seed", "groups"]
+SETTINGS_SCOPE = ["model", "k", "groups"]  # the seeds of one (model, K, group set) share one settings key
+STUDIES = "studies.json"  # study name -> study file, for the app
+METRIC_COLUMNS = ["nmi", "ami", "top1", "map", "mi_bits", "mi_norm"]
+
+
+def groups_label(groups: tuple[str, ...]) -> str:
+    return "+".join(groups)
+
+
+def parse_groups(text: str, study: Study) -> tuple[str, ...]:
+    """``all`` or ``a+b+c`` -> a tuple of groups of the study (validated; errors name the study file)."""
+    if text == "all":
+        return study.concepts.group_names
+    groups = tuple(g for g in text.split("+") if g)
+    try:
+        study.concepts.select(groups)  # raises on unknown or empty groups
+    except InputError as exc:
+        raise InputError(exc.problem, fix=exc.fix, where=study.path) from None
+    return study.concepts.canonical(groups)
+
+
+def results_path(cache: Cache, study: Study) -> Path:
+    return cache.root / "results" / f"{study.name}.parquet"
+
+
+def save_results(cache: Cache, study: Study, new: pd.DataFrame) -> pd.DataFrame:
+    """Upsert rows into the study's results table (one row per model, K, seed, group set). Stored rows
+    of the same model, K and group set but other settings (``Runner.settings_key``) are dropped too, so
+    that the seeds of one mean share their settings; returns the rows dropped for that reason."""
+    path = results_path(cache, study)
+    old = pd.read_parquet(path) if path.is_file() else None
+    kept = new if old is None else replace_rows(old.assign(settings=old.get("settings", "")), new, RESULT_KEYS)
+    settings = new.drop_duplicates(SETTINGS_SCOPE).set_index(SETTINGS_SCOPE)["settings"]
+    scope = kept.set_index(SETTINGS_SCOPE).index
+    stale = scope.isin(settings.index) & (kept["settings"].to_numpy() != settings.reindex(scope).to_numpy())
+    atomic_write_bytes(path, kept[~stale].sort_values(RESULT_KEYS).to_parquet(index=False))
+    register_study(cache, study)
+    return kept[stale]
+
+
+def register_study(cache: Cache, study: Study) -> None:
+    """Remember where the study file is, so the app can list the studies of a cache."""
+    path = cache.root / STUDIES
+    registry = json.loads(path.read_text()) if path.is_file() else {}
+    registry[study.name] = {"path": str(Path(study.path).resolve())}
+    atomic_write_json(path, registry)
+
+
+def load_results(cache: Cache, study: Study) -> pd.DataFrame:
+    path = results_path(cache, study)
+    if not path.is_file():
+        raise InputError("no results for this study yet", where=path,
+                         fix=f"run `python -m qrp_core run {study.path}` first")
+    return pd.read_parquet(path)
+
+
+def ranking(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean and sample std (ddof=1) over seeds per (model, K, group set), best NMI first."""
+    grouped = results.groupby(["model", "k", "groups"])
+    table = grouped[METRIC_COLUMNS].agg(["mean", "std"])
+    table.columns = [f"{metric}_{stat}" for metric, stat in table.columns]
+    table["n_seeds"] = grouped.size()
+    return table.reset_index().sort_values(["k", "groups", "nmi_mean"], ascending=[True, True, False],
+                                           ignore_index=True)
+
+
+def per_image_table(study: Study, cache: Cache, probe_key: str) -> pd.DataFrame:
+    """image_id, split, cluster, predicted for every image, from one probe's artefacts."""
+    manifest = cache.manifest("probes", probe_key)
+    assignments = cache.load_array("clusterings", manifest["inputs"]["clustering"], "assignments.npy")
+    split = cache.load_array("splits", manifest["inputs"]["split"], "split.npy")
+    predicted = cache.load_array("probes", probe_key, "predictions.npy")
+    names = np.array(["train", "val", "test"])
+    return pd.DataFrame({"image_id": study.image_ids, "split": names[split], "cluster": assignments,
+                         "predicted": predicted})
+
+
+def load_probe(cache: Cache, probe_key: str) -> dict:
+    """weight (n_concepts, K), bias (K,) and the concept names and groups of one probe."""
+    tensors = load_file(str(cache.path("probes", probe_key) / "probe.safetensors"))
+    return {**tensors, **cache.load_json("probes", probe_key, "concepts.json")}
+
+
+def compare_models(results: pd.DataFrame, *, metric: str = "nmi", alpha: float = 0.05) -> pd.DataFrame:
+    """Each model against the next one down the ranking (per K and group set): the difference of
+    mean ``metric`` over seeds and Welch's t-test p-value; ``distinguishable`` when p < alpha."""
+    rows = []
+    for (k, groups), part in results.groupby(["k", "groups"]):
+        means = part.groupby("model")[metric].mean().sort_values(ascending=False)
+        for better, worse in zip(means.index[:-1], means.index[1:]):
+            a = part.loc[part["model"] == better, metric].to_numpy()
+            b = part.loc[part["model"] == worse, metric].to_numpy()
+            p = float(stats.ttest_ind(a, b, equal_var=False).pvalue) if min(len(a), len(b)) > 1 else float("nan")
+            rows.append({"k": k, "groups": groups, "model": better, "next_model": worse, "metric": metric,
+                         "difference": means[better] - means[worse], "p_value": p,
+                         "distinguishable": bool(p < alpha) if np.isfinite(p) else False})
+    return pd.DataFrame(rows)
