@@ -25,12 +25,15 @@ if pairs is None or added is None or (base, added) not in [(a.base, a.added) for
     for a in available:
         st.button(f"{a.base}  →  + {a.added}", on_click=use_comparison, args=(a.base, a.added),
                   key=f"use_{a.base}_{a.added}")
-    if added is None:  # suggest a comparison that can run: some group left to add to the base
+    if added is None:  # suggest a comparison that can run and is not computed yet
         groups = sel.study.concepts.group_names
         base = base if set(sel.base) != set(groups) else sel.study.base_group
-        added = next((g for g in groups if g not in base.split("+")), "GROUP")
-    command_hint("To compute another comparison:",
-                 f"python -m qrp_core pairs {sel.study.path} --k {sel.k} --base {base} --added {added}")
+        candidates = [g for g in groups if g not in base.split("+")] or ["GROUP"]
+        computed = {(a.base, a.added) for a in available}
+        added = next((g for g in candidates if (base, g) not in computed), candidates[0])
+    command_hint("Or compute another comparison:" if available else "To compute a comparison:",
+                 f"python -m qrp_core pairs {sel.study.path} --k {sel.k} --base {base} --added {added}",
+                 quiet=bool(available))
     st.stop()
 
 model = st.selectbox("Model", sel.models, key="pairs_model")

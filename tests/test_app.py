@@ -113,6 +113,8 @@ def test_cluster_pairs_are_ordered_by_drop_and_the_cloud_shows_the_top_concepts(
 
 def test_cluster_pairs_offers_the_computed_comparisons(app):
     at = app("cluster_pairs")
+    suggested = at.get("code")[0].value
+    assert suggested.endswith("--base labels --added other")  # the next group, as labels + colour is computed
     button = at.button(key="use_labels_colour")
     button.click().run()
     assert at.session_state["base"] == ["labels"] and at.session_state["added"] == "colour"
