@@ -8,7 +8,9 @@ recomputes. Every file is plain NumPy, JSON, safetensors or Parquet.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import functools
 import hashlib
 import importlib.metadata
@@ -84,6 +86,16 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def locked(path: Path):
+    """Hold ``path``'s lock (``.<name>.lock`` beside it) for a read-modify-write, so that processes
+    upserting the same table (two runs, Ray workers) do not lose each other's rows."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 def atomic_write_json(path: Path, obj) -> None:
@@ -164,12 +176,13 @@ class Cache:
         """
         folder = self.root / "analyses" / study
         path = folder / f"{name}.parquet"
-        if keys is not None and path.is_file():
-            table = replace_rows(pd.read_parquet(path), table, keys)
-        atomic_write_bytes(path, table.to_parquet(index=False))
-        atomic_write_json(folder / f"{name}.json", {
-            "analysis": name, "study": study, "params": params, "rows": len(table),
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(), "versions": versions()})
+        with locked(path):
+            if keys is not None and path.is_file():
+                table = replace_rows(pd.read_parquet(path), table, keys)
+            atomic_write_bytes(path, table.to_parquet(index=False))
+            atomic_write_json(folder / f"{name}.json", {
+                "analysis": name, "study": study, "params": params, "rows": len(table),
+                "created": dt.datetime.now(dt.timezone.utc).isoformat(), "versions": versions()})
         return path
 
     def read_table(self, study: str, name: str):
@@ -203,7 +216,11 @@ class Cache:
 
     def save_file_hashes(self) -> None:
         if getattr(self, "_hashes_dirty", False):
-            atomic_write_json(self.root / FILE_HASHES, self._hashes)
+            path = self.root / FILE_HASHES
+            with locked(path):  # another run may have remembered other files meanwhile
+                stored = json.loads(path.read_text()) if path.is_file() else {}
+                self._hashes = {**stored, **self._hashes}
+                atomic_write_json(path, self._hashes)
             self._hashes_dirty = False
 
 

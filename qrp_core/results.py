@@ -11,7 +11,7 @@ import pandas as pd
 from safetensors.numpy import load_file
 from scipy import stats
 
-from .cache import Cache, atomic_write_bytes, atomic_write_json, replace_rows
+from .cache import Cache, atomic_write_bytes, atomic_write_json, locked, replace_rows
 from .errors import InputError
 from .study import Study
 
@@ -46,12 +46,13 @@ def save_results(cache: Cache, study: Study, new: pd.DataFrame) -> pd.DataFrame:
     of the same model, K and group set but other settings (``Runner.settings_key``) are dropped too, so
     that the seeds of one mean share their settings; returns the rows dropped for that reason."""
     path = results_path(cache, study)
-    old = pd.read_parquet(path) if path.is_file() else None
-    kept = new if old is None else replace_rows(old.assign(settings=old.get("settings", "")), new, RESULT_KEYS)
-    settings = new.drop_duplicates(SETTINGS_SCOPE).set_index(SETTINGS_SCOPE)["settings"]
-    scope = kept.set_index(SETTINGS_SCOPE).index
-    stale = scope.isin(settings.index) & (kept["settings"].to_numpy() != settings.reindex(scope).to_numpy())
-    atomic_write_bytes(path, kept[~stale].sort_values(RESULT_KEYS).to_parquet(index=False))
+    with locked(path):
+        old = pd.read_parquet(path) if path.is_file() else None
+        kept = new if old is None else replace_rows(old.assign(settings=old.get("settings", "")), new, RESULT_KEYS)
+        settings = new.drop_duplicates(SETTINGS_SCOPE).set_index(SETTINGS_SCOPE)["settings"]
+        scope = kept.set_index(SETTINGS_SCOPE).index
+        stale = scope.isin(settings.index) & (kept["settings"].to_numpy() != settings.reindex(scope).to_numpy())
+        atomic_write_bytes(path, kept[~stale].sort_values(RESULT_KEYS).to_parquet(index=False))
     register_study(cache, study)
     return kept[stale]
 
@@ -59,9 +60,10 @@ def save_results(cache: Cache, study: Study, new: pd.DataFrame) -> pd.DataFrame:
 def register_study(cache: Cache, study: Study) -> None:
     """Remember where the study file is, so the app can list the studies of a cache."""
     path = cache.root / STUDIES
-    registry = json.loads(path.read_text()) if path.is_file() else {}
-    registry[study.name] = {"path": str(Path(study.path).resolve())}
-    atomic_write_json(path, registry)
+    with locked(path):
+        registry = json.loads(path.read_text()) if path.is_file() else {}
+        registry[study.name] = {"path": str(Path(study.path).resolve())}
+        atomic_write_json(path, registry)
 
 
 def load_results(cache: Cache, study: Study) -> pd.DataFrame:
