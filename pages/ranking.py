@@ -8,7 +8,7 @@ import streamlit as st
 
 from pages._shared import command_hint, csv_download, offer_computed_groups, require_selection
 from qrp_core import browse
-from qrp_core.results import compare_models
+from qrp_core.results import compare_models, latex_table
 
 METRICS = {"nmi": "NMI", "ami": "AMI", "top1": "top-1", "map": "mAP", "mi_bits": "MI (bits)"}
 PLOT = {"toImageButtonOptions": {"format": "svg"}}
@@ -44,7 +44,11 @@ numbers = {c: st.column_config.NumberColumn(format="%.2f", width="small" if c.en
            for c in [*shown.columns, *chance.columns] if c not in ("model", "family") and "CI" not in c}
 st.dataframe(shown, hide_index=True, width="stretch", key="ranking_table",
              column_config=numbers)
-csv_download(table, f"{sel.study_name}-ranking-k{sel.k}.csv", "ranking_csv")
+with st.container(horizontal=True):
+    csv_download(table, f"{sel.study_name}-ranking-k{sel.k}.csv", "ranking_csv")
+    st.download_button("Download LaTeX", latex_table(table).encode(), mime="text/x-tex",
+                       file_name=f"{sel.study_name}-ranking-k{sel.k}.tex", key="ranking_latex",
+                       help="booktabs table: mean ± std in %, MI in bits, best in bold")
 if len(chance.columns) > 1:
     with st.expander("Chance levels and 95% confidence intervals"):
         st.dataframe(chance, hide_index=True, width="stretch", key="ranking_chance", column_config=numbers)

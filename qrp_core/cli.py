@@ -149,8 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=positive_int, default=None, help="only this K")
     p.add_argument("--groups", type=group_set, default=None, help="only this group set ('a+b' or 'all')")
     p.add_argument("--rows", choices=["mean", "seeds"], default=None,
-                   help="mean ± std over seeds, or one row per seed (default: mean for table, seeds for csv/json)")
-    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+                   help="mean ± std over seeds, or one row per seed (default: mean for table/latex, seeds for csv/json)")
+    p.add_argument("--format", choices=["table", "csv", "json", "latex"], default="table",
+                   help="latex: a booktabs table per K and group set, best in bold")
     p.add_argument("--output", type=Path, default=None, help="write to this file instead of stdout")
     _common(p)
 

@@ -115,3 +115,31 @@ def compare_models(results: pd.DataFrame, *, metric: str = "nmi", alpha: float =
                          "difference": means[better] - means[worse], "p_value": p,
                          "distinguishable": bool(p < alpha) if np.isfinite(p) else False})
     return pd.DataFrame(rows)
+
+
+LATEX_COLUMNS = {"nmi": "NMI", "ami": "AMI", "top1": "Top-1", "map": "mAP", "mi_bits": "MI (bits)"}
+_LATEX_SPECIAL = str.maketrans({c: "\\" + c for c in "&%$#_{}"} | {"~": r"\textasciitilde{}", "^": r"\^{}",
+                                                                      "\\": r"\textbackslash{}"})
+
+
+def latex_table(ranked: pd.DataFrame) -> str:
+    """``ranking(results)`` as booktabs tables, one per K and group set, for a paper: metrics in percent
+    with one decimal (MI in bits, two), mean ± std over seeds, the best mean of each column in bold."""
+    blocks = []
+    for (k, groups), part in ranked.groupby(["k", "groups"], sort=False):
+        cells = {}
+        for metric in LATEX_COLUMNS:
+            scale, digits = (1, 2) if metric == "mi_bits" else (100, 1)
+            means = (part[f"{metric}_mean"] * scale).round(digits)
+            stds = (part[f"{metric}_std"] * scale).round(digits)
+            cells[metric] = [(r"\mathbf{%.*f}" if m == means.max() and len(part) > 1 else "%.*f") % (digits, m)
+                             + ("" if np.isnan(s) else r" \pm %.*f" % (digits, s)) for m, s in zip(means, stds)]
+        seeds = ", ".join(map(str, sorted(part["n_seeds"].unique())))
+        lines = [f"% K={k}, probe on {groups}: mean ± std (ddof=1) over {seeds} seed(s); best in bold",
+                 r"\begin{tabular}{l" + "c" * len(LATEX_COLUMNS) + "}", r"\toprule",
+                 " & ".join(["Model", *LATEX_COLUMNS.values()]) + r" \\", r"\midrule"]
+        for row, model in enumerate(part["model"]):
+            lines.append(" & ".join([str(model).translate(_LATEX_SPECIAL),
+                                     *(f"${cells[m][row]}$" for m in LATEX_COLUMNS)]) + r" \\")
+        blocks.append("\n".join([*lines, r"\bottomrule", r"\end{tabular}"]))
+    return "\n\n".join(blocks) + "\n"

@@ -70,6 +70,8 @@ def test_ranking_table_equals_the_engine(app, demo_cache):
     assert table["NMI"].idxmax() == "combo-net"
     assert at.get("plotly_chart")
     assert "p-value" in frame(at, "p-value").columns  # several seeds: the neighbours' t-tests
+    latex = next(b for b in at.get("download_button") if b.proto.url.endswith(".tex"))
+    assert latex.proto.label == "Download LaTeX"  # its text is results.latex_table's (tests/test_results.py)
 
 
 def test_sidebar_selection_filters_and_lands_in_the_url(app):

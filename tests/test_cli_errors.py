@@ -10,6 +10,7 @@ import pytest
 from qrp_core.cache import CACHE_ENV, Cache
 from qrp_core.cli import build_parser, main
 from qrp_core.demo import app_command
+from qrp_core.results import latex_table, ranking
 from qrp_core.split import SplitConfig, min_cluster_size, stratified_split
 
 from conftest import files_under
@@ -138,6 +139,14 @@ def test_ranking_per_seed_rows_in_percent(tiny_study_path, cache, capsys):
     header, row = out.splitlines()[:2]
     nmi = pd.read_parquet(cache / "results" / "synthetic-600.parquet")["nmi"].iloc[0]
     assert row.split()[header.split().index("nmi")] == f"{100 * nmi:.2f}"
+
+
+def test_ranking_as_latex_is_the_engines_table(tiny_study_path, cache, capsys):
+    assert main(["ranking", str(tiny_study_path), "--cache", str(cache), "--format", "latex"]) == 0
+    results = pd.read_parquet(cache / "results" / "synthetic-600.parquet")
+    assert capsys.readouterr().out == latex_table(ranking(results)) + "\n"
+    assert main(["ranking", str(tiny_study_path), "--cache", str(cache), "--format", "latex", "--rows", "seeds"]) == 2
+    _one_line_error(capsys, "--format latex shows mean ± std over seeds, not one row per seed. Fix: drop --rows seeds")
 
 
 def test_demo_refuses_k_and_groups_it_would_ignore_and_names_a_custom_cache(tmp_path, monkeypatch, capsys):

@@ -15,8 +15,8 @@ from ..cache import Cache
 from ..errors import InputError
 from ..features import standardisation_stats
 from ..pipeline import RunConfig
-from ..results import (METRIC_COLUMNS, compare_models, groups_label, load_results, parse_groups, per_image_table,
-                       ranking)
+from ..results import (METRIC_COLUMNS, compare_models, groups_label, latex_table, load_results, parse_groups,
+                       per_image_table, ranking)
 from ..study import Study, load_study
 from .ablation import gain_summary, run_ablation
 from .curves import k_curve, layer_curve
@@ -69,8 +69,11 @@ def select_results(results: pd.DataFrame, study: Study, *, k: int | None = None,
 
 def print_ranking(results: pd.DataFrame, *, rows: str | None = None, format: str = "table",
                   output: Path | None = None) -> None:
-    """Mean ± std over seeds, or one row per seed (default: mean for a table, seeds for csv and json)."""
-    per_seed = (rows or ("mean" if format == "table" else "seeds")) == "seeds"
+    """Mean ± std over seeds, or one row per seed (default: mean for a table or LaTeX, seeds for csv and json)."""
+    per_seed = (rows or ("mean" if format in ("table", "latex") else "seeds")) == "seeds"
+    if per_seed and format == "latex":
+        raise InputError("--format latex shows mean ± std over seeds, not one row per seed",
+                         fix="drop --rows seeds, or use --format csv for one row per seed")
     first = ["model", "k", "seed", "groups", *METRIC_COLUMNS]  # then the other recorded values, the artefact keys
     keys = [c for c in ARTEFACT_COLUMNS if c in results]
     table = results[first + sorted(set(results) - set(first) - set(keys)) + keys]
@@ -79,6 +82,8 @@ def print_ranking(results: pd.DataFrame, *, rows: str | None = None, format: str
         text = table.to_csv(index=False)
     elif format == "json":
         text = table.to_json(orient="records", indent=2)
+    elif format == "latex":
+        text = latex_table(table)
     else:
         text = _pretty_seeds(table) if per_seed else _pretty(table)
     if output:
