@@ -192,3 +192,42 @@ def test_a_mean_over_seeds_never_mixes_settings(tiny_study_path, tmp_path, capsy
     restored = load_results(cache, study)
     assert len(restored) == 12 and restored.groupby(["k", "groups"])["settings"].nunique().eq(1).all()
     assert "dropped" not in capsys.readouterr().err  # the run replaced every row it had to
+
+
+def _changed(value):
+    if isinstance(value, tuple):
+        return (*value, value[-1] + 1)
+    return -value if isinstance(value, float) and value < 0 else value + 1  # also -1.0 (forced) -> 1.0
+
+
+def _keys(runner, model, k, seed, groups) -> dict[str, str]:
+    clustering = runner.clustering_key(model, k, seed)
+    split = runner.split_key(clustering, seed)
+    return {"clustering": clustering, "split": split, "probe": runner.probe_key(split, groups, seed),
+            "settings": runner.settings_key(model, groups)}
+
+
+def test_every_parameter_changes_exactly_the_keys_that_depend_on_it(tiny_study, tmp_path):
+    """A parameter left out of a key would serve a stale artefact; one put into too many would keep
+    seeds of one setting apart. Each field of each step's config, K, the seed, the group set and the
+    device is changed alone, and the keys that change are those downstream of it."""
+    model, groups = "combo-net", tiny_study.concepts.group_names
+    cache = Cache(tmp_path)
+    base = _keys(Runner(tiny_study, TINY_RUN, cache, show_progress=False), model, 8, 0, groups)
+    downstream = {"kmeans": {"clustering", "split", "probe", "settings"}, "split": {"split", "probe", "settings"},
+                  "probe": {"probe", "settings"}}
+    cases = [(f"{step}.{f.name}", dataclasses.replace(TINY_RUN, **{step: dataclasses.replace(
+                 getattr(TINY_RUN, step), **{f.name: _changed(getattr(getattr(TINY_RUN, step), f.name))})}),
+              (8, 0, groups), downstream[step])
+             for step in downstream for f in dataclasses.fields(getattr(TINY_RUN, step))
+             if f.name not in ("device", "n_clusters")]  # K is the run's --k, below
+    assert len(cases) >= 4 + 2 + 7  # K-means, split and probe fields
+    cases += [("K", TINY_RUN, (9, 0, groups), {"clustering", "split", "probe"}),
+              ("seed", TINY_RUN, (8, 1, groups), {"clustering", "split", "probe"}),
+              ("groups", TINY_RUN, (8, 0, groups[:2]), {"probe", "settings"}),
+              ("device", dataclasses.replace(TINY_RUN, kmeans=dataclasses.replace(TINY_RUN.kmeans, device="cpu"),
+                                             probe=dataclasses.replace(TINY_RUN.probe, device="cpu")),
+               (8, 0, groups), set())]
+    for name, config, (k, seed, group_set), expected in cases:
+        keys = _keys(Runner(tiny_study, config, cache, show_progress=False), model, k, seed, group_set)
+        assert {kind for kind in base if keys[kind] != base[kind]} == expected, name

@@ -9,7 +9,7 @@ from qrp_core.metrics import probe_scores
 from qrp_core.probe import (ProbeConfig, ReverseProbe, SparseRows, probe_logits, probe_outputs, train_one_epoch,
                             train_probe, train_probes)
 from qrp_core.probe_steps import FixedShapeEpochs
-from qrp_core.split import TEST, stratified_split
+from qrp_core.split import TEST, TRAIN, VAL, stratified_split
 
 
 def _random_concepts(rng, n, m, density):
@@ -223,3 +223,41 @@ def test_gpu_probes_replay_cuda_graphs_and_equal_the_cpu():
         assert cpu.stats["steps"] == "fixed-shape steps"
         np.testing.assert_allclose(gpu.weight, cpu.weight, rtol=1e-4, atol=1e-5)
         assert gpu.best_epoch == cpu.best_epoch
+
+
+def test_train_probe_equals_a_dense_sgd_loop_with_the_papers_schedule():
+    """An independent trainer: dense ``nn.Linear`` from zero, ``torch.optim.SGD`` with momentum and weight
+    decay, ``MultiStepLR``, the same seeded batch order, and the epoch of lowest validation loss kept."""
+    concepts, clusters = _combination_world(n=1200, seed=6)
+    split, _ = stratified_split(clusters, seed=2)
+    config = ProbeConfig(lr=0.8, momentum=0.9, weight_decay=1e-2, batch_size=100, max_epochs=7,
+                         lr_milestones=(3, 5), lr_gamma=0.2)
+    result = train_probe(concepts, clusters, split, 16, config, seed=11)
+
+    dense = torch.as_tensor(concepts.toarray(), dtype=torch.float32)
+    targets = torch.as_tensor(clusters, dtype=torch.int64)
+    train, val = (torch.as_tensor(np.flatnonzero(split == part)) for part in (TRAIN, VAL))
+    linear = torch.nn.Linear(concepts.shape[1], 16)
+    torch.nn.init.zeros_(linear.weight)
+    torch.nn.init.zeros_(linear.bias)
+    optimizer = torch.optim.SGD(linear.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_milestones), config.lr_gamma)
+    generator = torch.Generator().manual_seed(11)
+    best = (np.inf, None, None, -1)
+    for epoch in range(config.max_epochs):
+        order = train[torch.randperm(len(train), generator=generator)]
+        for start in range(0, len(order), config.batch_size):
+            batch = order[start:start + config.batch_size]
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(linear(dense[batch]), targets[batch]).backward()
+            optimizer.step()
+        schedule.step()
+        with torch.no_grad():
+            val_loss = torch.nn.functional.cross_entropy(linear(dense[val]), targets[val]).item()
+        if val_loss < best[0]:
+            best = (val_loss, linear.weight.detach().T.clone(), linear.bias.detach().clone(), epoch)
+    assert result.best_epoch == best[3]
+    np.testing.assert_allclose(result.weight, best[1].numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(result.bias, best[2].numpy(), rtol=1e-4, atol=1e-5)
+    assert result.history[best[3]]["val_loss"] == pytest.approx(best[0], rel=1e-5)
