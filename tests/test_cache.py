@@ -1,11 +1,17 @@
-"""The cache's shared tables under concurrent writers (two `run`s in two terminals, Ray workers)."""
+"""The cache: shared tables under concurrent writers (two `run`s in two terminals, Ray workers), atomic
+writes, stable hashes, and artefact folders that appear only when complete."""
 
+import hashlib
+import os
 import subprocess
 import sys
 import types
 from pathlib import Path
 
-from qrp_core.cache import Cache
+import pytest
+
+import qrp_core.cache as cache_module
+from qrp_core.cache import Cache, atomic_write_bytes, stable_hash
 from qrp_core.results import load_results
 
 WRITERS, UPSERTS = 4, 15
@@ -36,3 +42,100 @@ def test_concurrent_upserts_lose_no_rows(tmp_path):
                                                                    for i in range(UPSERTS))
     assert len(cache.read_table("s", "pairs")) == WRITERS * UPSERTS
     assert all(p.name.endswith(".lock") for p in tmp_path.rglob(".*"))  # no temporary file is left
+
+
+# --- atomic writes, stable hashes and artefact publication -------------------------------------
+
+
+def test_atomic_write_leaves_the_old_file_when_the_replace_fails(tmp_path, monkeypatch):
+    """The bytes go to a temporary file beside the target and one os.replace publishes them: where
+    the replace fails, the old file is untouched and the temporary file is removed."""
+    path = tmp_path / "table.parquet"
+    atomic_write_bytes(path, b"old contents")
+    assert path.read_bytes() == b"old contents"
+
+    def refuse(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(cache_module.os, "replace", refuse)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_bytes(path, b"new contents that must not appear")
+    monkeypatch.undo()
+    assert path.read_bytes() == b"old contents"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table.parquet"]  # no .table.parquet.* left
+
+
+def test_stable_hash_ignores_key_order_and_is_pinned():
+    a = {"b": 1, "a": [1, 2.5, "x"], "c": {"z": None, "y": True}}
+    b = {"c": {"y": True, "z": None}, "a": [1, 2.5, "x"], "b": 1}
+    assert stable_hash(a) == stable_hash(b)
+    canonical = b'{"a":[1,2.5,"x"],"b":1,"c":{"y":true,"z":null}}'
+    assert stable_hash(b) == hashlib.sha256(canonical).hexdigest()[:24] == "f098f007b0668c88f39a47ab"
+    assert stable_hash({"a": 1}) != stable_hash({"a": 2})
+
+
+def _one_file(text):
+    return {"data.txt": lambda p: p.write_text(text)}
+
+
+def test_write_refuses_a_final_folder_without_a_manifest(tmp_path):
+    """A folder at the artefact's place with no manifest is not a finished artefact of another
+    writer: the rename fails and the write must say so, not pretend it published."""
+    cache = Cache(tmp_path)
+    final = cache.path("clusters", "k1")
+    final.mkdir(parents=True)
+    (final / "junk.bin").write_bytes(b"half written")
+    with pytest.raises(OSError):
+        cache.write("clusters", "k1", _one_file("new"), {"note": "mine"})
+    assert not cache.has("clusters", "k1")
+    assert sorted(p.name for p in final.iterdir()) == ["junk.bin"]
+    assert [p.name for p in final.parent.iterdir()] == ["k1"]  # the temporary folder is gone
+
+
+def test_write_keeps_an_artefact_another_writer_published_first(tmp_path):
+    cache = Cache(tmp_path)
+    first = cache.write("clusters", "k1", _one_file("theirs"), {"note": "theirs"})
+    again = cache.write("clusters", "k1", _one_file("mine"), {"note": "mine"})
+    assert again == first == cache.path("clusters", "k1")
+    assert (first / "data.txt").read_text() == "theirs"
+    assert cache.manifest("clusters", "k1")["note"] == "theirs"
+    assert [p.name for p in first.parent.iterdir()] == ["k1"]  # the loser's temporary folder is gone
+
+
+def test_artefact_folder_appears_only_when_complete(tmp_path):
+    """While the files are written nothing exists at the artefact's path (readers test the folder)."""
+    cache = Cache(tmp_path)
+    seen = []
+
+    def writer(path):
+        seen.append(cache.path("clusters", "k1").exists())
+        path.write_text("x")
+
+    cache.write("clusters", "k1", {"a.txt": writer, "b.txt": writer}, {})
+    assert seen == [False, False]
+    assert cache.has("clusters", "k1") and cache.load_json("clusters", "k1", "manifest.json")["files"] == ["a.txt", "b.txt"]
+
+
+CRASHING_WRITER = """
+import os, sys
+from qrp_core.cache import Cache
+def first(path):
+    path.write_text("part one")
+def second(path):
+    path.write_text("par")
+    os._exit(1)  # killed mid-write: no exception handler runs
+Cache(sys.argv[1]).write("clusters", "k1", {"a.txt": first, "b.txt": second}, {})
+"""
+
+
+def test_a_writer_killed_mid_way_leaves_no_artefact_folder(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", CRASHING_WRITER, str(tmp_path)],
+                          check=False, cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert proc.returncode == 1
+    cache = Cache(tmp_path)
+    assert not cache.path("clusters", "k1").exists()
+    assert not cache.has("clusters", "k1")
+    leftovers = list((tmp_path / "clusters").iterdir())
+    assert len(leftovers) == 1 and leftovers[0].name.startswith(".tmp-k1-")  # a temporary, for cleanup
+    os.utime(leftovers[0], (0, 0))
+    assert cache.remove_stale_temporaries() == leftovers

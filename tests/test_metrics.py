@@ -153,3 +153,22 @@ def test_weighted_map_equals_sklearn_and_repeated_samples():
     assert metrics.mean_average_precision(labels, scores, sample_weight=weights) == pytest.approx(expected, abs=1e-12)
     repeated = np.repeat(np.arange(n), weights)  # integer weights = repeated rows
     assert metrics.mean_average_precision(labels[repeated], scores[repeated]) == pytest.approx(expected, abs=1e-12)
+
+
+def test_weighted_map_leaves_out_classes_whose_positives_all_weigh_zero():
+    """A bootstrap draw can miss every positive of a class: its AP is undefined and the mean runs over
+    the other classes (not counting it as 0)."""
+    rng = np.random.default_rng(7)
+    n, k = 400, 6
+    labels = rng.integers(0, k, n)
+    scores = np.round(rng.random((n, k)) + 0.5 * np.eye(k)[labels], 1)
+    weights = rng.integers(1, 3, n).astype(float)
+    weights[labels == 2] = 0  # class 2 is in labels_true but has no weighted positive
+    weights[labels == 4] = 0
+    expected = np.mean([skm.average_precision_score(labels == c, scores[:, c], sample_weight=weights)
+                        for c in (0, 1, 3, 5)])
+    ours = metrics.mean_average_precision(labels, scores, sample_weight=weights, chunk_classes=4)
+    assert ours == pytest.approx(expected, abs=1e-12)
+    missed = np.isin(labels, [2, 4])  # no class with a weighted positive at all: no mean
+    assert math.isnan(metrics.mean_average_precision(labels[missed], scores[missed],
+                                                     sample_weight=np.zeros(int(missed.sum()))))

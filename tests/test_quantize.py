@@ -260,3 +260,23 @@ def test_resident_features_budget_counts_the_sample_and_its_sorted_copy():
     assert resident_bytes((1_281_167, 2048), 256_000) / gib == pytest.approx(9.7745 + 2 * 1.9531, abs=1e-3)
     # every row trains: the sample is the features themselves, only the sorted copy is extra
     assert resident_bytes((1000, 10), 5000) == 4 * 10 * 2000
+
+
+def test_faiss_trains_on_the_whole_sample_beyond_its_default_256_points_per_centroid(monkeypatch):
+    """max_points_per_centroid above faiss's own default (256): faiss must train on all 3000 sampled
+    rows, not quietly subsample 5 x 256 of them. The last objective of each restart then is the sum
+    over all rows of the squared distance to the nearest (converged) centroid, and the torch backend,
+    which never subsamples, gives the same centroids."""
+    import qrp_core.quantize as quantize
+    x, _ = _blobs(n=3000, d=8, k=5, seed=11)
+    config = KMeansConfig(n_clusters=5, n_iter=30, n_restarts=2, max_points_per_centroid=1000, device="cpu")
+    result = kmeans(x, config, seed=0)
+    assert result.stats["backend"] == "faiss" and result.stats["n_train_points"] == 3000
+    z = standardise(x, result.mean, result.std)
+    inertia = ((z[:, None, :] - result.centroids[None]) ** 2).sum(-1).min(1).sum(dtype=np.float64)
+    best = result.stats["restarts"][result.stats["best_restart"]]
+    assert best["objective"] == pytest.approx(inertia, rel=1e-4)  # over 3000 rows, not 1280
+    monkeypatch.setattr(quantize, "resolve_backend", lambda device: ("torch", "cpu"))
+    torch_result = kmeans(x, config, seed=0)
+    np.testing.assert_allclose(torch_result.centroids, result.centroids, atol=1e-4)
+    np.testing.assert_array_equal(torch_result.assignments, result.assignments)

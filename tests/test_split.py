@@ -1,6 +1,7 @@
 import numpy as np
+import pytest
 
-from qrp_core.split import TEST, TRAIN, VAL, SplitConfig, stratified_split
+from qrp_core.split import TEST, TRAIN, VAL, SplitConfig, min_cluster_size, stratified_split
 
 
 def test_split_is_stratified_per_cluster():
@@ -39,3 +40,37 @@ def test_custom_fractions():
     assignments = np.zeros(1000, dtype=int)
     split, stats = stratified_split(assignments, SplitConfig(test_fraction=0.5, val_fraction=0.1), seed=0)
     assert stats["n_test"] == 500 and stats["n_val"] == 50
+
+
+@pytest.mark.parametrize("size,test_fraction,n_test", [
+    (5, 0.5, 3), (9, 0.5, 5), (1, 0.5, 1), (10, 0.25, 3), (2, 0.25, 1), (7, 0.5, 4), (6, 0.25, 2),
+])
+def test_half_ties_round_up(size, test_fraction, n_test):
+    """size * test_fraction = x.5 gives x + 1 test images (half up, never to the even neighbour)."""
+    split, stats = stratified_split(np.zeros(size, dtype=int), SplitConfig(test_fraction, 0.0), seed=0)
+    assert (split == TEST).sum() == stats["n_test"] == n_test
+    assert stats["n_val"] == 0 and stats["n_train"] == size - n_test
+
+
+def test_clusters_without_val_are_listed_by_id():
+    """Sizes 50, 1, 2, 3 under 20%/20%: the 3-image cluster gets a test image but no validation one."""
+    ids = np.array([7] * 50 + [3] + [10, 10] + [42] * 3)
+    shuffled = np.random.default_rng(0).permutation(ids)
+    split, stats = stratified_split(shuffled, seed=1)
+    assert stats["clusters_without_test"] == [3, 10]
+    assert stats["clusters_without_val"] == [3, 10, 42]
+    no_val = sorted(int(c) for c in np.unique(shuffled) if not (split[shuffled == c] == VAL).any())
+    assert no_val == [3, 10, 42]
+
+
+@pytest.mark.parametrize("fractions", [(0.2, 0.2), (0.5, 0.5), (0.4, 0.5), (0.1, 0.1), (0.3, 0.25), (0.5, 0.2)])
+def test_min_cluster_size_is_the_smallest_cluster_every_split_gets_an_image_from(fractions):
+    config = SplitConfig(*fractions)
+
+    def every_split_gets_one(size):
+        split, _ = stratified_split(np.zeros(size, dtype=int), config, seed=0)
+        return all((split == s).any() for s in (TRAIN, VAL, TEST))
+
+    works = [size for size in range(1, 60) if every_split_gets_one(size)]
+    assert min_cluster_size(config) == works[0]
+    assert works == list(range(works[0], 60))  # and every larger cluster works too
