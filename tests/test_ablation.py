@@ -96,3 +96,40 @@ def test_k_curve_and_layer_curve(tiny_study_path, tmp_path):
     layers = layer_curve(study, results)
     assert layers[layers["k"] == 12]["model"].tolist() == ["shape-net", "combo-net"]  # layer 1, then 2
     assert np.all(np.diff(layers[layers["k"] == 12]["layer"]) > 0)
+
+
+def test_gain_base_nmi_is_the_base_probes_nmi_and_the_summary_is_in_points(ablation, tiny_study, tiny_cache):
+    cache, _ = tiny_cache
+    gain = ablation["gain"]
+    assert len(gain) == 2 * 2 * 3  # models x seeds x added groups
+    for row in gain.itertuples():
+        base = cache.load_json("probes", row.base_probe, "metrics.json")
+        added = cache.load_json("probes", row.probe, "metrics.json")
+        assert cache.manifest("probes", row.base_probe)["inputs"]["clustering"] \
+            == cache.manifest("probes", row.probe)["inputs"]["clustering"]
+        assert row.base_nmi == pytest.approx(base["nmi"])  # the labels-only probe, whatever was added
+        assert row.delta_nmi == pytest.approx(added["nmi"] - base["nmi"])
+        assert abs(added["nmi"] - base["nmi"]) > 1e-4  # so base and added NMI cannot be swapped unnoticed
+    summary = gain_summary(gain).set_index(["model", "k"])
+    for (model, k), part in gain.groupby(["model", "k"]):
+        per_seed = {cache.load_json("probes", p, "metrics.json")["nmi"] for p in part["base_probe"]}
+        assert len(per_seed) == 2  # one base probe per seed, shared by the added groups
+        assert summary.loc[(model, k), "base_nmi"] == pytest.approx(100 * np.mean(sorted(per_seed)))
+        for added, rows in part.groupby("added"):
+            assert summary.loc[(model, k), added] == pytest.approx(100 * rows["delta_nmi"].mean())
+    assert (summary["base_nmi"] > 1).all()  # in points, not a fraction
+
+
+def test_rerunning_the_ablation_on_fewer_seeds_keeps_the_other_seeds_stored_rows(ablation, tiny_study, tiny_cache):
+    cache, _ = tiny_cache
+    config = RunConfig(**{**TINY_RUN.__dict__, "models": ("combo-net", "noise-net"), "seeds": (0,)})
+    again = run_ablation(tiny_study, config, cache, order=("colour", "texture", "other"), show_progress=False)
+    assert set(again["gain"]["seed"]) == {0} and set(again["cumulative"]["seed"]) == {0}
+    for name, table in (("ablation-gain", ablation["gain"]), ("ablation-cumulative", ablation["cumulative"])):
+        stored = cache.read_table(tiny_study.name, name)
+        key = ["model", "k", "seed", "added"] + (["variant", "step"] if name == "ablation-cumulative" else [])
+        assert set(stored["seed"]) == {0, 1}, name
+        assert len(stored) == len(table), name  # seed 0's rows replaced, seed 1's kept, none twice
+        merged = stored.merge(table, on=key, suffixes=("", "_first"))
+        assert len(merged) == len(table), name
+        assert (merged["probe"] == merged["probe_first"]).all(), name

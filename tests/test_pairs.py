@@ -126,3 +126,58 @@ def test_pairs_table_is_cached_and_rerun_trains_nothing(planted, monkeypatch):
     assert again["drop"].tolist() == pairs["drop"].tolist()
     stored = cache.read_table(study.name, "pairs")
     assert len(stored) == len(pairs)
+
+
+def _brute_pair_confusion(truth, predicted, k):
+    """{(i, j): (#i predicted j + #j predicted i) / (#i + #j)} over the pairs i < j confused at all, by loops."""
+    out = {}
+    for i in range(k):
+        for j in range(i + 1, k):
+            confused = np.sum((truth == i) & (predicted == j)) + np.sum((truth == j) & (predicted == i))
+            if confused:
+                out[(i, j)] = confused / (np.sum(truth == i) + np.sum(truth == j))
+    return out
+
+
+def test_pairs_table_equals_a_brute_force_count_of_test_confusions(planted):
+    from qrp_core.split import TEST
+
+    study, cache, pairs = planted
+    assert (pairs["i"] < pairs["j"]).all()  # each pair once, never a cluster with itself
+    assert not pairs.duplicated(["model", "k", "seed", "i", "j"]).any()
+    for (model, k, seed), part in pairs.groupby(["model", "k", "seed"]):
+        probe_a, probe_b = part["probe_a"].iloc[0], part["probe_b"].iloc[0]
+        inputs = cache.manifest("probes", probe_a)["inputs"]
+        truth = cache.load_array("clusterings", inputs["clustering"], "assignments.npy")
+        test = cache.load_array("splits", inputs["split"], "split.npy") == TEST
+        a = _brute_pair_confusion(truth[test], cache.load_array("probes", probe_a, "predictions.npy")[test], int(k))
+        b = _brute_pair_confusion(truth[test], cache.load_array("probes", probe_b, "predictions.npy")[test], int(k))
+        table = part.set_index(["i", "j"])
+        assert sorted(table.index) == sorted(set(a) | set(b))
+        for pair, row in table.iterrows():
+            assert row["confusion_a"] == pytest.approx(a.get(pair, 0.0))
+            assert row["confusion_b"] == pytest.approx(b.get(pair, 0.0))
+        assert table["drop"].to_numpy() == pytest.approx((table["confusion_a"] - table["confusion_b"]).to_numpy())
+        assert part["drop"].is_monotonic_decreasing  # largest drop first
+        assert table["drop"].iloc[0] > 0.3  # the planted pairs: labels + material resolves what labels confuse
+
+
+def test_explain_pair_counts_frequencies_and_images_on_the_right_side(planted):
+    study, cache, pairs = planted
+    top = pairs.sort_values("drop", ascending=False).iloc[0]
+    i, j = int(top["i"]), int(top["j"])
+    clustering = cache.manifest("probes", top["probe_b"])["inputs"]["clustering"]
+    assignments = cache.load_array("clusterings", clustering, "assignments.npy")
+    sizes = np.bincount(assignments, minlength=8)
+    if sizes[i] == sizes[j]:  # the frequencies of j must not come out right when divided by i's size
+        j = next(c for c in range(8) if c != i and sizes[c] != sizes[i])
+    explained = explain_pair(study, cache, top["probe_b"], i, j, n=5)
+    dense = study.concepts.matrix.toarray()
+    freq = explained["difference"].set_index("concept")
+    assert len(freq) >= 4 and (freq["frequency_j"] > 0).any()
+    for side, cluster in (("i", i), ("j", j)):
+        expected = dense[assignments == cluster].mean(0)
+        for name, row in freq.iterrows():  # the probe's concepts (labels and material)
+            assert row[f"frequency_{side}"] == pytest.approx(expected[study.concepts.names.index(name)]), (side, name)
+        images = explained[f"images_{side}"]
+        assert len(images) == 5 and (assignments[images] == cluster).all()

@@ -59,7 +59,7 @@ def transfer_probe(source: Study, target: Study, cache: Cache, probe_key: str) -
     probe = load_probe(cache, probe_key)
     concepts, n_shared = concepts_by_name(target, list(probe["names"]))
     logits = probe_logits(probe["weight"], probe["bias"], concepts)
-    top5 = np.argsort(-logits, axis=1)[:, :5]
+    top5 = np.argsort(-logits, axis=1, kind="stable")[:, :5]  # ties to the lower id, as argmax
     predicted = top5[:, 0]
     return {"model": model, "top1": top1_accuracy(truth, predicted),
             "top5": float(np.mean((top5 == truth[:, None]).any(axis=1))),
