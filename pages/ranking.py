@@ -57,6 +57,22 @@ if len(chance.columns) > 1:
                    "cross-entropy is a lower bound, and a probe on shuffled concepts predicts test images "
                    "worse than the cluster frequencies alone.")
 
+with st.expander("How these numbers were made"):
+    made = browse.provenance(sel.cache, rows)
+    st.dataframe(made, hide_index=True, width="stretch", key="ranking_provenance")
+    st.caption(f"Read from each row's manifests in `{sel.cache.root}`: `clusterings/`, `splits/` and "
+               "`probes/<key>/manifest.json` (every parameter, input hash, iteration count and version; the "
+               "CSV names the keys).")
+    shown_probe = st.selectbox("Training curve of the probe of", range(len(made)), key="ranking_curve",
+                               format_func=lambda r: f"{made['model'][r]}, seed {made['seed'][r]}")
+    curve, best_epoch = browse.training_curve(sel.cache, made["probe key"][shown_probe])
+    curve = curve.rename(columns={"train_loss": "training", "val_loss": "validation"})
+    losses = px.line(curve, x="epoch", y=["training", "validation"], labels={"value": "cross-entropy (nats)"},
+                     height=280)
+    losses.add_vline(x=best_epoch, line_dash="dot", annotation_text=f"kept: epoch {best_epoch}")
+    losses.update_layout(margin={"t": 20}, legend_title_text="")
+    st.plotly_chart(losses, config=PLOT, key="ranking_losses")
+
 metric = st.radio("Metric", list(METRICS), format_func=METRICS.get, horizontal=True, key="ranking_metric")
 scale = 1 if metric == "mi_bits" else 100
 unit = " (bits)" if metric == "mi_bits" else " (%)"

@@ -79,6 +79,45 @@ def ranking_table(cache: Cache, study: Study, results: pd.DataFrame) -> pd.DataF
     return table
 
 
+def provenance(cache: Cache, results: pd.DataFrame) -> pd.DataFrame:
+    """How each result row was made, read from its artefacts' manifests: the clustering (backend,
+    device, restarts x iterations actually run, training points, the features' hash), the split, the
+    probe's training (device, epochs, best epoch, schedule, the concepts' hash), versions and commit."""
+    rows = []
+    for row in results.sort_values(["model", "k", "seed"]).itertuples():
+        clustering = cache.manifest("clusterings", row.clustering)
+        split = cache.manifest("splits", row.split)["stats"]
+        probe = cache.manifest("probes", row.probe)
+        kmeans, trained, params = clustering.get("stats", {}), probe["stats"], probe["params"]
+        iterations = sorted(set(kmeans.get("iterations_run", [])))
+        versions = probe["versions"]
+        rows.append({
+            "model": row.model, "k": row.k, "seed": row.seed,
+            "clustering": (f"{kmeans['backend']} K-means on {kmeans['device']}" if "backend" in kmeans
+                           else "the model's given clusters"),
+            "restarts x iterations": (f"{len(kmeans['iterations_run'])} x "
+                                      + "–".join(map(str, iterations[::max(len(iterations) - 1, 1)])))
+                                     if iterations else "",
+            "training points": kmeans.get("n_train_points"),
+            "features sha256": clustering["inputs"].get("features_sha256", "")[:12],
+            "train / val / test": f"{split['n_train']} / {split['n_val']} / {split['n_test']}",
+            "probe": f"{trained['device']}, {trained['epochs_run']} epochs, best {trained['best_epoch']}",
+            "schedule": (f"lr {params['lr']:g} ÷{1 / params['lr_gamma']:g} at {list(params['lr_milestones'])}, "
+                         f"momentum {params['momentum']:g}, wd {params['weight_decay']:g}, "
+                         f"batch {params['batch_size']}"),
+            "concepts sha256": probe["inputs"]["concepts_sha256"][:12],
+            "versions": (f"qrp {(versions.get('git_commit') or versions['qrp_core'])[:8]} · torch {versions['torch']}"
+                         f" · faiss {versions['faiss']}"),
+            "created": probe["created"][:16].replace("T", " "), "probe key": row.probe})
+    return pd.DataFrame(rows)
+
+
+def training_curve(cache: Cache, probe_key: str) -> tuple[pd.DataFrame, int]:
+    """A probe's per-epoch training and validation loss (and learning rate), and its kept epoch."""
+    stats = cache.manifest("probes", probe_key)["stats"]
+    return pd.DataFrame(stats["history"]), int(stats["best_epoch"])
+
+
 def linear_fit(x: np.ndarray, y: np.ndarray) -> dict:
     """Least-squares line and Pearson r of y on x (Fig. 3)."""
     fit = stats.linregress(x, y)

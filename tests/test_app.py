@@ -237,3 +237,39 @@ print(sorted(name for name in ("torch", "faiss") if name in sys.modules))
                           capture_output=True, text=True, cwd=APP.parent)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_provenance_says_how_each_number_was_made(tiny_cache, tiny_study):
+    """Each result row's clustering, split and probe as their manifests record them, checked against the
+    run's configuration, the feature files' bytes and the stored split."""
+    import hashlib
+
+    import faiss
+    import torch
+
+    from conftest import TINY_RUN
+
+    cache, results = tiny_cache
+    rows = results[results["groups"] == results["groups"].iloc[0]]
+    made = browse.provenance(cache, rows).set_index(["model", "seed"])
+    assert len(made) == len(rows)
+    for row in rows.itertuples():
+        line = made.loc[(row.model, row.seed)]
+        assert line["restarts x iterations"] == f"{TINY_RUN.kmeans.n_restarts} x {TINY_RUN.kmeans.n_iter}"
+        features = tiny_study.model(row.model).features
+        assert line["features sha256"] == hashlib.sha256(features.read_bytes()).hexdigest()[:12]
+        split = np.bincount(cache.load_array("splits", row.split, "split.npy"), minlength=3)
+        assert line["train / val / test"] == " / ".join(map(str, split))
+        curve, best = browse.training_curve(cache, row.probe)
+        assert len(curve) == TINY_RUN.probe.max_epochs and best == int(curve["val_loss"].idxmin())
+        assert line["probe"].endswith(f"{TINY_RUN.probe.max_epochs} epochs, best {best}")
+        assert f"torch {torch.__version__} · faiss {faiss.__version__}" in line["versions"]
+        assert line["probe key"] == row.probe
+
+
+def test_ranking_shows_provenance_and_a_training_curve(app):
+    at = app("ranking")
+    made = frame(at, "restarts x iterations")
+    assert len(made) == len(frame(at, "NMI ±")) * 2  # the fixture's two seeds per model
+    assert at.selectbox(key="ranking_curve").value == 0
+    assert any(chart.proto.id and "ranking_losses" in chart.proto.id for chart in at.get("plotly_chart"))
