@@ -8,9 +8,7 @@ recomputes. Every file is plain NumPy, JSON, safetensors or Parquet.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import fcntl
 import functools
 import hashlib
 import importlib.metadata
@@ -26,6 +24,7 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+from filelock import FileLock
 
 CACHE_ENV = "QRP_CACHE"
 STALE_SECONDS = 24 * 3600  # writing an artefact takes seconds: an older temporary folder lost its writer
@@ -88,14 +87,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-@contextlib.contextmanager
-def locked(path: Path):
-    """Hold ``path``'s lock (``.<name>.lock`` beside it) for a read-modify-write, so that processes
+def locked(path: Path) -> FileLock:
+    """``path``'s lock (``.<name>.lock`` beside it), held for a read-modify-write so that processes
     upserting the same table (two runs, Ray workers) do not lose each other's rows."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / f".{path.name}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        yield
+    return FileLock(path.parent / f".{path.name}.lock")
 
 
 def atomic_write_json(path: Path, obj) -> None:
