@@ -172,3 +172,20 @@ def test_weighted_map_leaves_out_classes_whose_positives_all_weigh_zero():
     missed = np.isin(labels, [2, 4])  # no class with a weighted positive at all: no mean
     assert math.isnan(metrics.mean_average_precision(labels[missed], scores[missed],
                                                      sample_weight=np.zeros(int(missed.sum()))))
+
+
+def test_probe_mi_uses_the_cluster_sizes_of_the_whole_collection():
+    """Eq. (1) with H(f_K) from the sizes over all images (not the test rows' counts), CE from the test rows."""
+    from scipy import stats
+
+    rng = np.random.default_rng(6)
+    labels = rng.integers(0, 4, 200)
+    logits = rng.normal(size=(200, 4)) + 1.5 * np.eye(4)[labels]
+    sizes = np.array([400, 100, 250, 50])  # far from the test rows' roughly uniform counts
+    s = metrics.probe_scores(labels, logits, sizes)
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    ce = skm.log_loss(labels, probs)
+    h = stats.entropy(sizes / sizes.sum())  # nats
+    assert s["h_clusters_bits"] == pytest.approx(stats.entropy(sizes, base=2))
+    assert s["mi_bits"] == pytest.approx((h - ce) / math.log(2))
+    assert s["mi_norm"] == pytest.approx((h - ce) / h)

@@ -56,3 +56,67 @@ def test_compare_models_is_welchs_t_test_between_neighbours():
     assert comparison.loc["moco_v2", "next_model"] == "dino & co"
     assert comparison.loc["moco_v2", "p_value"] == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue)
     assert comparison.loc["dino & co", "distinguishable"]  # 0.55 against 0.20 with std 0.02
+
+
+def test_ranking_orders_by_k_then_group_set_then_best_nmi_and_counts_each_rows_seeds():
+    rows = []
+    for k, groups, model, nmis in ((100, "a", "x", [0.5, 0.7]), (100, "a", "y", [0.9, 0.8, 0.85]),
+                                   (20, "b", "x", [0.1, 0.3, 0.2]), (20, "b", "y", [0.05]),
+                                   (100, "b", "x", [0.4]), (20, "a", "y", [0.6, 0.2])):
+        rows += [{"model": model, "k": k, "seed": s, "groups": groups, "nmi": v,
+                  **{m: v / 2 for m in ("ami", "top1", "map", "mi_bits", "mi_norm")}} for s, v in enumerate(nmis)]
+    ranked = ranking(pd.DataFrame(rows))
+    assert list(zip(ranked["k"], ranked["groups"], ranked["model"])) == [
+        (20, "a", "y"), (20, "b", "x"), (20, "b", "y"), (100, "a", "y"), (100, "a", "x"), (100, "b", "x")]
+    assert ranked["n_seeds"].tolist() == [2, 3, 1, 3, 2, 1]
+    assert ranked["nmi_mean"].tolist() == pytest.approx([0.4, 0.2, 0.05, 0.85, 0.6, 0.4])
+    assert ranked["nmi_std"].iloc[:2].tolist() == pytest.approx([np.std([0.6, 0.2], ddof=1), 0.1])
+    assert np.isnan(ranked["nmi_std"].iloc[2])  # one seed: no sample std
+
+
+def test_compare_models_difference_is_better_minus_next_per_k_and_group_set():
+    results = pd.concat([_results(seed=2, n_seeds=4), _results(seed=3, n_seeds=4).assign(k=10)])
+    comparison = compare_models(results)
+    assert len(comparison) == 4  # two neighbour pairs in each of two K
+    for row in comparison.itertuples():
+        part = results[results["k"] == row.k]
+        a, b = (part.loc[part["model"] == m, "nmi"] for m in (row.model, row.next_model))
+        assert a.mean() > b.mean()
+        assert row.difference == pytest.approx(a.mean() - b.mean())
+        assert row.p_value == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def test_latex_table_of_one_model_has_no_bold():
+    one_model = _results()
+    one_model = one_model[one_model["model"] == "random"]
+    latex = latex_table(ranking(one_model))
+    assert r"\mathbf" not in latex
+    assert f"${100 * one_model['nmi'].mean():.1f} \\pm {100 * one_model['nmi'].std(ddof=1):.1f}$" in latex
+
+
+def test_parse_groups_gives_the_table_order_whatever_the_order_typed(tiny_study):
+    from qrp_core.errors import InputError
+    from qrp_core.results import parse_groups
+
+    assert tiny_study.concepts.group_names == ("labels", "colour", "other", "texture")
+    assert parse_groups("colour+labels", tiny_study) == ("labels", "colour")  # not alphabetical: labels first
+    assert parse_groups("texture+labels", tiny_study) == ("labels", "texture")
+    assert parse_groups("other+colour+", tiny_study) == ("colour", "other")
+    assert parse_groups("all", tiny_study) == ("labels", "colour", "other", "texture")
+    with pytest.raises(InputError, match="unknown concept group 'scene'"):
+        parse_groups("labels+scene", tiny_study)
+
+
+def test_per_image_table_names_each_images_split_cluster_and_prediction(tiny_study, tiny_cache):
+    from qrp_core.results import per_image_table
+
+    cache, results = tiny_cache
+    row = results.iloc[0]
+    table = per_image_table(tiny_study, cache, row["probe"])
+    split = cache.load_array("splits", row["split"], "split.npy")  # 0 train, 1 val, 2 test
+    assert table["image_id"].tolist() == list(tiny_study.image_ids)
+    assert table["split"].tolist() == [("train", "val", "test")[s] for s in split]
+    np.testing.assert_array_equal(table["cluster"], cache.load_array("clusterings", row["clustering"],
+                                                                     "assignments.npy"))
+    test = table["split"] == "test"
+    assert np.mean(table.loc[test, "cluster"] == table.loc[test, "predicted"]) == pytest.approx(row["top1"])

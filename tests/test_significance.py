@@ -75,3 +75,108 @@ def test_significance_table_and_model_comparison(small):
     same = pd.concat([results[results["model"] == "noise-net"].assign(model="twin"),
                       results[results["model"] == "noise-net"]])
     assert not compare_models(same)["distinguishable"].iloc[0]  # identical scores: not distinguishable
+
+
+def _row_keys(matrix) -> list:
+    """Each row of a sparse concept matrix as a hashable tuple of its column indices."""
+    m = matrix.tocsr()
+    m.sort_indices()
+    return [tuple(m.indices[m.indptr[i]:m.indptr[i + 1]]) for i in range(m.shape[0])]
+
+
+def test_permutation_p_value_counts_ties_and_shuffles_concept_rows_only(small, monkeypatch):
+    """With training and scoring replaced by recorders, the p-value is (1 + #{null >= observed}) / (R + 1)
+    on scripted nulls (ties count), each repeat trains on its own permutation of the concept rows (clusters and
+    split as stored), scores the shuffled test rows, and the seed chooses the permutations."""
+    import types
+
+    import qrp_core.analyses.significance as significance
+
+    study, cache, results = small
+    row = results[(results["model"] == "shape-net") & (results["seed"] == 1)].iloc[0]
+    manifest = cache.manifest("probes", row["probe"])
+    assignments = cache.load_array("clusterings", row["clustering"], "assignments.npy")
+    split = cache.load_array("splits", row["split"], "split.npy")
+    concepts = study.concepts.select(tuple(row["groups"].split("+")))
+    observed = cache.load_json("probes", row["probe"], "metrics.json")
+    offsets = [0.0, 0.1, -0.1, 0.0, -0.2, 0.3, -0.05]  # 4 of 7 nulls >= observed, two of them ties
+    trained, scored = [], []
+
+    def fake_train(matrix, clusters, split_, k, config, *, seed):
+        trained.append({"matrix": matrix, "clusters": clusters.copy(), "split": split_.copy(), "k": k, "seed": seed})
+        return types.SimpleNamespace(weight=np.zeros((matrix.shape[1], k), np.float32), bias=np.zeros(k, np.float32))
+
+    def fake_logits(weight, bias, rows, device="auto"):
+        scored.append(rows)
+        return np.zeros((rows.shape[0], weight.shape[1]), np.float32)
+
+    def fake_scores(truth, logits, sizes):
+        r = len(scored) - 1
+        return {m: observed[m] + offsets[r % len(offsets)] for m in observed}
+
+    monkeypatch.setattr(significance, "train_probe", fake_train)
+    monkeypatch.setattr(significance, "probe_logits", fake_logits)
+    monkeypatch.setattr(significance, "probe_scores", fake_scores)
+    perm = permutation_baseline(study, cache, row["probe"], repeats=7, seed=11)  # keys no other test uses
+    for m in ("nmi", "ami", "top1", "map", "mi_bits", "mi_norm"):
+        assert perm[m]["p_value"] == pytest.approx(5 / 8), m
+        assert perm[m]["mean"] == pytest.approx(observed[m] + np.mean(offsets)), m
+        assert perm[m]["std"] == pytest.approx(np.std(offsets, ddof=1)), m
+    test_rows = np.flatnonzero(split == 2)
+    original = sorted(_row_keys(concepts.matrix))
+    shuffles = []
+    for call, rows in zip(trained, scored):
+        np.testing.assert_array_equal(call["clusters"], assignments)
+        np.testing.assert_array_equal(call["split"], split)
+        assert call["k"] == 6 and call["seed"] == manifest["params"]["seed"] == 1
+        keys = _row_keys(call["matrix"])
+        assert sorted(keys) == original  # a permutation of the concept rows
+        assert _row_keys(rows) == [keys[i] for i in test_rows]  # the shuffled test rows are scored
+        shuffles.append(tuple(keys))
+    assert len(set(shuffles)) == 7 and tuple(_row_keys(concepts.matrix)) not in shuffles
+    trained.clear(), scored.clear()
+    permutation_baseline(study, cache, row["probe"], repeats=7, seed=12)
+    assert not {tuple(_row_keys(call["matrix"])) for call in trained} & set(shuffles)  # another seed, other shuffles
+
+
+def test_bootstrap_interval_of_every_metric_equals_a_brute_force_resample(small):
+    """Every metric's interval from the stored probe weights, resampled by hand: scikit-learn AMI, top-1 and
+    average precision of the resampled rows, and MI = H(cluster sizes over all images) - CE of the resample."""
+    import math
+
+    from safetensors.numpy import load_file
+    from scipy import special
+    from scipy import stats as sst
+
+    study, cache, results = small
+    row = results[(results["model"] == "noise-net") & (results["seed"] == 2)].iloc[0]
+    ci = bootstrap_ci(study, cache, row["probe"], n_boot=60, seed=5)
+    probe = load_file(str(cache.path("probes", row["probe"]) / "probe.safetensors"))
+    concepts = study.concepts.select(tuple(row["groups"].split("+")))
+    split = cache.load_array("splits", row["split"], "split.npy")
+    assignments = cache.load_array("clusterings", row["clustering"], "assignments.npy")
+    test = np.flatnonzero(split == 2)
+    x = concepts.matrix[test].toarray().astype(np.float64)
+    logits = (x @ probe["weight"].astype(np.float64) + probe["bias"]).astype(np.float32).astype(np.float64)
+    log_probs = special.log_softmax(logits, axis=1)
+    truth, predicted = assignments[test], cache.load_array("probes", row["probe"], "predictions.npy")[test]
+    np.testing.assert_array_equal(log_probs.argmax(1), predicted)
+    h = sst.entropy(np.bincount(assignments, minlength=6))  # nats, over the whole collection
+    observed = cache.load_json("probes", row["probe"], "metrics.json")
+    rng = np.random.default_rng(5)
+    draws = {m: [] for m in ("ami", "top1", "map", "mi_bits", "mi_norm")}
+    for _ in range(60):
+        i = rng.integers(0, len(test), len(test))
+        t, p, lp = truth[i], predicted[i], log_probs[i]
+        draws["ami"].append(skm.adjusted_mutual_info_score(t, p))
+        draws["top1"].append(np.mean(t == p))
+        draws["map"].append(np.mean([skm.average_precision_score(t == c, lp[:, c]) for c in np.unique(t)]))
+        ce = -np.mean(lp[np.arange(len(t)), t])
+        draws["mi_bits"].append((h - ce) / math.log(2))
+        draws["mi_norm"].append((h - ce) / h)
+    for m, values in draws.items():
+        bias = np.mean(values) - observed[m]
+        assert ci[m]["bias"] == pytest.approx(bias, abs=1e-6), m
+        assert ci[m]["low"] == pytest.approx(np.percentile(values, 2.5) - bias, abs=1e-6), m
+        assert ci[m]["high"] == pytest.approx(np.percentile(values, 97.5) - bias, abs=1e-6), m
+    assert ci["mi_bits"]["high"] - ci["mi_bits"]["low"] > 0.01 and ci["map"]["high"] - ci["map"]["low"] > 0.01

@@ -168,3 +168,92 @@ def test_concept_groups_summary_equals_a_dense_count(tiny_study):
         assert table.loc[group, "images with any (%)"] == pytest.approx(100 * dense[:, columns].any(1).mean())
         most = columns[np.argmax(dense[:, columns].sum(0))]
         assert table.loc[group, "most frequent"].split(", ")[0] == tiny_study.concepts.names[most].split("] ", 1)[-1]
+
+
+def test_long_table_columns_are_ordered_by_group_then_concept_and_repeats_count_once():
+    ids = np.array(["a", "b", "c"], dtype=object)
+    table = pd.DataFrame({"image_id": ["a", "b", "a", "c", "a", "b"],
+                          "concept": ["zeta", "beta", "alpha", "zeta", "zeta", "beta"],
+                          "group": ["alpha", "omega", "alpha", "alpha", "alpha", "omega"]})
+    concepts = concepts_from_long_table(table, ids)
+    assert concepts.names == ("alpha", "zeta", "beta") and concepts.groups == ("alpha", "alpha", "omega")
+    assert concepts.group_names == ("alpha", "omega")
+    np.testing.assert_array_equal(concepts.matrix.toarray(), [[1, 1, 0], [0, 0, 1], [0, 1, 0]])
+    assert concepts.matrix.nnz == 4 and concepts.matrix.dtype == bool
+    assert concepts.canonical(["omega", "alpha"]) == ("alpha", "omega")
+    selected = concepts.select(("omega", "alpha"))
+    assert selected.names == concepts.names  # both groups, in the table's column order
+
+
+def _small_study(root, *, concepts, base_group=None, models=""):
+    """A three-image study with labels, the given long concept table and a 2-D feature file."""
+    root.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"image_id": ["i0", "i1", "i2"], "label": ["dog", "cat", "dog"]}).to_csv(root / "images.csv",
+                                                                                          index=False)
+    concepts.to_csv(root / "concepts.csv", index=False)
+    np.save(root / "f.npy", np.arange(6, dtype=np.float32).reshape(3, 2))
+    head = f'base_group = "{base_group}"\n' if base_group else ""
+    (root / "study.toml").write_text(f'name = "small"\nimages = "images.csv"\n{head}[concepts]\n'
+                                     f'table = "concepts.csv"\n[models.m]\nfeatures = "f.npy"\n{models}')
+    return root / "study.toml"
+
+
+def test_labels_become_the_base_group_named_in_the_study_file(tmp_path):
+    concepts = pd.DataFrame({"image_id": ["i0", "i2"], "concept": ["red", "blue"], "group": ["colour", "colour"]})
+    study = load_study(_small_study(tmp_path / "a", concepts=concepts, base_group="shapes"))
+    assert study.base_group == "shapes"
+    assert study.concepts.group_names == ("shapes", "colour")  # the labels first, whatever their name
+    assert study.concepts.canonical(["colour", "shapes"]) == ("shapes", "colour")
+    assert study.concepts.names == ("[shapes] cat", "[shapes] dog", "blue", "red")
+    np.testing.assert_array_equal(study.concepts.matrix.toarray(), [[0, 1, 0, 1], [1, 0, 0, 0], [0, 1, 1, 0]])
+    # where the concept table already has the base group, the labels are not added a second time
+    given = pd.concat([concepts, pd.DataFrame({"image_id": ["i1"], "concept": ["[labels] own"],
+                                               "group": ["labels"]})])
+    study = load_study(_small_study(tmp_path / "b", concepts=given))
+    assert study.concepts.names == ("blue", "red", "[labels] own")
+    assert study.concepts.group_names == ("colour", "labels")
+
+
+def test_given_cluster_ids_are_matched_by_image_id_and_coded_from_zero(tmp_path):
+    concepts = pd.DataFrame({"image_id": ["i0"], "concept": ["red"], "group": ["colour"]})
+    models = '[models.table]\nassignments = "clusters.csv"\n[models.array]\nassignments = "clusters.npy"\n'
+    path = _small_study(tmp_path, concepts=concepts, models=models)
+    pd.DataFrame({"image_id": ["i2", "i0", "i1"], "cluster": ["zebra", "ant", "zebra"]}).to_csv(
+        tmp_path / "clusters.csv", index=False)
+    np.save(tmp_path / "clusters.npy", np.array([9, 5, 9]))
+    study = load_study(path)
+    np.testing.assert_array_equal(study.cluster_ids("table"), [0, 1, 1])  # i0: ant, i1 and i2: zebra
+    np.testing.assert_array_equal(study.cluster_ids("array"), [1, 0, 1])  # ids 5, 9 -> codes 0, 1
+    assert study.cluster_ids("array").dtype == np.int32
+
+
+def test_container_files_pick_the_features_array_by_name(tiny_study, tmp_path):
+    x = np.array(tiny_study.features("shape-net"))
+    ids = tiny_study.image_ids
+    np.savez(tmp_path / "two.npz", a_mean=x.mean(0), embeddings=x)
+    np.testing.assert_array_equal(load_features(tmp_path / "two.npz", image_ids=ids), x)
+    np.testing.assert_array_equal(load_features(tmp_path / "two.npz", image_ids=ids, key="embeddings"), x)
+    with pytest.raises(InputError, match=r"no array named 'feats'; the file holds \['a_mean', 'embeddings'\]"):
+        load_features(tmp_path / "two.npz", image_ids=ids, key="feats")
+    np.savez(tmp_path / "anon.npz", b=x, c=x)
+    with pytest.raises(InputError, match=r"several arrays \['b', 'c'\] and none is named 'features'"):
+        load_features(tmp_path / "anon.npz", image_ids=ids)
+    torch.save({"extra": torch.zeros(3), "feats": torch.from_numpy(x).bfloat16()}, tmp_path / "bf16.pt")
+    loaded = load_features(tmp_path / "bf16.pt", image_ids=ids)
+    assert loaded.dtype == np.float32
+    np.testing.assert_array_equal(loaded, torch.from_numpy(x).bfloat16().float().numpy())
+
+
+def test_parquet_features_are_matched_by_image_id(tiny_study, tmp_path):
+    x = np.array(tiny_study.features("shape-net"))
+    ids = tiny_study.image_ids
+    order = np.random.default_rng(1).permutation(len(ids))
+    pd.DataFrame({"image_id": ids[order], "features": list(x[order])}).to_parquet(tmp_path / "list.parquet")
+    np.testing.assert_array_equal(load_features(tmp_path / "list.parquet", image_ids=ids), x)  # one list column
+    frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(x.shape[1])]).assign(image_id=ids)
+    frame.drop(index=[3, 7]).to_parquet(tmp_path / "missing.parquet")
+    with pytest.raises(InputError, match=rf"2 study images have no feature row \(first: '{ids[3]}'\)"):
+        load_features(tmp_path / "missing.parquet", image_ids=ids)
+    pd.concat([frame, frame.iloc[[5]]]).to_parquet(tmp_path / "twice.parquet")
+    with pytest.raises(InputError, match=rf"image id '{ids[5]}' appears more than once"):
+        load_features(tmp_path / "twice.parquet", image_ids=ids)
