@@ -5,7 +5,9 @@
 
 Starts `streamlit run app.py` on 127.0.0.1, loads every page once to warm Streamlit's caches, then
 times each page `--repeats` times from navigation start until the title is drawn and the app has
-stopped running; prints the median per page. Needs Debian's chromium and playwright.
+stopped running; prints the median per page. Then, the cold start: `--repeats` times, a fresh
+`streamlit run` and its first page (the Ranking), whose imports are all still to load. Needs Debian's
+chromium and playwright.
 """
 
 from __future__ import annotations
@@ -42,6 +44,12 @@ def main() -> None:
             times = [load(page, f"{url}/{path}") for _ in range(args.repeats)]
             name = path.split("?")[0] or "home"
             print(f"{name:<16} {statistics.median(times):7.2f}   ({min(times):.2f}, {max(times):.2f})")
+        cold = []
+        for _ in range(args.repeats):
+            with running_app(args.cache) as fresh:
+                cold.append(load(page, f"{fresh}/ranking"))
+        print(f"{'cold ranking':<16} {statistics.median(cold):7.2f}   ({min(cold):.2f}, {max(cold):.2f})"
+              "   first page after a fresh streamlit run")
         browser.close()
 
 
