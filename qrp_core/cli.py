@@ -1,5 +1,8 @@
 """``python -m qrp_core <verb>``: demo, run, ranking, export, validate, and the analyses
-(ablation, pairs, explain, sweep-k, layers, transfer, significance)."""
+(ablation, pairs, explain, sweep-k, layers, transfer, significance).
+
+The engine (torch, faiss) is imported by the verbs that compute, so that ``--help``, ``ranking``,
+``export`` and ``validate`` start in about a second."""
 
 from __future__ import annotations
 
@@ -12,15 +15,10 @@ import pandas as pd
 
 from .analyses import commands
 from .cache import Cache
+from .config import DEMO_K, KMeansConfig, ProbeConfig, RunConfig, SplitConfig
 from .errors import InputError
-from .executors import RayOptions, default_task_gpus, print_failures, run_on_ray
-from .pipeline import RunConfig, Runner
 from .results import load_results, parse_groups
-from .probe import ProbeConfig
-from .quantize import KMeansConfig
-from .split import SplitConfig
 from .study import Study, load_study
-from .demo import DEMO_K, app_command, build_demo, build_photo_study
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -307,6 +305,9 @@ def _dispatch(args) -> int:
 
 def _demo(args, cache: Cache) -> int:
     """A photo demo (the ranking at each --k), or a built world with every view computed at K=30."""
+    from .demo import app_command, build_demo, build_photo_study
+    from .pipeline import Runner
+
     if args.study in ("imagenette", "cifar10"):
         if args.images is None:
             raise InputError(f"--study {args.study} needs --images", fix="pass the folder of class folders")
@@ -330,6 +331,9 @@ def _demo(args, cache: Cache) -> int:
 
 def _run(args, study, cache: Cache) -> int:
     """The ``run`` verb: in this process, or on Ray (exit 1 when a unit failed; the rest is saved)."""
+    from .executors import RayOptions, default_task_gpus, print_failures, run_on_ray
+    from .pipeline import Runner
+
     config = _run_config(args, study)
     if args.executor == "local":
         if args.address is not None:

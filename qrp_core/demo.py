@@ -14,11 +14,11 @@ from .analyses.transfer import run_transfer
 from .cache import Cache
 from .concept_world import make_concept_world
 from .errors import InputError
-from .pipeline import RunConfig, Runner
+from .config import DEMO_K, RunConfig
+from .pipeline import Runner
 from .study import Study, load_study
 from .synthetic import make_synthetic_study, write_study
 
-DEMO_K = 30  # the demo study plants 30 shape x colour combinations
 DEMO_SWEEP = (10, 60)  # extra K for the varying-K view
 
 

@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 
 from .cache import Cache
 from .errors import InputError
-from .pipeline import RunConfig, Runner
+from .config import RunConfig
+from .pipeline import Runner
 from .study import Study, load_study
 
 Unit = tuple[str, int, int]  # (model, K, seed)

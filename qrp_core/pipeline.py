@@ -9,7 +9,6 @@ import dataclasses
 import hashlib
 import sys
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -17,26 +16,16 @@ from safetensors.numpy import save_file
 from tqdm.auto import tqdm
 
 from .cache import Cache, save_json, save_npy, stable_hash
+from .config import RunConfig
 from .features import standardisation_stats
 from .metrics import probe_scores
-from .probe import ProbeConfig, SparseRows, batch_probes, probe_outputs, resolve_torch_device, train_probes
-from .quantize import KMeansConfig, features_on_device, kmeans
+from .probe import SparseRows, batch_probes, probe_outputs, resolve_torch_device, train_probes
+from .quantize import features_on_device, kmeans
 from .results import groups_label, save_results
-from .split import TEST, SplitConfig, check_splittable, stratified_split
+from .split import TEST, check_splittable, stratified_split
 from .study import GROUND_TRUTH, Study
 
 FORMAT = 2  # artefact layout and algorithm version: part of every key, so a layout change recomputes
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    models: tuple[str, ...] = ()  # empty: every model of the study
-    ks: tuple[int, ...] = (1000,)  # paper section 4.2
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)  # 5 clusterings, Table 2
-    group_sets: tuple[tuple[str, ...], ...] = ()  # empty: one probe on all groups
-    kmeans: KMeansConfig = field(default_factory=KMeansConfig)
-    split: SplitConfig = field(default_factory=SplitConfig)
-    probe: ProbeConfig = field(default_factory=ProbeConfig)
 
 
 def _params(config) -> dict:

@@ -16,20 +16,9 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from .config import ProbeConfig
 from .probe_steps import FixedShapeEpochs
 from .split import TRAIN, VAL
-
-
-@dataclass(frozen=True)
-class ProbeConfig:
-    lr: float = 3.5  # appendix C
-    momentum: float = 0.9
-    weight_decay: float = 3e-6  # L2 on weight and bias
-    batch_size: int = 512
-    max_epochs: int = 100
-    lr_milestones: tuple[int, ...] = (60, 80)  # lr / 10 at these epochs
-    lr_gamma: float = 0.1
-    device: str = "auto"  # "auto" uses CUDA when torch sees it
 
 
 @dataclass

@@ -15,18 +15,9 @@ import faiss
 import numpy as np
 import torch
 
+from .config import KMeansConfig
 from .errors import InputError
 from .features import read_rows, standardisation_stats, standardise, standardised_rows
-
-
-@dataclass(frozen=True)
-class KMeansConfig:
-    n_clusters: int = 1000  # K, paper section 4.2
-    n_iter: int = 100  # Lloyd iterations, appendix C ("100 steps")
-    n_restarts: int = 5  # keep the best of 5 runs by objective, appendix C
-    max_points_per_centroid: int = 256  # training sample = K * this (faiss's default)
-    early_stop_threshold: float = -1.0  # -1 runs every iteration; faiss 1.15's default 0.0 stops early
-    device: str = "auto"  # "auto": a GPU when faiss or torch sees one, else the CPU
 
 
 @dataclass

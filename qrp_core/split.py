@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .config import SplitConfig
 from .errors import InputError
 
 TRAIN, VAL, TEST = 0, 1, 2
-
-
-@dataclass(frozen=True)
-class SplitConfig:
-    test_fraction: float = 0.2  # of all images, appendix C
-    val_fraction: float = 0.2  # of the training images, appendix C
 
 
 def stratified_split(assignments: np.ndarray, config: SplitConfig = SplitConfig(), *, seed: int

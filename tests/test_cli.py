@@ -42,6 +42,26 @@ def test_ranking_csv_has_one_row_per_seed(cli_cache, tiny_study_path, tmp_path):
     assert mean.set_index("model").loc["combo-net", "nmi_std"] == pytest.approx(combo["nmi"].std(ddof=1))
 
 
+def test_reading_verbs_import_neither_torch_nor_faiss(cli_cache, tiny_study_path, tmp_path):
+    """--help, validate, ranking and export read files only: the engine stays unloaded (they start in ~1 s)."""
+    verbs = [["validate", str(tiny_study_path)],
+             ["ranking", str(tiny_study_path), "--cache", str(cli_cache), "--format", "latex"],
+             ["export", str(tiny_study_path), "--cache", str(cli_cache), "--model", "combo-net", "--k", "8",
+              "--output", str(tmp_path / "images.csv")]]
+    script = f"""
+import sys
+from qrp_core.cli import build_parser, main
+build_parser().format_help()
+for verb in {verbs!r}:
+    assert main(verb) == 0, verb
+print(sorted(name for name in ("torch", "faiss") if name in sys.modules))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert len(pd.read_csv(tmp_path / "images.csv")) > 0
+
+
 def _ranking_text(cache, study, *extra):
     result = subprocess.run([sys.executable, "-m", "qrp_core", "ranking", str(study), "--cache", str(cache),
                              "--format", "csv", *extra], capture_output=True, text=True, check=True)

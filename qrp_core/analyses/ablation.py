@@ -11,7 +11,8 @@ import pandas as pd
 
 from ..cache import Cache
 from ..errors import InputError
-from ..pipeline import RunConfig, Runner
+from ..config import RunConfig
+from ..pipeline import Runner
 from ..results import METRIC_COLUMNS, groups_label
 from ..study import Study
 

@@ -1,5 +1,6 @@
 """What the verbs of ``python -m qrp_core`` that read a study print or write: validate, ranking, export
-and the analyses (the parser lives in ``qrp_core.cli``)."""
+and the analyses (the parser lives in ``qrp_core.cli``). The analyses that train or apply probes (torch,
+faiss) are imported by their verbs, so that validate, ranking and export start without them."""
 
 from __future__ import annotations
 
@@ -14,15 +15,12 @@ from tqdm.auto import tqdm
 from ..cache import Cache
 from ..errors import InputError
 from ..features import standardisation_stats
-from ..pipeline import RunConfig
+from ..config import RunConfig
 from ..results import (METRIC_COLUMNS, compare_models, groups_label, latex_table, load_results, parse_groups,
                        per_image_table, ranking)
 from ..study import Study, load_study
-from .ablation import gain_summary, run_ablation
 from .curves import k_curve, layer_curve
 from .pairs import explain_pair, run_pairs
-from .significance import significance_table
-from .transfer import run_transfer
 
 
 PER_SEED_COLUMNS = ["model", "k", "seed", "groups", *METRIC_COLUMNS, "probe"]
@@ -160,6 +158,8 @@ def _pct(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 
 
 def ablation(args: argparse.Namespace, study: Study, cache: Cache, config: RunConfig) -> None:
+    from .ablation import gain_summary, run_ablation
+
     order = tuple(g for g in args.order.split(",") if g) if args.order else None
     tables = run_ablation(study, config, cache, order=order)
     cumulative = tables["cumulative"].groupby(["model", "k", "variant", "step", "groups"], sort=False)["nmi"]
@@ -227,6 +227,8 @@ def layers(args: argparse.Namespace, study: Study, cache: Cache, config: RunConf
 
 
 def transfer(args: argparse.Namespace, cache: Cache) -> None:
+    from .transfer import run_transfer
+
     source, target = load_study(args.source), load_study(args.target)
     table = run_transfer(source, target, cache, k=args.k, groups=args.groups)
     summary = table.groupby(["model", "k", "groups"])[
@@ -236,6 +238,8 @@ def transfer(args: argparse.Namespace, cache: Cache) -> None:
 
 
 def significance(args: argparse.Namespace, study: Study, cache: Cache) -> None:
+    from .significance import significance_table
+
     models = [m for m in args.models.split(",") if m] or None
     results = select_results(load_results(cache, study), study, k=args.k, groups=args.groups, models=models)
     bar = tqdm(total=len(results), desc="permutations and bootstrap")

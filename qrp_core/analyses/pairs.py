@@ -8,20 +8,17 @@ two clusters' probe coefficients. Everything is computed per pair; nothing is K 
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from ..cache import Cache, save_npy, stable_hash
+from ..config import RunConfig
 from ..errors import InputError
 from ..results import groups_label, load_probe
 from ..split import TEST
 from ..study import Study
-
-if TYPE_CHECKING:
-    from ..pipeline import RunConfig
 
 
 def confusion_matrix(true: np.ndarray, predicted: np.ndarray, n_clusters: int) -> sp.csr_matrix:

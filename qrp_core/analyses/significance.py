@@ -18,9 +18,10 @@ import pandas as pd
 import torch
 
 from ..cache import Cache, save_json, stable_hash
+from ..config import ProbeConfig
 from ..metrics import (RankedScores, adjusted_mutual_info, contingency_matrix, log_softmax, mutual_info_bits,
                        normalized_mutual_info, probe_scores)
-from ..probe import ProbeConfig, probe_logits, train_probe
+from ..probe import probe_logits, train_probe
 from ..results import METRIC_COLUMNS, load_probe
 from ..split import TEST
 from ..study import Study

@@ -1,0 +1,49 @@
+"""The parameters of every step, with the paper's defaults (appendix C), and a run's grid.
+
+Plain dataclasses without torch or faiss, so that the CLI's parser and its light verbs start fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEMO_K = 30  # the built demo worlds plant 30 shape x colour combinations; their views show this K
+
+
+@dataclass(frozen=True)
+class KMeansConfig:
+    n_clusters: int = 1000  # K, paper section 4.2
+    n_iter: int = 100  # Lloyd iterations, appendix C ("100 steps")
+    n_restarts: int = 5  # keep the best of 5 runs by objective, appendix C
+    max_points_per_centroid: int = 256  # training sample = K * this (faiss's default)
+    early_stop_threshold: float = -1.0  # -1 runs every iteration; faiss 1.15's default 0.0 stops early
+    device: str = "auto"  # "auto": a GPU when faiss or torch sees one, else the CPU
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    test_fraction: float = 0.2  # of all images, appendix C
+    val_fraction: float = 0.2  # of the training images, appendix C
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    lr: float = 3.5  # appendix C
+    momentum: float = 0.9
+    weight_decay: float = 3e-6  # L2 on weight and bias
+    batch_size: int = 512
+    max_epochs: int = 100
+    lr_milestones: tuple[int, ...] = (60, 80)  # lr / 10 at these epochs
+    lr_gamma: float = 0.1
+    device: str = "auto"  # "auto" uses CUDA when torch sees it
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    models: tuple[str, ...] = ()  # empty: every model of the study
+    ks: tuple[int, ...] = (1000,)  # paper section 4.2
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)  # 5 clusterings, Table 2
+    group_sets: tuple[tuple[str, ...], ...] = ()  # empty: one probe on all groups
+    kmeans: KMeansConfig = field(default_factory=KMeansConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
