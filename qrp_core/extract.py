@@ -7,6 +7,7 @@ batches, so an interrupted run resumes where it stopped and gives identical feat
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -33,6 +34,15 @@ class ImageList:
     paths: tuple[Path, ...]
     ids: tuple[str, ...]
     labels: tuple[str, ...] | None
+
+    def fingerprint(self) -> str:
+        """sha256 of each file's id, size and modification time: a changed file, or another folder with the
+        same file names, is another image set (hashing every byte would cost a good part of a labelling)."""
+        digest = hashlib.sha256()
+        for image_id, path in zip(self.ids, self.paths):
+            stat = path.stat()
+            digest.update(f"{image_id}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        return digest.hexdigest()
 
     def table(self) -> pd.DataFrame:
         table = pd.DataFrame({"image_id": self.ids})
@@ -100,7 +110,7 @@ def extract(source: Source, images: ImageList, out: str | Path, *, prefix: str =
     progress_path = out / f"{prefix}progress.json"
     # the source's metadata holds its weights' sha256: other weights in the same folder start afresh
     params = {"source": source.name, "metadata": source.metadata, "layers": source.layers,
-              "image_ids": list(images.ids), "batch_size": batch_size, "image_size": source.image_size}
+              "images": images.fingerprint(), "batch_size": batch_size, "image_size": source.image_size}
     progress = json.loads(progress_path.read_text()) if progress_path.is_file() else None
     if progress is not None and progress["params"] != params:
         progress = None  # another run's leftovers: start again

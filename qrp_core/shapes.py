@@ -84,8 +84,11 @@ def draw_scene(shape: str, colour: str, texture: str, background: str, size: str
     fill = _texture(texture, image_size, RGB[colour])
     for k in range(count):
         r = image_size * rng.uniform(*SIZES[size])
-        # two copies go to the left and right halves so they do not overlap
-        lo, hi = (r + 2, image_size - r - 2) if count == 1 else (k * image_size / 2 + r + 1, (k + 1) * image_size / 2 - r - 1)
+        if count == 1:
+            lo, hi = r + 2, image_size - r - 2
+        else:  # one copy per half, at least 6 px apart: a large one shrinks to fit its half
+            r, half = min(r, image_size / 4 - 2), image_size / 2
+            lo, hi = (r + 1, half - r - 3) if k == 0 else (half + r + 3, image_size - r - 1)
         cx = rng.uniform(lo, max(lo, hi))
         cy = rng.uniform(r + 2, image_size - r - 2)
         image.paste(fill, (0, 0), _mask(shape, image_size, cx, cy, r))

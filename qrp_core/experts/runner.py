@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -25,7 +24,7 @@ def label_images(expert: Expert, images: ImageList, out: str | Path, *, batch_si
     out = Path(out)
     table_path, record_path = out / f"{expert.name}.parquet", out / f"{expert.name}.json"
     record = {**expert.describe(), "image_size": expert.image_size, "n_images": len(images.ids),
-              "image_ids_sha256": hashlib.sha256("\n".join(images.ids).encode()).hexdigest()}
+              "images_sha256": images.fingerprint()}
     if table_path.is_file() and record_path.is_file() and json.loads(record_path.read_text()) == record:
         return table_path
     parts = out / f".{expert.name}-parts"
