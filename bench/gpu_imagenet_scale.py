@@ -40,11 +40,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from qrp_core.cache import Cache  # noqa: E402
+from qrp_core.config import KMeansConfig, ProbeConfig, RunConfig  # noqa: E402
 from qrp_core.features import standardisation_stats  # noqa: E402
 from qrp_core.metrics import normalized_mutual_info, probe_scores  # noqa: E402
-from qrp_core.pipeline import RunConfig, Runner  # noqa: E402
-from qrp_core.probe import ProbeConfig, probe_logits, train_probes  # noqa: E402
-from qrp_core.quantize import KMeansConfig, features_on_device, kmeans  # noqa: E402
+from qrp_core.pipeline import Runner  # noqa: E402
+from qrp_core.probe import probe_logits, train_probes  # noqa: E402
+from qrp_core.quantize import features_on_device, kmeans  # noqa: E402
 from qrp_core.split import TEST, TRAIN, VAL  # noqa: E402
 from qrp_core.study import load_study  # noqa: E402
 

@@ -24,10 +24,11 @@ import torch
 from sklearn import metrics as skm
 from sklearn.cluster import KMeans
 
+from qrp_core.config import KMeansConfig, ProbeConfig
 from qrp_core.features import standardisation_stats, standardise
 from qrp_core.metrics import probe_scores
-from qrp_core.probe import ProbeConfig, probe_logits, train_probe, train_probes
-from qrp_core.quantize import KMeansConfig, kmeans
+from qrp_core.probe import probe_logits, train_probe, train_probes
+from qrp_core.quantize import kmeans
 from qrp_core.split import TEST, TRAIN, VAL, stratified_split
 
 

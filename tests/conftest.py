@@ -8,9 +8,8 @@ import os
 import pytest
 
 from qrp_core.cache import Cache
-from qrp_core.pipeline import RunConfig, Runner
-from qrp_core.probe import ProbeConfig
-from qrp_core.quantize import KMeansConfig
+from qrp_core.config import KMeansConfig, ProbeConfig, RunConfig
+from qrp_core.pipeline import Runner
 from qrp_core.study import load_study
 from qrp_core.synthetic import make_synthetic_study
 

@@ -9,9 +9,10 @@ import pytest
 
 from qrp_core.cache import CACHE_ENV, Cache
 from qrp_core.cli import build_parser, main
+from qrp_core.config import SplitConfig
 from qrp_core.demo import app_command
 from qrp_core.results import latex_table, ranking
-from qrp_core.split import SplitConfig, min_cluster_size, stratified_split
+from qrp_core.split import min_cluster_size, stratified_split
 
 from conftest import files_under
 

@@ -6,9 +6,8 @@ import pandas as pd
 from qrp_core.cache import Cache
 import qrp_core.concept_world as concept_world
 from qrp_core.concept_world import combo_code, forward_probe_accuracy, linear_accuracies, make_concept_world
-from qrp_core.pipeline import RunConfig, Runner
-from qrp_core.probe import ProbeConfig
-from qrp_core.quantize import KMeansConfig
+from qrp_core.config import KMeansConfig, ProbeConfig, RunConfig
+from qrp_core.pipeline import Runner
 from qrp_core.study import load_study
 from qrp_core.synthetic import write_study
 

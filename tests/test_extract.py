@@ -120,10 +120,9 @@ def test_random_init_is_seeded():
 @needs_shared
 def test_cifar10_demo_study_is_built_from_real_images(tmp_path):
     from qrp_core.cache import Cache
+    from qrp_core.config import KMeansConfig, ProbeConfig, RunConfig
     from qrp_core.demo import build_photo_study
-    from qrp_core.pipeline import RunConfig, Runner
-    from qrp_core.probe import ProbeConfig
-    from qrp_core.quantize import KMeansConfig
+    from qrp_core.pipeline import Runner
 
     images = tmp_path / "images"
     for label in sorted(p.name for p in CIFAR.iterdir()):

@@ -7,10 +7,9 @@ from sklearn.linear_model import LogisticRegression
 from qrp_core.analyses.pairs import (cluster_concept_counts, confusion_matrix, coefficient_difference,
                                      explain_pair, nearest_images, over_represented, pairwise_confusion, run_pairs)
 from qrp_core.cache import Cache
-from qrp_core.pipeline import RunConfig, Runner
+from qrp_core.config import KMeansConfig, ProbeConfig, RunConfig
+from qrp_core.pipeline import Runner
 from qrp_core.results import load_probe
-from qrp_core.probe import ProbeConfig
-from qrp_core.quantize import KMeansConfig
 from qrp_core.study import load_study
 from qrp_core.synthetic import make_fig2_study, make_planted_group_study
 

@@ -5,9 +5,10 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from qrp_core.config import ProbeConfig
 from qrp_core.metrics import probe_scores
-from qrp_core.probe import (ProbeConfig, ReverseProbe, SparseRows, probe_logits, probe_outputs, train_one_epoch,
-                            train_probe, train_probes)
+from qrp_core.probe import (ReverseProbe, SparseRows, probe_logits, probe_outputs, train_one_epoch, train_probe,
+                            train_probes)
 from qrp_core.probe_steps import FixedShapeEpochs
 from qrp_core.split import TEST, TRAIN, VAL, stratified_split
 

@@ -3,9 +3,10 @@ import dataclasses
 import numpy as np
 import pytest
 
+from qrp_core.config import KMeansConfig
 from qrp_core.errors import InputError
 from qrp_core.features import standardisation_stats, standardise
-from qrp_core.quantize import KMeansConfig, assign, kmeans, resolve_backend
+from qrp_core.quantize import assign, kmeans, resolve_backend
 
 
 def _blobs(n=2000, d=8, k=5, seed=0):

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from qrp_core.split import TEST, TRAIN, VAL, SplitConfig, min_cluster_size, stratified_split
+from qrp_core.config import SplitConfig
+from qrp_core.split import TEST, TRAIN, VAL, min_cluster_size, stratified_split
 
 
 def test_split_is_stratified_per_cluster():

@@ -2,11 +2,10 @@ import numpy as np
 import pytest
 
 from qrp_core.analyses.transfer import concepts_by_name, default_transfer_groups, run_transfer
-from qrp_core.errors import InputError
 from qrp_core.cache import Cache
-from qrp_core.pipeline import RunConfig, Runner
-from qrp_core.probe import ProbeConfig
-from qrp_core.quantize import KMeansConfig
+from qrp_core.config import KMeansConfig, ProbeConfig, RunConfig
+from qrp_core.errors import InputError
+from qrp_core.pipeline import Runner
 from qrp_core.study import load_study
 from qrp_core.synthetic import make_synthetic_study
 
