@@ -16,6 +16,8 @@ from qrp_core.experts.colour import NAMES, rule_names, table_names
 from qrp_core.experts.runner import import_labels, label_images
 from qrp_core.extract import list_images
 
+from test_adapters import TinyClip, _tokenize
+
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 LABELS = ["airfield", "bakery", "background", "canyon", "dam"]
 
@@ -169,26 +171,14 @@ def test_detector_takes_the_detections_of_a_losses_detections_pair(tmp_path):
     assert expert.predict(np.zeros((2, 8, 8, 3), np.uint8)) == [[1, 4], [1, 4]]  # score 0.5 counts; 2 is background
 
 
-class TinyClip(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.image = nn.Sequential(nn.Conv2d(3, 6, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.text = nn.EmbeddingBag(64, 6, mode="mean")
-
-    def encode_image(self, x):
-        return self.image(x)
-
+class TinyClipOfNorms(TinyClip):
     def encode_text(self, tokens):
-        return self.text(tokens) * torch.arange(1, len(tokens) + 1)[:, None]  # prompts of different norms
-
-
-def _tokenize(texts):
-    return torch.tensor([[ord(c) % 64 for c in (t + " " * 60)[:60]] for t in texts])
+        return super().encode_text(tokens) * torch.arange(1, len(tokens) + 1)[:, None]  # prompts of different norms
 
 
 def test_clip_probabilities_are_a_softmax_of_scaled_cosines():
     torch.manual_seed(0)
-    model = TinyClip()
+    model = TinyClipOfNorms()
     mean, std = (0.2, 0.5, 0.7), (0.3, 0.2, 0.1)
     expert = ClipStyle(model=model, tokenizer=_tokenize, preprocess_size=16, mean=mean, std=std, logit_scale=30.0)
     images = np.random.default_rng(0).integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
@@ -201,7 +191,7 @@ def test_clip_probabilities_are_a_softmax_of_scaled_cosines():
 
 
 def test_clip_threshold_is_inclusive():
-    expert = ClipStyle(model=TinyClip(), tokenizer=_tokenize, preprocess_size=16)
+    expert = ClipStyle(model=TinyClipOfNorms(), tokenizer=_tokenize, preprocess_size=16)
     probs = np.array([[0.5] + [0.5 / 7] * 7, [0.25] * 2 + [0.5 / 6] * 6], dtype=np.float64)
     expert.probabilities = lambda images: probs
     assert expert.predict(np.zeros((2, 16, 16, 3), np.uint8)) == [[0], []]
