@@ -54,6 +54,17 @@ def analysis_table(root: str, name: str, table: str, stamp: float) -> pd.DataFra
 
 
 @st.cache_data(show_spinner=False)
+def provenance(root: str, rows: pd.DataFrame) -> pd.DataFrame:
+    """Keyed by the rows' artefact keys: an artefact's manifest never changes under its key."""
+    return browse.provenance(Cache(root), rows)
+
+
+@st.cache_data(show_spinner=False)
+def training_curve(root: str, probe: str) -> tuple[pd.DataFrame, int]:
+    return browse.training_curve(Cache(root), probe)
+
+
+@st.cache_data(show_spinner=False)
 def pair_view(root: str, name: str, study_stamp: float, probe: str, i: int, j: int) -> dict:
     """Everything the pair view shows, the word cloud as PNG bytes; keyed by the content-addressed probe."""
     parts = explain_pair(study(root, name, study_stamp), Cache(root), probe, i, j, n=10)

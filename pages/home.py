@@ -49,8 +49,8 @@ st.markdown("**Concept world**: 1,500 drawn images (one or two shapes of a colou
             "`combo-code` whose clusters are shape × colour combinations that a forward linear probe for colour "
             "misses. Building it extracts features and measures and analyses every model (a few minutes on 2 cores).")
 if st.button("Build the demo study", type="primary" if table.empty else "secondary", key="build_demo"):
-    from qrp_core.demo import build_demo  # the engine (torch, faiss) loads only to build
     from qrp_core.config import RunConfig
+    from qrp_core.demo import build_demo  # the engine (torch, faiss) loads only to build
 
     bar = st.progress(0.0, text="starting")
     build_demo(Cache(root), RunConfig(), on_stage=lambda text, fraction: bar.progress(fraction, text=text),

@@ -6,7 +6,8 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages._shared import command_hint, csv_download, offer_computed_groups, require_selection
+from pages._shared import (command_hint, csv_download, offer_computed_groups, provenance, require_selection,
+                           training_curve)
 from qrp_core import browse
 from qrp_core.results import compare_models, latex_table
 
@@ -58,14 +59,14 @@ if len(chance.columns) > 1:
                    "worse than the cluster frequencies alone.")
 
 with st.expander("How these numbers were made"):
-    made = browse.provenance(sel.cache, rows)
+    made = provenance(str(sel.cache.root), rows[["model", "k", "seed", "clustering", "split", "probe"]])
     st.dataframe(made, hide_index=True, width="stretch", key="ranking_provenance")
     st.caption(f"Read from each row's manifests in `{sel.cache.root}`: `clusterings/`, `splits/` and "
                "`probes/<key>/manifest.json` (every parameter, input hash, iteration count and version; the "
                "CSV names the keys).")
     shown_probe = st.selectbox("Training curve of the probe of", range(len(made)), key="ranking_curve",
                                format_func=lambda r: f"{made['model'][r]}, seed {made['seed'][r]}")
-    curve, best_epoch = browse.training_curve(sel.cache, made["probe key"][shown_probe])
+    curve, best_epoch = training_curve(str(sel.cache.root), made["probe key"][shown_probe])
     curve = curve.rename(columns={"train_loss": "training", "val_loss": "validation"})
     losses = px.line(curve, x="epoch", y=["training", "validation"], labels={"value": "cross-entropy (nats)"},
                      height=280)

@@ -89,15 +89,14 @@ def provenance(cache: Cache, results: pd.DataFrame) -> pd.DataFrame:
         split = cache.manifest("splits", row.split)["stats"]
         probe = cache.manifest("probes", row.probe)
         kmeans, trained, params = clustering.get("stats", {}), probe["stats"], probe["params"]
-        iterations = sorted(set(kmeans.get("iterations_run", [])))
+        runs = kmeans.get("iterations_run", [])  # per restart; all equal unless K-means may stop early
+        iterations = f"{min(runs)}–{max(runs)}" if runs and max(runs) > min(runs) else max(runs, default=0)
         versions = probe["versions"]
         rows.append({
             "model": row.model, "k": row.k, "seed": row.seed,
             "clustering": (f"{kmeans['backend']} K-means on {kmeans['device']}" if "backend" in kmeans
                            else "the model's given clusters"),
-            "restarts x iterations": (f"{len(kmeans['iterations_run'])} x "
-                                      + "–".join(map(str, iterations[::max(len(iterations) - 1, 1)])))
-                                     if iterations else "",
+            "restarts x iterations": f"{len(runs)} x {iterations}" if runs else "",
             "training points": kmeans.get("n_train_points"),
             "features sha256": clustering["inputs"].get("features_sha256", "")[:12],
             "train / val / test": f"{split['n_train']} / {split['n_val']} / {split['n_test']}",

@@ -13,8 +13,8 @@ from .analyses.significance import significance_table
 from .analyses.transfer import run_transfer
 from .cache import Cache
 from .concept_world import make_concept_world
-from .errors import InputError
 from .config import DEMO_K, RunConfig
+from .errors import InputError
 from .pipeline import Runner
 from .study import Study, load_study
 from .synthetic import make_synthetic_study, write_study

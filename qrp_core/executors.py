@@ -19,8 +19,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .cache import Cache
-from .errors import InputError
 from .config import RunConfig
+from .errors import InputError
 from .pipeline import Runner
 from .study import Study, load_study
 

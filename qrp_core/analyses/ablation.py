@@ -10,8 +10,8 @@ import dataclasses
 import pandas as pd
 
 from ..cache import Cache
-from ..errors import InputError
 from ..config import RunConfig
+from ..errors import InputError
 from ..pipeline import Runner
 from ..results import METRIC_COLUMNS, groups_label
 from ..study import Study

@@ -13,9 +13,9 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..cache import Cache
+from ..config import RunConfig
 from ..errors import InputError
 from ..features import standardisation_stats
-from ..config import RunConfig
 from ..results import (METRIC_COLUMNS, compare_models, groups_label, latex_table, load_results, parse_groups,
                        per_image_table, ranking)
 from ..study import Study, load_study
