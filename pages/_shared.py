@@ -156,6 +156,20 @@ def ensure_entrypoint() -> None:
         st.rerun()
 
 
+@st.cache_resource
+def app_icon():
+    """The browser tab's icon, drawn here: a Material icon name would be fetched from Google's servers,
+    which an offline machine cannot reach."""
+    from PIL import Image, ImageDraw
+
+    icon = Image.new("RGBA", (64, 64))
+    draw = ImageDraw.Draw(icon)
+    draw.rounded_rectangle((0, 0, 63, 63), radius=14, fill="#ff4b4b")
+    draw.ellipse((12, 10, 42, 40), outline="white", width=6)
+    draw.line((37, 35, 52, 50), fill="white", width=8)
+    return icon
+
+
 def app_pages() -> dict[str, list]:
     """The app's pages by menu section (app.py's st.navigation)."""
     return {

@@ -4,6 +4,7 @@ import importlib.util
 import os
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -55,6 +56,9 @@ def test_every_page_renders_without_errors(server, browser, tmp_path):
     shots = Path(os.environ.get("QRP_SCREENSHOTS", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 1800})
+    elsewhere = []  # the app must work offline: nothing but the local server is asked for anything
+    page.on("request", lambda r: elsewhere.append(r.url) if urlsplit(r.url).netloc not in ("", urlsplit(server).netloc)
+            else None)
     for path in PAGES:
         _load(page, f"{server}/{path}")
         exceptions = page.locator('[data-testid="stException"]')
@@ -64,6 +68,7 @@ def test_every_page_renders_without_errors(server, browser, tmp_path):
         name = path.split("?")[0] or "home"
         page.screenshot(path=str(shots / f"{name}.png"))
     page.close()
+    assert not elsewhere, f"requests beyond the app's server: {sorted(set(elsewhere))}"
 
 
 def test_selection_follows_the_user_across_pages_and_into_the_url(server, browser):
