@@ -17,6 +17,8 @@ import json
 import os
 import time
 
+import qrp_core  # noqa: F401  before torch and faiss load: libgomp's spin count, as the CLI runs
+
 import faiss
 import numpy as np
 import scipy.sparse as sp

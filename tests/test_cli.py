@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -60,6 +61,17 @@ print(sorted(name for name in ("torch", "faiss") if name in sys.modules))
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
     assert len(pd.read_csv(tmp_path / "images.csv")) > 0
+
+
+def test_openmp_threads_spin_briefly_unless_the_user_says_otherwise():
+    """qrp_core sets libgomp's spin count before torch and faiss load (python -m bench.contention: a probe
+    beside another busy process runs ~30x faster); a value the user exported is kept."""
+    script = "import os, qrp_core, torch, faiss; print(os.environ['GOMP_SPINCOUNT'])"
+    env = {key: value for key, value in os.environ.items() if key != "GOMP_SPINCOUNT"}
+    ours = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+    theirs = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                            env={**env, "GOMP_SPINCOUNT": "20000"})
+    assert (ours.stdout.strip(), theirs.stdout.strip()) == ("1000", "20000")
 
 
 def _ranking_text(cache, study, *extra):
