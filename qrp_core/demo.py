@@ -7,6 +7,8 @@ import shlex
 from pathlib import Path
 from typing import Callable
 
+from tqdm.auto import tqdm
+
 from .analyses.ablation import run_ablation
 from .analyses.pairs import run_pairs
 from .analyses.significance import significance_table
@@ -52,7 +54,7 @@ def build_demo(cache: Cache, config: RunConfig, *, world: str = "concepts", n_im
         ("expert-group ablations", lambda: run_ablation(study, main, cache, order=order, show_progress=show_progress)),
         ("confused pairs", lambda: run_pairs(study, main, cache, base=("labels",), added="colour",
                                              show_progress=show_progress)),
-        ("significance", lambda: _significance(study, cache, main)),
+        ("significance", lambda: _significance(study, cache, main, show_progress)),
         ("transfer", lambda: _transfer(study, cache, out, world, n_images, show_progress)),
     ]
     for i, (text, stage) in enumerate(stages):
@@ -69,10 +71,10 @@ def app_command(cache: Cache) -> str:
     return f"QRP_CACHE={shlex.quote(str(cache.root))} streamlit run app.py"
 
 
-def _significance(study: Study, cache: Cache, config: RunConfig) -> None:
-    runner = Runner(study, config, cache, show_progress=False)
-    results = runner.run()
-    significance_table(study, cache, results, repeats=9, n_boot=100)
+def _significance(study: Study, cache: Cache, config: RunConfig, show_progress: bool) -> None:
+    results = Runner(study, config, cache, show_progress=False).run()
+    with tqdm(total=len(results), desc="permutations and bootstrap", disable=not show_progress) as bar:
+        significance_table(study, cache, results, repeats=9, n_boot=100, progress=lambda: bar.update(1))
 
 
 def _transfer(study: Study, cache: Cache, out: Path, world: str, n_images: int, show_progress: bool) -> None:
