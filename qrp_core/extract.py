@@ -45,7 +45,9 @@ class ImageList:
         return digest.hexdigest()
 
     def table(self) -> pd.DataFrame:
-        table = pd.DataFrame({"image_id": self.ids})
+        """image_id, path (absolute, so the table serves as a study's image table wherever the study file
+        lives, and the app shows the images) and label where the folder has class folders."""
+        table = pd.DataFrame({"image_id": self.ids, "path": [str(p.resolve()) for p in self.paths]})
         if self.labels is not None:
             table["label"] = self.labels
         return table

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -158,6 +159,9 @@ def test_any_named_module_becomes_a_representation(tmp_path, capsys):
         Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
     assert main(["extract", "--source", "cifar-resnet20", "--images", str(tmp_path / "imgs"), "--out",
                  str(tmp_path / "out"), "--layers", "layer3", "layer2.1"]) == 0
+    images = pd.read_csv(tmp_path / "out" / "images.csv")  # a study's image table, paths and all
+    assert images["image_id"].tolist() == [f"{i}.png" for i in range(6)]
+    assert images["path"].tolist() == [str((tmp_path / "imgs" / f"{i}.png").resolve()) for i in range(6)]
     features = {layer: np.load(tmp_path / "out" / f"{layer}.npy") for layer in ("final", "layer3", "layer2.1")}
     assert features["layer3"].shape == (6, 64) and features["layer2.1"].shape == (6, 32)
     np.testing.assert_allclose(features["layer3"], features["final"], rtol=1e-5, atol=1e-6)  # pooled layer3 is final
