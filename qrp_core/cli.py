@@ -42,6 +42,11 @@ def positive_int(text: str) -> int:
     return _int_at_least(text, 1)
 
 
+def cluster_count(text: str) -> int:
+    """argparse type of a K to cluster with: a clustering needs two clusters or more."""
+    return _int_at_least(text, 2)
+
+
 def non_negative_int(text: str) -> int:
     """argparse type of a seed."""
     return _int_at_least(text, 0)
@@ -71,7 +76,7 @@ def _grid_options(p: argparse.ArgumentParser, *, ks: tuple[int, ...] | None = (1
                   k_help: str = "number(s) of clusters K", choose_groups: bool = True) -> None:
     """The run grid; a verb that sets the group sets itself offers no --groups."""
     p.add_argument("--models", default="", help="comma-separated model names (default: all)")
-    p.add_argument("--k", type=positive_int, nargs="+", default=list(ks) if ks else None, help=k_help)
+    p.add_argument("--k", type=cluster_count, nargs="+", default=list(ks) if ks else None, help=k_help)
     p.add_argument("--seeds", type=positive_int, default=5, help="number of clusterings (seeds 0..S-1)")
     p.set_defaults(groups=None)
     if choose_groups:

@@ -70,9 +70,9 @@ def test_run_with_a_missing_feature_file(study_dir, cache, capsys):
 
 @pytest.mark.parametrize("option, value, message", [
     ("--groups", "", "empty group set"), ("--groups", "+", "empty group set"),
-    *[(option, "0", "0 is too small: give 1 or more") for option in ("--iters", "--restarts", "--epochs", "--seeds",
-                                                                     "--k")],
-    ("--k", "-3", "-3 is too small: give 1 or more"), ("--iters", "ten", "invalid positive_int value: 'ten'"),
+    *[(option, "0", "0 is too small: give 1 or more") for option in ("--iters", "--restarts", "--epochs", "--seeds")],
+    ("--k", "1", "1 is too small: give 2 or more"), ("--k", "-3", "-3 is too small: give 2 or more"),
+    ("--iters", "ten", "invalid positive_int value: 'ten'"),
 ])
 def test_run_refuses_empty_groups_and_non_positive_counts(tiny_study_path, cache, capsys, option, value, message):
     before = files_under(cache)
