@@ -228,6 +228,8 @@ def _read_concepts(spec: dict, root: Path, image_ids: np.ndarray, *, study_path:
         tables = [_read_table(p) for p in paths]
         for table, table_path in zip(tables, paths):
             _check_filled_cells(table, table_path)
+            if "image_id" in table.columns:  # name the table that holds foreign ids
+                _check_image_ids(table["image_id"].astype(str), image_ids, table_path)
         source = paths[0] if len(paths) == 1 else ", ".join(str(p) for p in paths)
         return concepts_from_long_table(pd.concat(tables, ignore_index=True), image_ids, source=source)
     if "matrix" in spec and "names" in spec:
@@ -249,12 +251,7 @@ def concepts_from_long_table(table: pd.DataFrame, image_ids: np.ndarray, *, sour
                          fix="provide columns image_id, concept, group")
     _check_filled_cells(table, source)
     table = table[["image_id", "concept", "group"]].astype(str)
-    rows = pd.Index(image_ids).get_indexer(table["image_id"])
-    if (rows < 0).any():
-        unknown = table["image_id"][rows < 0]
-        raise InputError(f"{unknown.nunique()} image ids are not in the study's image table "
-                         f"(first: {unknown.iloc[0]!r})", where=source,
-                         fix="label exactly the study's images, using the same ids")
+    rows = _check_image_ids(table["image_id"], image_ids, source)
     groups_per_concept = table.groupby("concept")["group"].nunique()
     if (groups_per_concept > 1).any():
         name = groups_per_concept[groups_per_concept > 1].index[0]
@@ -269,6 +266,17 @@ def concepts_from_long_table(table: pd.DataFrame, image_ids: np.ndarray, *, sour
     return ConceptTable(matrix, tuple(vocab["concept"]), tuple(vocab["group"]))
 
 
+def _check_image_ids(ids: pd.Series, image_ids: np.ndarray, source: str | Path) -> np.ndarray:
+    """The study row of each id; every id must be in the study's image table."""
+    rows = pd.Index(image_ids).get_indexer(ids)
+    if (rows < 0).any():
+        unknown = ids[rows < 0]
+        raise InputError(f"{unknown.nunique()} image ids are not in the study's image table "
+                         f"(first: {unknown.iloc[0]!r})", where=source,
+                         fix="label exactly the study's images, using the same ids")
+    return rows
+
+
 def _check_filled_cells(table: pd.DataFrame, source: str | Path) -> None:
     """Every image_id, concept and group cell of a concept table (long, or a matrix's names) holds a name."""
     for column in ("image_id", "concept", "group"):
@@ -279,7 +287,7 @@ def _check_filled_cells(table: pd.DataFrame, source: str | Path) -> None:
         if len(empty):
             row = int(empty[0])
             place = f"line {row + 2}" if str(source).lower().endswith(".csv") else f"row {row}"  # line 1: header
-            hint = " (its expert group: objects, scene, colour, ...)" if column == "group" else ""
+            hint = " (its expert's group, such as objects, scene, material, texture or other)" if column == "group" else ""
             raise InputError(f"empty `{column}` cell in {place} ({len(empty)} empty in all)", where=source,
                              fix=f"fill in every row's {column}{hint}")
 

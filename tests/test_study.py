@@ -85,6 +85,21 @@ def test_unknown_image_ids_in_concepts(study_dir):
     _expect(study_dir / "study.toml", r"concepts.parquet: 1 image ids are not in the study's image table .*'nope'")
 
 
+def test_unknown_image_ids_are_blamed_on_the_table_that_holds_them(study_dir):
+    table = pd.read_parquet(study_dir / "concepts.parquet")
+    colour = table["group"] == "colour"
+    table[~colour].to_parquet(study_dir / "rest.parquet")
+    foreign = table[colour].copy()
+    foreign.iloc[3, foreign.columns.get_loc("image_id")] = "elsewhere"
+    foreign.to_parquet(study_dir / "colour.parquet")
+    toml = study_dir / "study.toml"
+    toml.write_text(toml.read_text().replace('table = "concepts.parquet"',
+                                             'tables = ["rest.parquet", "colour.parquet"]'))
+    with pytest.raises(InputError, match="1 image ids are not in the study's image table") as info:
+        load_study(toml)
+    assert str(info.value).startswith(f"{study_dir / 'colour.parquet'}:"), str(info.value)
+
+
 def test_duplicate_image_ids(study_dir):
     images = pd.read_csv(study_dir / "images.csv")
     images.loc[1, "image_id"] = images.loc[0, "image_id"]
