@@ -271,8 +271,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args) -> int:
     if args.verb == "validate":
-        commands.validate(load_study(args.study))
-        return 0
+        return 2 if commands.validate(load_study(args.study)) else 0
     if args.verb == "extract":
         return _extract(args)
     if args.verb == "fetch":

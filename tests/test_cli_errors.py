@@ -60,6 +60,20 @@ def test_validate_finds_nan_like_run(study_dir, capsys):
     _one_line_error(capsys, "noise-net.npy: non-finite value (NaN or Inf) in row 17")
 
 
+def test_validate_checks_every_model_past_a_broken_one(study_dir, capsys):
+    x = np.load(study_dir / "features" / "combo-net.npy")
+    x[2, 0] = np.inf
+    np.save(study_dir / "features" / "combo-net.npy", x)
+    (study_dir / "features" / "noise-net.npy").unlink()
+    assert main(["validate", str(study_dir / "study.toml")]) == 2
+    captured = capsys.readouterr()
+    errors = captured.err.strip().splitlines()
+    assert len(errors) == 2 and all(line.startswith("error: ") and "Fix: " in line for line in errors), errors
+    assert "combo-net.npy: non-finite value (NaN or Inf) in row 2" in errors[0]
+    assert "noise-net.npy: feature file not found" in errors[1]
+    assert "shape-net: 600 x 16 float32" in captured.out and "2 of 3 models have a problem" in captured.out
+
+
 def test_run_with_a_missing_feature_file(study_dir, cache, capsys):
     (study_dir / "features" / "shape-net.npy").unlink()
     before = files_under(cache)

@@ -29,17 +29,27 @@ ARTEFACT_COLUMNS = ["clustering", "split", "probe", "settings"]
 EXPORT_SUFFIXES = (".csv", ".parquet")
 
 
-def validate(study: Study) -> None:
-    """Load every model as ``run`` would, finiteness included (chunked: features may be large memory maps)."""
+def validate(study: Study) -> int:
+    """Load every model as ``run`` would, finiteness included (chunked: features may be large memory maps);
+    each model's problem is printed as an ``error:`` line and the others are still checked. Returns the
+    number of problems."""
+    problems = 0
     for name, spec in study.models.items():
-        if spec.has_features:
-            x = study.features(name)
-            standardisation_stats(x, source=spec.features)
-            print(f"{name}: {x.shape[0]} x {x.shape[1]} {x.dtype} ({spec.features})")
-        else:
-            print(f"{name}: {int(study.cluster_ids(name).max()) + 1} given clusters ({spec.assignments})")
+        try:
+            if spec.has_features:
+                x = study.features(name)
+                standardisation_stats(x, source=spec.features)
+                print(f"{name}: {x.shape[0]} x {x.shape[1]} {x.dtype} ({spec.features})")
+            else:
+                print(f"{name}: {int(study.cluster_ids(name).max()) + 1} given clusters ({spec.assignments})")
+        except InputError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            problems += 1
     groups = ", ".join(f"{g} ({study.concepts.groups.count(g)})" for g in study.concepts.group_names)
     print(f"{study.n_images} images, {len(study.concepts.names)} concepts in groups: {groups}")
+    if problems:
+        print(f"{problems} of {len(study.models)} models have a problem (above)")
+    return problems
 
 
 def select_results(results: pd.DataFrame, study: Study, *, k: int | None = None, groups: str | None = None,
