@@ -47,7 +47,7 @@ st.markdown("**Concept world**: 1,500 drawn images (one or two shapes of a colou
             "background), so every concept is known exactly. Representations: EfficientNet-Lite0's ImageNet "
             "features, the same network randomly initialised, pixels, a colour histogram, and a planted 2-D "
             "`combo-code` whose clusters are shape × colour combinations that a forward linear probe for colour "
-            "misses. Building it extracts features and measures and analyses every model (a few minutes on 2 cores).")
+            "misses. Building it extracts features and measures and analyses every model (about 3 minutes on 2 cores).")
 if st.button("Build the demo study", type="primary" if table.empty else "secondary", key="build_demo"):
     from qrp_core.config import RunConfig
     from qrp_core.demo import build_demo  # the engine (torch, faiss) loads only to build
