@@ -125,7 +125,7 @@ def test_labels_only_when_every_image_is_in_a_class_folder(tmp_path):
     (tmp_path / "imgs" / "notes.txt").write_text("not an image")
     images = list_images(tmp_path / "imgs")
     assert images.ids == ("cat/x.png", "loose.JPG") and images.labels is None
-    assert list(images.table().columns) == ["image_id"]
+    assert list(images.table().columns) == ["image_id", "path"]  # no label column
 
 
 def test_a_checkpoint_missing_a_backbone_tensor_is_refused(tmp_path):
