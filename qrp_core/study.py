@@ -228,10 +228,14 @@ def _read_concepts(spec: dict, root: Path, image_ids: np.ndarray, *, study_path:
         tables = [_read_table(p) for p in paths]
         for table, table_path in zip(tables, paths):
             _check_filled_cells(table, table_path)
-            if "image_id" in table.columns:  # name the table that holds foreign ids
-                _check_image_ids(table["image_id"].astype(str), image_ids, table_path)
         source = paths[0] if len(paths) == 1 else ", ".join(str(p) for p in paths)
-        return concepts_from_long_table(pd.concat(tables, ignore_index=True), image_ids, source=source)
+        try:
+            return concepts_from_long_table(pd.concat(tables, ignore_index=True), image_ids, source=source)
+        except InputError:
+            for table, table_path in zip(tables, paths):  # foreign image ids: name the table that holds them
+                if len(tables) > 1 and "image_id" in table.columns:
+                    _check_image_ids(table["image_id"].astype(str), image_ids, table_path)
+            raise
     if "matrix" in spec and "names" in spec:
         return _concepts_from_matrix(root / spec["matrix"], root / spec["names"], len(image_ids))
     raise InputError("[concepts] needs `table` (or `tables`), or `matrix` and `names`", where=study_path,
@@ -287,7 +291,8 @@ def _check_filled_cells(table: pd.DataFrame, source: str | Path) -> None:
         if len(empty):
             row = int(empty[0])
             place = f"line {row + 2}" if str(source).lower().endswith(".csv") else f"row {row}"  # line 1: header
-            hint = " (its expert's group, such as objects, scene, material, texture or other)" if column == "group" else ""
+            hint = (" (its expert's group, such as objects, scene, material, texture or other)"
+                    if column == "group" else "")
             raise InputError(f"empty `{column}` cell in {place} ({len(empty)} empty in all)", where=source,
                              fix=f"fill in every row's {column}{hint}")
 
