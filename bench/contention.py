@@ -27,20 +27,14 @@ SETTINGS = {"libgomp default": "300000", "qrp_core": "1000"}
 def worker(rows: int, k: int, epochs: int) -> None:
     """One probe trained for ``epochs`` epochs; prints {"epoch_s": ...}."""
     import numpy as np
-    import scipy.sparse as sp
 
+    from bench.pipeline import make_study
     from qrp_core.config import ProbeConfig, SplitConfig
     from qrp_core.probe import train_probe
     from qrp_core.split import stratified_split
 
-    n_concepts, active = 1700, 19
-    rng = np.random.default_rng(0)
-    cols = rng.integers(0, n_concepts, (rows, active))
-    concepts = sp.csr_matrix((np.ones(cols.size, np.float32), cols.ravel(), np.arange(0, cols.size + 1, active)),
-                             shape=(rows, n_concepts))
-    concepts.sum_duplicates()
-    concepts.data[:] = 1
-    targets = rng.integers(0, k, rows)
+    _, concepts = make_study(rows, 8, k, n_concepts=1700, active=20)
+    targets = np.random.default_rng(0).integers(0, k, rows)
     split, _ = stratified_split(targets, SplitConfig(), seed=0)
     train_probe(concepts, targets, split, k, ProbeConfig(max_epochs=1, device="cpu"), seed=0)  # warm-up
     start = time.perf_counter()
@@ -67,7 +61,7 @@ def main() -> None:
     if args.worker:
         worker(args.rows, args.k, args.epochs)
         return
-    print(f"probe epochs at {args.rows} rows, K={args.k}, 1,700 concepts (19 active), {os.cpu_count()} CPUs")
+    print(f"probe epochs at {args.rows} rows, K={args.k}, 1,700 concepts (~20 active), {os.cpu_count()} CPUs")
     times = {}
     for name, spincount in SETTINGS.items():
         alone = run_copies(1, spincount, args)[0]
