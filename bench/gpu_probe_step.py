@@ -27,8 +27,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.pipeline import make_study  # noqa: E402
-from qrp_core.probe import ReverseProbe, SparseRows, train_one_epoch  # noqa: E402
+from qrp_core.probe_model import ReverseProbe, SparseRows  # noqa: E402
 from qrp_core.probe_steps import FixedShapeEpochs  # noqa: E402
+from tests.reference import train_one_epoch  # noqa: E402  (the plain autograd epoch)
 
 
 def _timed(fn, device) -> float:
@@ -72,7 +73,8 @@ def run(rows: SparseRows, targets: torch.Tensor, n_clusters: int, n_probes: int,
         other = FixedShapeEpochs(ReverseProbe(n_concepts, n_clusters, n_probes).to(device), rows, targets,
                                  batch_size=512, momentum=0.9, weight_decay=3e-6, **options)
         generator = torch.Generator().manual_seed(1)
-        seconds = [_timed(lambda: other.run(generator, 3.5), device) for _ in range(epochs)]
+        seconds = [_timed(lambda other=other, generator=generator: other.run(generator, 3.5), device)
+                   for _ in range(epochs)]
         figures[f"{name}_s_per_epoch"] = float(np.median(seconds[1:] or seconds))
         figures[f"{name}_first_epoch_s"] = seconds[0]
     return figures

@@ -17,8 +17,6 @@ import json
 import os
 import time
 
-import qrp_core  # noqa: F401  before torch and faiss load: libgomp's spin count, as the CLI runs
-
 import faiss
 import numpy as np
 import scipy.sparse as sp
@@ -26,6 +24,7 @@ import torch
 from sklearn import metrics as skm
 from sklearn.cluster import KMeans
 
+import qrp_core  # noqa: F401  before torch and faiss load: libgomp's spin count, as the CLI runs
 from qrp_core.config import KMeansConfig, ProbeConfig
 from qrp_core.features import standardisation_stats, standardise
 from qrp_core.metrics import probe_scores

@@ -13,7 +13,7 @@ import streamlit as st
 from qrp_core import browse
 from qrp_core.analyses.pairs import explain_pair
 from qrp_core.cache import Cache
-from qrp_core.results import load_results
+from qrp_core.results import load_results, registry_path, result_rows, results_path
 from qrp_core.study import Study
 
 ALL_SEEDS = "all seeds"
@@ -26,6 +26,11 @@ def cache_root() -> Path:
 
 def _stamp(path: Path) -> float:
     return path.stat().st_mtime_ns if path.exists() else 0.0
+
+
+def studies_stamp(root: Path) -> float:
+    """Changes when the cache's study registry does: the key of ``studies``."""
+    return _stamp(registry_path(Cache(root)))
 
 
 @st.cache_data(show_spinner=False)
@@ -96,18 +101,13 @@ class Selection:
         return tuple(g for g in self.study.concepts.group_names if g in chosen)
 
     def table(self, name: str) -> pd.DataFrame | None:
-        path = self.cache.root / "analyses" / self.study_name / f"{name}.parquet"
+        path = self.cache.table_path(self.study_name, name)
         return analysis_table(str(self.cache.root), self.study_name, name, _stamp(path))
 
     def rows(self, *, groups: tuple[str, ...] | None = None, all_k: bool = False) -> pd.DataFrame:
         """Result rows of the selected models (and K, seed, group set unless asked otherwise)."""
-        r = self.results[self.results["model"].isin(self.models)]
-        if not all_k:
-            r = r[r["k"] == self.k]
-        if self.seed is not None:
-            r = r[r["seed"] == self.seed]
-        label = "+".join(self.groups if groups is None else groups)
-        return r[r["groups"] == label]
+        return result_rows(self.results, models=self.models, k=None if all_k else self.k, seed=self.seed,
+                           groups="+".join(self.groups if groups is None else groups))
 
 
 def _url_value(key: str, default):
@@ -189,7 +189,7 @@ def sidebar(*, added_group: bool = False) -> Selection | None:
     the added group is kept for that page but not applied."""
     ensure_entrypoint()
     root = cache_root()
-    table = studies(str(root), _stamp(root / "studies.json"))
+    table = studies(str(root), studies_stamp(root))
     if table.empty:
         st.sidebar.info("No study in the cache yet: build the demo on the Home page.")
         return None
@@ -198,7 +198,7 @@ def sidebar(*, added_group: bool = False) -> Selection | None:
     name = st.sidebar.selectbox("Study", names, key="study", on_change=_keep, args=("study",))
     study_stamp = _stamp(Path(table.set_index("study").loc[name, "path"]))
     the_study = study(str(root), name, study_stamp)
-    all_results = results(str(root), name, _stamp(root / "results" / f"{name}.parquet"))
+    all_results = results(str(root), name, _stamp(results_path(Cache(root), name)))
 
     meta = browse.model_metadata(the_study).set_index("model")
     model_names = list(dict.fromkeys(all_results["model"]))

@@ -3,26 +3,24 @@
 import streamlit as st
 
 from pages._shared import command_hint, image_grid, require_selection
-from qrp_core import browse
 from qrp_core.analyses.pairs import nearest_images, over_represented, top_concepts
-from qrp_core.results import load_probe
+from qrp_core.results import find_probe, load_probe, load_probe_run, result_rows
 
 PER_PAGE = 18
 
 sel = require_selection()
 st.title("Cluster browser")
 model = st.selectbox("Model", sel.models, key="browser_model")
-rows = sel.results[(sel.results["model"] == model) & (sel.results["k"] == sel.k)
-                   & (sel.results["groups"] == "+".join(sel.groups))]
+rows = result_rows(sel.results, models=[model], k=sel.k, groups="+".join(sel.groups))
 if rows.empty:
     command_hint(f"No probe of {model} at K={sel.k} on {'+'.join(sel.groups)}.",
                  f"python -m qrp_core run {sel.study.path} --models {model} --k {sel.k} --groups {'+'.join(sel.groups)}")
     st.stop()
 seeds = sorted(rows["seed"])
 seed = sel.seed if sel.seed in seeds else seeds[0]
-probe = browse.probe_key(rows, model, sel.k, seed, sel.groups)
-clustering = sel.cache.manifest("probes", probe)["inputs"]["clustering"]
-k = int(sel.cache.manifest("clusterings", clustering)["params"]["n_clusters"])
+probe = find_probe(rows, model, sel.k, seed, sel.groups)
+run = load_probe_run(sel.cache, probe)
+clustering, k = run.clustering, run.n_clusters
 if sel.seed is None:
     st.caption(f"Cluster ids differ between clusterings: showing seed {seed} (pick a seed in the sidebar).")
 cluster = int(st.number_input(f"Cluster (0 – {k - 1}), seed {seed}", min_value=0, max_value=k - 1, value=0,

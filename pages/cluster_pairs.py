@@ -4,6 +4,7 @@ import streamlit as st
 
 from pages._shared import command_hint, csv_download, image_grid, pair_view, require_selection, set_selection
 from qrp_core.analyses.pairs import nearest_images
+from qrp_core.results import load_probe_run
 
 PER_PAGE = 12
 
@@ -70,7 +71,7 @@ st.caption(f"Concepts that occur in either cluster. Blue: larger for cluster {i}
            f"size: |difference|. Words: "
            + ", ".join(words["concept"].head(12)))
 
-clustering = sel.cache.manifest("probes", probe)["inputs"]["clustering"]
+clustering = load_probe_run(sel.cache, probe).clustering
 members = {cluster: nearest_images(sel.cache, clustering, cluster, n=None) for cluster in (i, j)}
 n_pages = max(1, -(-max(len(m) for m in members.values()) // PER_PAGE))
 page = st.number_input(f"Image page (of {n_pages})", min_value=1, max_value=n_pages, value=1, step=1,

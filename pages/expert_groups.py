@@ -4,6 +4,7 @@ import plotly.express as px
 import streamlit as st
 
 from pages._shared import command_hint, csv_download, require_selection, set_selection
+from qrp_core.analyses.ablation import cumulative_summary, gain_summary
 
 PLOT = {"toImageButtonOptions": {"format": "svg"}}
 
@@ -36,10 +37,8 @@ st.caption(f"K={sel.k} · " + (f"NMI mean ± std over {n_seeds} seeds" if n_seed
 st.subheader("Cumulative (Fig. 4)")
 st.caption(f"Each bar: a probe on the group named and all groups before it, with {sel.study.base_group} first "
            f"(top) or without it (bottom).")
-summary = (part.groupby(["model", "variant", "step", "added", "groups"])["nmi"].agg(["mean", "std"])
-           .reset_index().sort_values(["variant", "step"]))
-summary["mean"] *= 100
-summary["std"] *= 100
+summary = cumulative_summary(part).drop(columns="k").sort_values(["variant", "step"])
+summary[["mean", "std"]] *= 100
 summary["variant"] = summary["variant"].map({"with base": f"with {sel.study.base_group}",
                                              "without base": f"without {sel.study.base_group}"}).fillna(summary["variant"])
 # models as in the Ranking: best NMI of any probe here first
@@ -60,8 +59,8 @@ if gain is None or gain.empty:
 gain = gain[gain["model"].isin(sel.models) & (gain["k"] == sel.k)]
 if sel.seed is not None:
     gain = gain[gain["seed"] == sel.seed]
-matrix = gain.groupby(["model", "added"])["delta_nmi"].mean().unstack("added") * 100
-base = gain.groupby("model")["base_nmi"].mean() * 100
+table = gain_summary(gain).drop(columns="k").set_index("model")
+matrix, base = table.drop(columns="base_nmi"), table["base_nmi"]
 heat = px.imshow(matrix, text_auto=".2f", color_continuous_scale="RdBu", color_continuous_midpoint=0,
                  labels={"x": "added group", "y": "model", "color": "ΔNMI (points)"}, aspect="auto")
 st.plotly_chart(heat, config=PLOT, key="gain_heatmap")

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from pages._shared import _stamp, cache_root, concept_group_table, sidebar, studies
+from pages._shared import cache_root, concept_group_table, sidebar, studies, studies_stamp
 from qrp_core.cache import Cache
 
 selection = sidebar()
@@ -26,7 +26,7 @@ digraph {
 """)
 
 root = cache_root()
-table = studies(str(root), _stamp(root / "studies.json"))
+table = studies(str(root), studies_stamp(root))
 st.subheader("Studies in the cache")
 if table.empty:
     st.info(f"`{root}` holds no study yet.")
@@ -50,7 +50,7 @@ st.markdown("**Concept world**: 1,500 drawn images (one or two shapes of a colou
             "misses. Building it extracts features and measures and analyses every model (about 3 minutes on 2 cores).")
 if st.button("Build the demo study", type="primary" if table.empty else "secondary", key="build_demo"):
     from qrp_core.config import RunConfig
-    from qrp_core.demo import build_demo  # the engine (torch, faiss) loads only to build
+    from qrp_core.demos.build import build_demo  # the engine (torch, faiss) loads only to build
 
     bar = st.progress(0.0, text="starting")
     build_demo(Cache(root), RunConfig(), on_stage=lambda text, fraction: bar.progress(fraction, text=text),

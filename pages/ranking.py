@@ -6,8 +6,14 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages._shared import (command_hint, csv_download, offer_computed_groups, provenance, require_selection,
-                           training_curve)
+from pages._shared import (
+    command_hint,
+    csv_download,
+    offer_computed_groups,
+    provenance,
+    require_selection,
+    training_curve,
+)
 from qrp_core import browse
 from qrp_core.results import compare_models, latex_table
 

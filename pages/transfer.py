@@ -3,11 +3,11 @@
 import streamlit as st
 
 from pages._shared import command_hint, csv_download, offer_computed_groups, require_selection
+from qrp_core.results import result_rows
 
 sel = require_selection()
 st.title("Transfer")
-folder = sel.cache.root / "analyses" / sel.study_name
-names = sorted(p.stem for p in folder.glob("transfer-*.parquet")) if folder.is_dir() else []
+names = sel.cache.table_names(sel.study_name, "transfer-")
 if not names:
     command_hint("No transfer in the cache for this study. Table 4 style is a `run` on the other collection's "
                  "study; Table 7 style applies this study's probes to it:",
@@ -17,8 +17,7 @@ name = st.selectbox("Target collection", names, format_func=lambda n: n.removepr
                     key="transfer_target")
 transferred = sel.table(name)
 groups = "+".join(sel.groups)
-table = transferred[transferred["model"].isin(sel.models) & (transferred["k"] == sel.k)
-                    & (transferred["groups"] == groups)]
+table = result_rows(transferred, models=sel.models, k=sel.k, groups=groups)
 if table.empty:
     st.info(f"No transferred probes for these models at K={sel.k} on {groups}. By default only the probe on every "
             f"group but {sel.study.base_group} transfers, as in the paper: a probe that reads ground-truth labels "

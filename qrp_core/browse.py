@@ -10,7 +10,7 @@ import pandas as pd
 from scipy import stats
 
 from .cache import Cache
-from .results import STUDIES, groups_label, ranking
+from .results import ranking, registry_path, results_path
 from .study import Study, load_study
 
 BLUE, RED = "#1f5fbf", "#c62828"  # word-cloud colours: cluster i larger, cluster j larger
@@ -18,11 +18,11 @@ BLUE, RED = "#1f5fbf", "#c62828"  # word-cloud colours: cluster i larger, cluste
 
 def list_studies(cache: Cache) -> pd.DataFrame:
     """One row per study the cache has results for: name, study file, rows, models, K values, seeds."""
-    path = cache.root / STUDIES
+    path = registry_path(cache)
     registry = json.loads(path.read_text()) if path.is_file() else {}
     rows = []
     for name, entry in sorted(registry.items()):
-        results_file = cache.root / "results" / f"{name}.parquet"
+        results_file = results_path(cache, name)
         if not results_file.is_file():
             continue
         results = pd.read_parquet(results_file, columns=["model", "k", "seed", "groups"])
@@ -35,7 +35,7 @@ def list_studies(cache: Cache) -> pd.DataFrame:
 
 
 def open_study(cache: Cache, name: str) -> Study:
-    registry = json.loads((cache.root / STUDIES).read_text())
+    registry = json.loads(registry_path(cache).read_text())
     return load_study(registry[name]["path"])
 
 
@@ -122,13 +122,6 @@ def linear_fit(x: np.ndarray, y: np.ndarray) -> dict:
     fit = stats.linregress(x, y)
     return {"slope": float(fit.slope), "intercept": float(fit.intercept), "r": float(fit.rvalue),
             "p_value": float(fit.pvalue)}
-
-
-def probe_key(results: pd.DataFrame, model: str, k: int, seed: int, groups: tuple[str, ...] | str) -> str | None:
-    label = groups if isinstance(groups, str) else groups_label(groups)
-    row = results[(results["model"] == model) & (results["k"] == k) & (results["seed"] == seed)
-                  & (results["groups"] == label)]
-    return None if row.empty else str(row["probe"].iloc[0])
 
 
 def image_files(study: Study, indices: np.ndarray) -> list[Path | None]:

@@ -19,8 +19,8 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -140,7 +140,7 @@ class Cache:
         try:
             for name, writer in files.items():
                 writer(tmp / name)
-            record = {"kind": kind, "key": key, "created": dt.datetime.now(dt.timezone.utc).isoformat(),
+            record = {"kind": kind, "key": key, "created": dt.datetime.now(dt.UTC).isoformat(),
                       "files": sorted(files), "versions": versions(), **manifest}
             atomic_write_json(tmp / MANIFEST, record)
             try:
@@ -170,20 +170,29 @@ class Cache:
         columns; other rows stay (so analyses of different models accumulate). Rows carry the
         artefact keys they were computed from, so each number traces to a manifest.
         """
-        folder = self.root / "analyses" / study
-        path = folder / f"{name}.parquet"
+        path = self.table_path(study, name)
+        folder = path.parent
         with locked(path):
             if keys is not None and path.is_file():
                 table = replace_rows(pd.read_parquet(path), table, keys)
             atomic_write_bytes(path, table.to_parquet(index=False))
             atomic_write_json(folder / f"{name}.json", {
                 "analysis": name, "study": study, "params": params, "rows": len(table),
-                "created": dt.datetime.now(dt.timezone.utc).isoformat(), "versions": versions()})
+                "created": dt.datetime.now(dt.UTC).isoformat(), "versions": versions()})
         return path
 
     def read_table(self, study: str, name: str):
-        path = self.root / "analyses" / study / f"{name}.parquet"
+        path = self.table_path(study, name)
         return pd.read_parquet(path) if path.is_file() else None
+
+    def table_path(self, study: str, name: str) -> Path:
+        """Where the analysis table ``name`` of a study lives: ``analyses/<study>/<name>.parquet``."""
+        return self.root / "analyses" / study / f"{name}.parquet"
+
+    def table_names(self, study: str, prefix: str = "") -> list[str]:
+        """The names of the study's analysis tables that start with ``prefix``, sorted."""
+        folder = self.root / "analyses" / study
+        return sorted(p.stem for p in folder.glob(f"{prefix}*.parquet")) if folder.is_dir() else []
 
     def file_hash(self, path: str | Path) -> str:
         """sha256 of a file's bytes, remembered by (path, size, mtime) so big feature files hash once.

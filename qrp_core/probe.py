@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 import torch
-from torch import nn
 
 from .config import ProbeConfig
+from .probe_model import ReverseProbe, SparseRows
 from .probe_steps import FixedShapeEpochs
 from .split import TRAIN, VAL
 
@@ -38,67 +38,6 @@ def resolve_torch_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-class SparseRows:
-    """A CSR matrix on a torch device, sliced into EmbeddingBag (indices, offsets) batches.
-
-    The row pointers are also kept on the host, so cutting a batch never waits for the device.
-    """
-
-    def __init__(self, indptr: torch.Tensor, indices: torch.Tensor, host_indptr: np.ndarray | None = None):
-        self.indptr, self.indices = indptr, indices
-        self.host_indptr = indptr.cpu().numpy() if host_indptr is None else host_indptr
-
-    @classmethod
-    def from_scipy(cls, matrix: sp.csr_matrix, device: torch.device) -> "SparseRows":
-        indptr = matrix.indptr.astype(np.int64)
-        return cls(torch.as_tensor(indptr, device=device), torch.as_tensor(matrix.indices.astype(np.int64),
-                                                                              device=device), indptr)
-
-    def __len__(self) -> int:
-        return len(self.indptr) - 1
-
-    def take(self, rows: torch.Tensor) -> "SparseRows":
-        """The given rows, in that order (one gather, no Python loop)."""
-        starts, ends = self.indptr[rows], self.indptr[rows + 1]
-        lengths = ends - starts
-        indptr = torch.zeros(len(rows) + 1, dtype=torch.int64, device=rows.device)
-        torch.cumsum(lengths, 0, out=indptr[1:])
-        host_indptr = indptr.cpu().numpy()
-        n_values = int(host_indptr[-1])
-        flat = torch.repeat_interleave(starts - indptr[:-1], lengths, output_size=n_values) + torch.arange(
-            n_values, device=rows.device)
-        return SparseRows(indptr, self.indices[flat], host_indptr)
-
-    def batch(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
-        lo, hi = int(self.host_indptr[start]), int(self.host_indptr[stop])
-        return self.indices[lo:hi], self.indptr[start:stop] - lo
-
-
-class ReverseProbe(nn.Module):
-    """logits = concepts @ weight + bias, with concepts given as EmbeddingBag (indices, offsets).
-
-    ``n_probes`` probes that share their inputs sit side by side in one (n_concepts, n_probes * K)
-    table: forward returns (batch, n_probes * K), probe p's logits in columns p*K .. (p+1)*K.
-    """
-
-    def __init__(self, n_concepts: int, n_clusters: int, n_probes: int = 1):
-        super().__init__()
-        self.n_probes, self.n_clusters = n_probes, n_clusters
-        self.weight = nn.EmbeddingBag(n_concepts, n_probes * n_clusters, mode="sum")
-        self.bias = nn.Parameter(torch.zeros(n_probes * n_clusters))
-        nn.init.zeros_(self.weight.weight)  # convex problem: a fixed start makes runs reproducible
-
-    def forward(self, indices: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        return self.weight(indices, offsets) + self.bias
-
-    def losses(self, logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-        """Cross-entropy of every probe: (n_probes,)."""
-        flat = logits.reshape(len(logits) * self.n_probes, self.n_clusters)  # row b*P + p: probe p, image b
-        loss = nn.functional.cross_entropy(flat, targets.repeat_interleave(self.n_probes), reduction="none")
-        loss = loss.view(len(logits), self.n_probes)
-        return loss.mean(0) if reduction == "mean" else loss.sum(0)
-
-
 @torch.no_grad()
 def _mean_losses(model: ReverseProbe, rows: SparseRows, targets: torch.Tensor, chunk: int = 8192) -> np.ndarray:
     total = torch.zeros(model.n_probes, dtype=torch.float64, device=targets.device)
@@ -106,33 +45,6 @@ def _mean_losses(model: ReverseProbe, rows: SparseRows, targets: torch.Tensor, c
         stop = min(start + chunk, len(rows))
         total += model.losses(model(*rows.batch(start, stop)), targets[start:stop], reduction="sum").double()
     return (total / max(len(rows), 1)).cpu().numpy()
-
-
-def train_one_epoch(model: ReverseProbe, optimizer: torch.optim.Optimizer, rows: SparseRows,
-                    targets: torch.Tensor, *, batch_size: int, generator: torch.Generator,
-                    grad_mask: torch.Tensor | None = None) -> np.ndarray:
-    """One pass over ``rows`` in a random order, by autograd and ``torch.optim``; returns each probe's
-    mean training loss. The engine trains with ``probe_steps.FixedShapeEpochs``, which these plain
-    steps check (tests/test_probe.py).
-
-    ``grad_mask`` (n_concepts, n_probes, 1) keeps each probe's weights of the concepts it does not
-    see at exactly zero (they start at zero and never get a gradient)."""
-    order = torch.randperm(len(rows), generator=generator).to(targets.device)
-    shuffled, shuffled_targets = rows.take(order), targets[order]
-    total, n_batches = torch.zeros(model.n_probes, device=targets.device), 0
-    for start in range(0, len(rows), batch_size):
-        stop = min(start + batch_size, len(rows))
-        logits = model(*shuffled.batch(start, stop))
-        losses = model.losses(logits, shuffled_targets[start:stop])
-        optimizer.zero_grad(set_to_none=True)
-        losses.sum().backward()  # the probes share no parameter: each gets its own gradient
-        if grad_mask is not None:
-            grad = model.weight.weight.grad
-            grad.view(grad.shape[0], model.n_probes, -1).mul_(grad_mask)
-        optimizer.step()
-        total += losses.detach()
-        n_batches += 1
-    return (total / max(n_batches, 1)).cpu().numpy()
 
 
 def train_probe(concepts: sp.csr_matrix, targets: np.ndarray, split: np.ndarray, n_clusters: int,

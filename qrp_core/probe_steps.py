@@ -1,6 +1,6 @@
 """Probe epochs whose steps all have one shape, so that a GPU replays a whole epoch as one CUDA graph.
 
-The plain autograd epoch (``probe.train_one_epoch``) is, on a GPU, bound by launching ~25 small
+The plain autograd epoch (``tests/reference.py: train_one_epoch``) is, on a GPU, bound by launching ~25 small
 kernels a step, and EmbeddingBag's backward reads a count back to the host every step, which a CUDA
 graph cannot capture. Here a step needs neither autograd nor the host:
 
@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-if TYPE_CHECKING:
-    from .probe import ReverseProbe, SparseRows
+from .probe_model import ReverseProbe, SparseRows
 
 EXTRA_BAGS = 64  # bags that hold a step's slack
 HEADROOM = 1.05  # capacity over the largest step seen, so a later epoch rarely needs a new graph
@@ -39,7 +37,7 @@ CAPACITY_GRID = 256  # capacities are multiples of this (aligned rows for compil
 class FixedShapeEpochs:
     """SGD epochs over ``rows`` that update ``model``'s parameters in place; a CUDA graph per epoch on a GPU.
 
-    ``grad_mask`` (n_concepts, n_probes, 1) as in ``probe.train_one_epoch``. ``use_graph=False`` runs
+    ``grad_mask`` (n_concepts, n_probes, 1) as in ``tests/reference.py: train_one_epoch``. ``use_graph=False`` runs
     the same steps one by one (on a CPU, or where capture fails). ``compile_steps`` (default: on a GPU)
     compiles each step's gradient computation with ``torch.compile`` into a few fused kernels; where
     compiling fails the plain operations run, and ``compile_failure`` says why.
@@ -79,7 +77,7 @@ class FixedShapeEpochs:
 
     @torch.no_grad()
     def run(self, generator: torch.Generator, lr: float) -> np.ndarray:
-        """One epoch in ``probe.train_one_epoch``'s order; returns each probe's mean training loss."""
+        """One epoch in ``tests/reference.py: train_one_epoch``'s order; returns each probe's mean training loss."""
         if self.n_steps == 0:
             return np.zeros(self.model.n_probes, dtype=np.float32)
         order = torch.randperm(len(self.rows), generator=generator).to(self.targets.device)
@@ -167,7 +165,7 @@ class FixedShapeEpochs:
         except Exception as exc:  # noqa: BLE001 - no compiler, no Triton, an unsupported op: all fall back
             self.compile_failure = f"{type(exc).__name__}: {exc}"[:300]
             self.gradients = step_gradients
-            warnings.warn(f"probe steps run uncompiled ({self.compile_failure})", RuntimeWarning)
+            warnings.warn(f"probe steps run uncompiled ({self.compile_failure})", RuntimeWarning, stacklevel=2)
 
     def _capture(self) -> None:
         state = (self.weight, self.bias, self.weight_momentum, self.bias_momentum)
@@ -186,7 +184,7 @@ class FixedShapeEpochs:
             self.graph = graph
         except RuntimeError as exc:  # an op that cannot be captured: run the same steps one by one
             self.use_graph, self.graph_failure = False, f"{type(exc).__name__}: {exc}"[:300]
-            warnings.warn(f"probe epochs run without a CUDA graph ({self.graph_failure})", RuntimeWarning)
+            warnings.warn(f"probe epochs run without a CUDA graph ({self.graph_failure})", RuntimeWarning, stacklevel=2)
             torch.cuda.synchronize()
             for t, value in zip(state, saved):
                 t.data.copy_(value)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
-from typing import Callable
+from collections.abc import Callable
 
 from .errors import InputError
 

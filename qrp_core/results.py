@@ -4,6 +4,7 @@ and their summaries over seeds. Imports no torch or faiss, so browsing stays lig
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,15 +38,21 @@ def parse_groups(text: str, study: Study) -> tuple[str, ...]:
     return study.concepts.canonical(groups)
 
 
-def results_path(cache: Cache, study: Study) -> Path:
-    return cache.root / "results" / f"{study.name}.parquet"
+def results_path(cache: Cache, study_name: str) -> Path:
+    """The results table of a study: ``results/<study>.parquet``."""
+    return cache.root / "results" / f"{study_name}.parquet"
+
+
+def registry_path(cache: Cache) -> Path:
+    """The cache's study registry (study name -> study file), which the app lists."""
+    return cache.root / STUDIES
 
 
 def save_results(cache: Cache, study: Study, new: pd.DataFrame) -> pd.DataFrame:
     """Upsert rows into the study's results table (one row per model, K, seed, group set). Stored rows
     of the same model, K and group set but other settings (``Runner.settings_key``) are dropped too, so
     that the seeds of one mean share their settings; returns the rows dropped for that reason."""
-    path = results_path(cache, study)
+    path = results_path(cache, study.name)
     with locked(path):
         old = pd.read_parquet(path) if path.is_file() else None
         kept = new if old is None else replace_rows(old.assign(settings=old.get("settings", "")), new, RESULT_KEYS)
@@ -59,7 +66,7 @@ def save_results(cache: Cache, study: Study, new: pd.DataFrame) -> pd.DataFrame:
 
 def register_study(cache: Cache, study: Study) -> None:
     """Remember where the study file is, so the app can list the studies of a cache."""
-    path = cache.root / STUDIES
+    path = registry_path(cache)
     with locked(path):
         registry = json.loads(path.read_text()) if path.is_file() else {}
         registry[study.name] = {"path": str(Path(study.path).resolve())}
@@ -67,32 +74,111 @@ def register_study(cache: Cache, study: Study) -> None:
 
 
 def load_results(cache: Cache, study: Study) -> pd.DataFrame:
-    path = results_path(cache, study)
+    path = results_path(cache, study.name)
     if not path.is_file():
         raise InputError("no results for this study yet", where=path,
                          fix=f"run `python -m qrp_core run {study.path}` first")
     return pd.read_parquet(path)
 
 
-def ranking(results: pd.DataFrame) -> pd.DataFrame:
-    """Mean and sample std (ddof=1) over seeds per (model, K, group set), best NMI first."""
-    grouped = results.groupby(["model", "k", "groups"])
+def result_rows(results: pd.DataFrame, *, models=None, k: int | None = None, seed: int | None = None,
+                groups: str | None = None) -> pd.DataFrame:
+    """The rows of ``results`` of the given models, K, seed and group set label (``a+b``); None keeps all."""
+    keep = np.ones(len(results), dtype=bool)
+    if models is not None:
+        keep &= results["model"].isin(list(models)).to_numpy()
+    for column, value in (("k", k), ("seed", seed), ("groups", groups)):
+        if value is not None:
+            keep &= (results[column] == value).to_numpy()
+    return results[keep]
+
+
+def select_results(results: pd.DataFrame, study: Study, *, k: int | None = None, groups: str | None = None,
+                   models: list[str] | None = None) -> pd.DataFrame:
+    """The result rows of one K, group set (``all`` or ``a+b``) and models; none is an error that lists
+    what there is."""
+    label = None if groups is None else groups_label(parse_groups(groups, study))
+    chosen = result_rows(results, models=models or None, k=k, groups=label)
+    if chosen.empty:
+        asked = ", ".join(f"{name}={value}" for name, value in (("K", k), ("groups", groups), ("models", models))
+                          if value is not None)
+        there = [f"--k from {sorted(results['k'].unique().tolist())}",
+                 f"--groups from {sorted(results['groups'].unique().tolist())} or all"]
+        if models:
+            there.append(f"--models from {sorted(results['model'].unique().tolist())}")
+        raise InputError(f"no results for {asked}", where=study.path,
+                         fix=f"choose {', '.join(there)}; or `run` the missing ones first")
+    return chosen
+
+
+def find_probe(results: pd.DataFrame, model: str, k: int, seed: int, groups: tuple[str, ...] | str) -> str | None:
+    """The probe key of one result row (model, K, seed, group set), or None when there is none."""
+    label = groups if isinstance(groups, str) else groups_label(groups)
+    row = result_rows(results, models=[model], k=k, seed=seed, groups=label)
+    return None if row.empty else str(row["probe"].iloc[0])
+
+
+def require_probe(cache: Cache, study: Study, *, model: str, k: int, seed: int, groups: str) -> str:
+    """``find_probe`` over the study's results; a missing probe is an error that gives the ``run`` command
+    that computes it (``--seeds S`` runs seeds 0..S-1)."""
+    study.model(model, check_files=False)  # an unknown model is named as such, not as a missing probe
+    label = groups_label(parse_groups(groups, study))
+    key = find_probe(load_results(cache, study), model, k, seed, label)
+    if key is None:
+        cache_option = f" --cache {cache.root}" if cache.root.resolve() != Cache().root.resolve() else ""
+        raise InputError(f"no probe for model={model} k={k} seed={seed} groups={label}", where=study.path,
+                         fix=f"run `python -m qrp_core run {study.path}{cache_option} --models {model} --k {k} "
+                         f"--seeds {seed + 1} --groups {label}` first")
+    return key
+
+
+def mean_std(results: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Mean and sample std (ddof=1) of every metric over the seeds of each ``by`` group, and ``n_seeds``."""
+    grouped = results.groupby(by)
     table = grouped[METRIC_COLUMNS].agg(["mean", "std"])
     table.columns = [f"{metric}_{stat}" for metric, stat in table.columns]
-    table["n_seeds"] = grouped.size()
-    return table.reset_index().sort_values(["k", "groups", "nmi_mean"], ascending=[True, True, False],
-                                           ignore_index=True)
+    return table.assign(n_seeds=grouped.size()).reset_index()
+
+
+def ranking(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean and sample std (ddof=1) over seeds per (model, K, group set), best NMI first."""
+    return mean_std(results, ["model", "k", "groups"]).sort_values(
+        ["k", "groups", "nmi_mean"], ascending=[True, True, False], ignore_index=True)
+
+
+@dataclass(frozen=True)
+class ProbeRun:
+    """One probe and what it was trained on, read from the cache (``load_probe_run``)."""
+
+    key: str
+    manifest: dict  # the probe's manifest: inputs, params, stats
+    clustering: str  # the clustering's key
+    n_clusters: int  # K
+    groups: tuple[str, ...]  # the concept groups the probe saw
+    assignments: np.ndarray  # (n_images,) int: the clustering's cluster of every image
+    split: np.ndarray  # (n_images,) int8: TRAIN, VAL or TEST
+    predictions: np.ndarray  # (n_images,) int32: the probe's predicted cluster
+
+
+def load_probe_run(cache: Cache, probe_key: str) -> ProbeRun:
+    """The probe's manifest, its clustering's assignments, its split and its predictions."""
+    manifest = cache.manifest("probes", probe_key)
+    clustering = manifest["inputs"]["clustering"]
+    return ProbeRun(
+        key=probe_key, manifest=manifest, clustering=clustering,
+        n_clusters=int(cache.manifest("clusterings", clustering)["params"]["n_clusters"]),
+        groups=tuple(manifest["inputs"]["groups"]),
+        assignments=cache.load_array("clusterings", clustering, "assignments.npy"),
+        split=cache.load_array("splits", manifest["inputs"]["split"], "split.npy"),
+        predictions=cache.load_array("probes", probe_key, "predictions.npy"))
 
 
 def per_image_table(study: Study, cache: Cache, probe_key: str) -> pd.DataFrame:
     """image_id, split, cluster, predicted for every image, from one probe's artefacts."""
-    manifest = cache.manifest("probes", probe_key)
-    assignments = cache.load_array("clusterings", manifest["inputs"]["clustering"], "assignments.npy")
-    split = cache.load_array("splits", manifest["inputs"]["split"], "split.npy")
-    predicted = cache.load_array("probes", probe_key, "predictions.npy")
+    run = load_probe_run(cache, probe_key)
     names = np.array(["train", "val", "test"])
-    return pd.DataFrame({"image_id": study.image_ids, "split": names[split], "cluster": assignments,
-                         "predicted": predicted})
+    return pd.DataFrame({"image_id": study.image_ids, "split": names[run.split], "cluster": run.assignments,
+                         "predicted": run.predictions})
 
 
 def load_probe(cache: Cache, probe_key: str) -> dict:
@@ -132,8 +218,8 @@ def latex_table(ranked: pd.DataFrame) -> str:
             scale, digits = (1, 2) if metric == "mi_bits" else (100, 1)
             means = (part[f"{metric}_mean"] * scale).round(digits)
             stds = (part[f"{metric}_std"] * scale).round(digits)
-            cells[metric] = [(r"\mathbf{%.*f}" if m == means.max() and len(part) > 1 else "%.*f") % (digits, m)
-                             + ("" if np.isnan(s) else r" \pm %.*f" % (digits, s)) for m, s in zip(means, stds)]
+            cells[metric] = [(rf"\mathbf{{{m:.{digits}f}}}" if m == means.max() and len(part) > 1 else f"{m:.{digits}f}")
+                             + ("" if np.isnan(s) else rf" \pm {s:.{digits}f}") for m, s in zip(means, stds)]
         seeds = ", ".join(map(str, sorted(part["n_seeds"].unique())))
         lines = [f"% K={k}, probe on {groups}: mean ± std (ddof=1) over {seeds} seed(s); best in bold",
                  r"\begin{tabular}{l" + "c" * len(LATEX_COLUMNS) + "}", r"\toprule",

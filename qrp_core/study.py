@@ -86,7 +86,7 @@ class ConceptTable:
         chosen = set(groups)
         return tuple(g for g in self.group_names if g in chosen)
 
-    def select(self, groups: tuple[str, ...] | list[str]) -> "ConceptTable":
+    def select(self, groups: tuple[str, ...] | list[str]) -> ConceptTable:
         """The columns of the given groups, in the table's column order."""
         known = self.group_names
         for g in groups:
@@ -165,7 +165,7 @@ def load_study(path: str | Path) -> Study:
     try:
         spec = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"not valid TOML ({exc})", where=path, fix="correct the study file's syntax")
+        raise InputError(f"not valid TOML ({exc})", where=path, fix="correct the study file's syntax") from None
     root = path.parent
     for required in ("images", "concepts", "models"):
         if required not in spec:
@@ -203,7 +203,7 @@ def _read_table(path: Path) -> pd.DataFrame:
         return pd.read_csv(path, dtype=str, keep_default_na=False)
     except Exception as exc:
         raise InputError(f"cannot read table ({type(exc).__name__}: {exc})", where=path,
-                         fix="the file is unreadable or truncated; export it again as CSV or Parquet")
+                         fix="the file is unreadable or truncated; export it again as CSV or Parquet") from None
 
 
 def _read_images(path: Path) -> pd.DataFrame:
@@ -301,10 +301,10 @@ def _concepts_from_matrix(matrix_path: Path, names_path: Path, n_images: int) ->
     try:
         matrix = sp.load_npz(matrix_path)
     except FileNotFoundError:
-        raise InputError("file not found", where=matrix_path, fix="check the path in the study file")
+        raise InputError("file not found", where=matrix_path, fix="check the path in the study file") from None
     except Exception as exc:
         raise InputError(f"cannot read sparse matrix ({type(exc).__name__}: {exc})", where=matrix_path,
-                         fix="save it with scipy.sparse.save_npz")
+                         fix="save it with scipy.sparse.save_npz") from None
     names = _read_table(names_path)
     if not {"concept", "group"} <= set(names.columns):
         raise InputError("needs columns concept, group", where=names_path, fix="one row per matrix column")
@@ -339,10 +339,10 @@ def load_assignments(path: Path, image_ids: np.ndarray) -> np.ndarray:
         try:
             raw = np.load(path, allow_pickle=False)
         except FileNotFoundError:
-            raise InputError("file not found", where=path, fix="check the path in the study file")
+            raise InputError("file not found", where=path, fix="check the path in the study file") from None
         except Exception as exc:
             raise InputError(f"cannot read assignments ({type(exc).__name__}: {exc})", where=path,
-                             fix="save a 1-D integer array with numpy.save")
+                             fix="save a 1-D integer array with numpy.save") from None
         if raw.shape != (len(image_ids),):
             raise InputError(f"assignments of shape {raw.shape}, expected ({len(image_ids)},)", where=path,
                              fix="one cluster id per study image, in image-table order")

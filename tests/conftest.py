@@ -9,9 +9,10 @@ import pytest
 
 from qrp_core.cache import Cache
 from qrp_core.config import KMeansConfig, ProbeConfig, RunConfig
+from qrp_core.demos.synthetic import make_synthetic_study
 from qrp_core.pipeline import Runner
 from qrp_core.study import load_study
-from qrp_core.synthetic import make_synthetic_study
+
 
 def optional_library(name: str, reason: str):
     """``name`` imported, or the test skipped; where QRP_REQUIRE_OPTIONAL is set (.ci/run's second
@@ -51,7 +52,7 @@ def tiny_cache(tiny_study, tmp_path_factory):
 @pytest.fixture(scope="session")
 def demo_cache(tmp_path_factory):
     """A small demo (every view has content) in its own cache folder, for the app's tests."""
-    from qrp_core.demo import build_demo
+    from qrp_core.demos.build import build_demo
 
     root = tmp_path_factory.mktemp("demo-cache")
     config = RunConfig(seeds=(0, 1), kmeans=KMeansConfig(n_iter=10, n_restarts=2), probe=ProbeConfig(max_epochs=15))

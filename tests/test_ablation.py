@@ -1,14 +1,13 @@
 import numpy as np
 import pytest
 
+from conftest import TINY_RUN
 from qrp_core.analyses.ablation import cumulative_sets, gain_sets, gain_summary, group_order, run_ablation
 from qrp_core.analyses.curves import k_curve, layer_curve
 from qrp_core.cache import Cache
 from qrp_core.config import RunConfig
 from qrp_core.pipeline import Runner
 from qrp_core.study import GROUND_TRUTH, load_study
-
-from conftest import TINY_RUN
 
 
 def test_group_order_follows_the_paper_then_the_rest(tiny_study):

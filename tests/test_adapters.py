@@ -1,6 +1,5 @@
 """Adapters for the paper's experts, each run end to end on a tiny random model of its interface."""
 
-from typing import Dict, List
 
 import numpy as np
 import pandas as pd
@@ -9,14 +8,13 @@ import torch
 from PIL import Image
 from torch import nn
 
+from conftest import optional_library
 from qrp_core.cache import sha256_file
 from qrp_core.errors import InputError
 from qrp_core.experts import get_expert
 from qrp_core.experts.adapters import STYLE_PROMPTS, ClipStyle, read_label_file
 from qrp_core.experts.runner import label_images
 from qrp_core.extract import list_images
-
-from conftest import optional_library
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 
@@ -79,8 +77,8 @@ def test_multilabel_thresholds_sigmoids_of_an_exported_program(tmp_path):
 class TinyDetector(nn.Module):
     """Per image: class (brightness bucket) with score = brightness, and class 1 with score 0.4."""
 
-    def forward(self, x: torch.Tensor) -> List[Dict[str, torch.Tensor]]:
-        out: List[Dict[str, torch.Tensor]] = []
+    def forward(self, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        out: list[dict[str, torch.Tensor]] = []
         for image in x:
             level = torch.sigmoid(image.mean())
             label = torch.clamp((level * 5).long(), 0, 4)

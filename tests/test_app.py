@@ -1,5 +1,7 @@
 """Every page of the app on a small demo cache, asserting on content against the engine's numbers."""
 
+import base64
+import json
 import os
 import subprocess
 import sys
@@ -7,16 +9,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from streamlit.testing.v1 import AppTest
 
 from qrp_core import browse
 from qrp_core.analyses.ablation import gain_summary
+from qrp_core.analyses.curves import k_curve
 from qrp_core.analyses.pairs import explain_pair, over_represented
 from qrp_core.cache import Cache
 from qrp_core.results import load_results
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
+
+
+def plotly_array(values) -> np.ndarray:
+    """A trace's values from a figure's JSON: a list, or plotly's typed array {dtype, bdata (base64)}."""
+    if isinstance(values, dict):
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=np.dtype(values["dtype"]))
+    return np.asarray(values)
 
 
 def frame(at, column):
@@ -138,8 +147,20 @@ def test_cluster_browser_shows_the_engine_profile(app, demo_cache):
 
 def test_varying_k_and_transfer(app, demo_cache):
     at = app("varying_k")
-    assert len(at.get("plotly_chart")) == 2
     root, study = demo_cache
+    results = load_results(Cache(root), study)
+    curve = k_curve(results, groups="+".join(study.concepts.group_names)).set_index(["model", "k"])
+    assert curve.index.get_level_values("k").nunique() >= 3  # the demo's K=30 and its sweep
+    mi_chart, nmi_chart = (json.loads(chart.proto.spec) for chart in at.get("plotly_chart"))
+    for chart, column, scale in ((mi_chart, "mi_bits", 1), (nmi_chart, "nmi", 100)):
+        drawn = {trace["name"]: trace for trace in chart["data"]}
+        assert set(drawn) == set(curve.index.get_level_values("model"))
+        for model, trace in drawn.items():
+            expected = curve.loc[model].sort_index()
+            assert plotly_array(trace["x"]).tolist() == expected.index.tolist()
+            assert plotly_array(trace["y"]) == pytest.approx(scale * expected[f"{column}_mean"].to_numpy())
+            errors = plotly_array(trace["error_y"]["array"])
+            assert errors == pytest.approx(scale * expected[f"{column}_std"].to_numpy())
     at = app("transfer")  # the sidebar's probe reads labels; the demo transferred the experts-only probe
     assert not frame_or_none(at, "top-1, target")
     experts = "colour+other+texture"

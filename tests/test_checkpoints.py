@@ -6,12 +6,11 @@ import torch
 from PIL import Image
 from torch import nn
 
+from conftest import optional_library
 from qrp_core.checkpoints import backbone_state, load_backbone
 from qrp_core.errors import InputError
 from qrp_core.extract import extract, list_images, load_batch
 from qrp_core.networks import get_source, with_layers
-
-from conftest import optional_library
 
 
 class TinyResNet(nn.Module):

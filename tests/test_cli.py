@@ -5,9 +5,8 @@ import sys
 import pandas as pd
 import pytest
 
-from qrp_core.cli import build_parser, main
-
 from conftest import files_under
+from qrp_core.cli import build_parser, main
 
 RUN_ARGS = ["--k", "8", "--seeds", "2", "--iters", "10", "--restarts", "2", "--epochs", "15"]
 

@@ -3,7 +3,7 @@
 import pytest
 
 from qrp_core.cli import main
-from qrp_core.synthetic import make_synthetic_study
+from qrp_core.demos.synthetic import make_synthetic_study
 
 GRID = ["--k", "8", "--seeds", "2", "--iters", "10", "--restarts", "2", "--epochs", "15"]
 

@@ -7,14 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import files_under
 from qrp_core.cache import CACHE_ENV, Cache
 from qrp_core.cli import build_parser, main
 from qrp_core.config import SplitConfig
-from qrp_core.demo import app_command
+from qrp_core.demos.build import app_command
 from qrp_core.results import latex_table, ranking
 from qrp_core.split import min_cluster_size, stratified_split
-
-from conftest import files_under
 
 RUN_ARGS = ["--k", "8", "--seeds", "1", "--iters", "5", "--restarts", "1", "--epochs", "5"]
 

@@ -3,13 +3,13 @@
 import numpy as np
 import pandas as pd
 
+import qrp_core.demos.concept_world as concept_world
 from qrp_core.cache import Cache
-import qrp_core.concept_world as concept_world
-from qrp_core.concept_world import combo_code, forward_probe_accuracy, linear_accuracies, make_concept_world
 from qrp_core.config import KMeansConfig, ProbeConfig, RunConfig
+from qrp_core.demos.concept_world import combo_code, forward_probe_accuracy, linear_accuracies, make_concept_world
+from qrp_core.demos.study_files import write_study
 from qrp_core.pipeline import Runner
 from qrp_core.study import load_study
-from qrp_core.synthetic import write_study
 
 
 def test_combo_code_clusters_on_combinations_that_a_forward_probe_misses(tmp_path):

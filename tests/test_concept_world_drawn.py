@@ -4,8 +4,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-import qrp_core.concept_world as concept_world
-from qrp_core.shapes import BACKGROUNDS, RGB
+import qrp_core.demos.concept_world as concept_world
+from qrp_core.demos.shapes import BACKGROUNDS, RGB
 from qrp_core.study import load_study
 
 

@@ -7,9 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from qrp_core.analyses.commands import print_ranking, select_results
 from qrp_core.analyses.curves import k_curve, layer_curve
+from qrp_core.cli.output import print_ranking
 from qrp_core.errors import InputError
+from qrp_core.results import select_results
 
 METRICS = ["nmi", "ami", "top1", "map", "mi_bits", "mi_norm"]
 

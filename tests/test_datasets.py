@@ -6,7 +6,7 @@ import tarfile
 
 import pytest
 
-from qrp_core.datasets import Archive, fetch
+from qrp_core.demos.datasets import Archive, fetch
 from qrp_core.errors import InputError
 
 

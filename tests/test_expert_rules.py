@@ -1,6 +1,5 @@
 """Experts' documented rules on hand-made images and hand-made model outputs, against numpy/scipy/torch references."""
 
-from typing import Dict, List, Tuple
 
 import numpy as np
 import pandas as pd
@@ -8,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from test_adapters import TinyClip, _tokenize
 from torch import nn
 
 from qrp_core.experts import get_expert
@@ -15,8 +15,6 @@ from qrp_core.experts.adapters import STYLE_PROMPTS, ClipStyle
 from qrp_core.experts.colour import NAMES, rule_names, table_names
 from qrp_core.experts.runner import import_labels, label_images
 from qrp_core.extract import list_images
-
-from test_adapters import TinyClip, _tokenize
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 LABELS = ["airfield", "bakery", "background", "canyon", "dam"]
@@ -135,7 +133,7 @@ def test_haar_boxes_must_be_a_tenth_of_the_image_side():
 
 # --- adapters: models whose outputs are set by hand ---------------------------------------------
 class FixedLogits(nn.Module):
-    def __init__(self, logits: List[float]):
+    def __init__(self, logits: list[float]):
         super().__init__()
         self.register_buffer("logits", torch.tensor(logits))
 
@@ -146,8 +144,8 @@ class FixedLogits(nn.Module):
 class FixedDetections(nn.Module):
     """A scripted torchvision detector's convention: (losses, detections)."""
 
-    def forward(self, x: torch.Tensor) -> Tuple[Dict[str, torch.Tensor], List[Dict[str, torch.Tensor]]]:
-        out: List[Dict[str, torch.Tensor]] = []
+    def forward(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]:
+        out: list[dict[str, torch.Tensor]] = []
         for _ in x:
             out.append({"labels": torch.tensor([1, 3, 4, 2]), "scores": torch.tensor([0.5, 0.49, 0.9, 0.9]),
                         "boxes": torch.zeros(4, 4)})

@@ -27,7 +27,7 @@ def _subset(images: ImageList, indices) -> ImageList:
 
 
 def _first_per_class(images: ImageList, n: int) -> list[int]:
-    return [i for c in sorted(set(images.labels)) for i in [j for j, l in enumerate(images.labels) if l == c][:n]]
+    return [i for c in sorted(set(images.labels)) for i in [j for j, label in enumerate(images.labels) if label == c][:n]]
 
 
 @needs_shared
@@ -122,7 +122,7 @@ def test_random_init_is_seeded():
 def test_cifar10_demo_study_is_built_from_real_images(tmp_path):
     from qrp_core.cache import Cache
     from qrp_core.config import KMeansConfig, ProbeConfig, RunConfig
-    from qrp_core.demo import build_photo_study
+    from qrp_core.demos.photos import build_photo_study
     from qrp_core.pipeline import Runner
 
     images = tmp_path / "images"

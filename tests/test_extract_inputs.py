@@ -4,13 +4,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_checkpoints import TinyResNet, _reference, _trunk
 
 from qrp_core.checkpoints import load_backbone
 from qrp_core.errors import InputError
 from qrp_core.extract import extract, list_images, load_batch, pool, read_images
 from qrp_core.networks import get_source
-
-from test_checkpoints import TinyResNet, _reference, _trunk
 
 
 def _save(folder, arrays, mode=None):

@@ -4,14 +4,22 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from qrp_core.analyses.pairs import (cluster_concept_counts, confusion_matrix, coefficient_difference,
-                                     explain_pair, nearest_images, over_represented, pairwise_confusion, run_pairs)
+from builders import make_fig2_study, make_planted_group_study
+from qrp_core.analyses.pairs import (
+    cluster_concept_counts,
+    coefficient_difference,
+    confusion_matrix,
+    explain_pair,
+    nearest_images,
+    over_represented,
+    pairwise_confusion,
+    run_pairs,
+)
 from qrp_core.cache import Cache
 from qrp_core.config import KMeansConfig, ProbeConfig, RunConfig
 from qrp_core.pipeline import Runner
 from qrp_core.results import load_probe
 from qrp_core.study import load_study
-from qrp_core.synthetic import make_fig2_study, make_planted_group_study
 
 # 8 blobs from random starts: about 1 restart in 5 finds all 8, so 10 restarts
 CONFIG = RunConfig(ks=(8,), seeds=(0,), kmeans=KMeansConfig(n_iter=20, n_restarts=10), probe=ProbeConfig(max_epochs=30))
@@ -144,7 +152,7 @@ def test_pairs_table_equals_a_brute_force_count_of_test_confusions(planted):
     study, cache, pairs = planted
     assert (pairs["i"] < pairs["j"]).all()  # each pair once, never a cluster with itself
     assert not pairs.duplicated(["model", "k", "seed", "i", "j"]).any()
-    for (model, k, seed), part in pairs.groupby(["model", "k", "seed"]):
+    for (_, k, _), part in pairs.groupby(["model", "k", "seed"]):
         probe_a, probe_b = part["probe_a"].iloc[0], part["probe_b"].iloc[0]
         inputs = cache.manifest("probes", probe_a)["inputs"]
         truth = cache.load_array("clusterings", inputs["clustering"], "assignments.npy")

@@ -7,10 +7,11 @@ import torch
 
 from qrp_core.config import ProbeConfig
 from qrp_core.metrics import probe_scores
-from qrp_core.probe import (ReverseProbe, SparseRows, probe_logits, probe_outputs, train_one_epoch, train_probe,
-                            train_probes)
+from qrp_core.probe import probe_logits, probe_outputs, train_probe, train_probes
+from qrp_core.probe_model import ReverseProbe, SparseRows
 from qrp_core.probe_steps import FixedShapeEpochs
 from qrp_core.split import TEST, TRAIN, VAL, stratified_split
+from reference import train_one_epoch
 
 
 def _random_concepts(rng, n, m, density):

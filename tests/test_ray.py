@@ -22,14 +22,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import TINY_RUN
 from qrp_core import executors
 from qrp_core.cache import Cache
 from qrp_core.cli import main
 from qrp_core.executors import RayOptions, run_on_ray
 from qrp_core.results import RESULT_KEYS, load_results
 from qrp_core.study import load_study
-
-from conftest import TINY_RUN
 
 ray = pytest.importorskip("ray", reason="ray is not installed (requirements.txt pins it)")
 

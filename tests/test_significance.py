@@ -6,10 +6,10 @@ from sklearn import metrics as skm
 from qrp_core.analyses.significance import bootstrap_ci, permutation_baseline, significance_table
 from qrp_core.cache import Cache
 from qrp_core.config import KMeansConfig, ProbeConfig, RunConfig
+from qrp_core.demos.synthetic import make_synthetic_study
 from qrp_core.pipeline import Runner
 from qrp_core.results import compare_models
 from qrp_core.study import load_study
-from qrp_core.synthetic import make_synthetic_study
 
 
 @pytest.fixture(scope="module")

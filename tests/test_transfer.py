@@ -4,10 +4,10 @@ import pytest
 from qrp_core.analyses.transfer import concepts_by_name, default_transfer_groups, run_transfer
 from qrp_core.cache import Cache
 from qrp_core.config import KMeansConfig, ProbeConfig, RunConfig
+from qrp_core.demos.synthetic import make_synthetic_study
 from qrp_core.errors import InputError
 from qrp_core.pipeline import Runner
 from qrp_core.study import load_study
-from qrp_core.synthetic import make_synthetic_study
 
 
 def test_probe_transfers_to_a_second_collection_without_retraining(tmp_path):

@@ -12,7 +12,6 @@ import pandas as pd
 from ..cache import Cache
 from ..config import RunConfig
 from ..errors import InputError
-from ..pipeline import Runner
 from ..results import METRIC_COLUMNS, groups_label
 from ..study import Study
 
@@ -56,6 +55,8 @@ def run_ablation(study: Study, config: RunConfig, cache: Cache, *, order: tuple[
     cumulative: one row per model, K, seed, variant and prefix step, with every metric.
     gain: one row per model, K, seed and added group: each metric's change against the base alone.
     """
+    from ..pipeline import Runner  # torch and faiss load here, not when the app reads ablations
+
     order = group_order(study, order)
     cumulative = cumulative_sets(study, order)
     has_base = study.base_group in study.concepts.group_names
@@ -87,6 +88,12 @@ def run_ablation(study: Study, config: RunConfig, cache: Cache, *, order: tuple[
     if has_base:
         cache.write_table(study.name, "ablation-gain", gain_table, params, keys=["model", "k", "seed"])
     return {"cumulative": cumulative_table, "gain": gain_table}
+
+
+def cumulative_summary(cumulative: pd.DataFrame) -> pd.DataFrame:
+    """Fig. 4: NMI mean and std (ddof=1) over seeds per model, K and prefix, in the group order."""
+    keys = ["model", "k", "variant", "step", "added", "groups"]
+    return cumulative.groupby(keys, sort=False)["nmi"].agg(["mean", "std"]).reset_index()
 
 
 def gain_summary(gain: pd.DataFrame) -> pd.DataFrame:

@@ -16,7 +16,7 @@ import scipy.sparse as sp
 from ..cache import Cache, save_npy, stable_hash
 from ..config import RunConfig
 from ..errors import InputError
-from ..results import groups_label, load_probe
+from ..results import ProbeRun, groups_label, load_probe, load_probe_run
 from ..split import TEST
 from ..study import Study
 
@@ -43,27 +43,22 @@ def pairwise_confusion(confusion: sp.spmatrix) -> pd.DataFrame:
                          "confusion": sym.data / (sizes[sym.row] + sizes[sym.col])})
 
 
-def _test_confusion(cache: Cache, probe_key: str, k: int) -> sp.csr_matrix:
-    manifest = cache.manifest("probes", probe_key)
-    truth = cache.load_array("clusterings", manifest["inputs"]["clustering"], "assignments.npy")
-    split = cache.load_array("splits", manifest["inputs"]["split"], "split.npy")
-    predicted = cache.load_array("probes", probe_key, "predictions.npy")
-    test = split == TEST
-    return confusion_matrix(truth[test], predicted[test], k)
+def _test_confusion(run: ProbeRun) -> sp.csr_matrix:
+    test = run.split == TEST
+    return confusion_matrix(run.assignments[test], run.predictions[test], run.n_clusters)
 
 
-def confusion_drop(cache: Cache, probe_a: str, probe_b: str, k: int) -> pd.DataFrame:
+def confusion_drop(cache: Cache, probe_a: str, probe_b: str) -> pd.DataFrame:
     """Pairs ranked by how much less probe B confuses them than probe A (same clustering and split).
 
     Columns: i, j, confusion_a, confusion_b, drop (= a - b), largest drop first.
     """
-    a_inputs = cache.manifest("probes", probe_a)["inputs"]
-    b_inputs = cache.manifest("probes", probe_b)["inputs"]
-    if (a_inputs["clustering"], a_inputs["split"]) != (b_inputs["clustering"], b_inputs["split"]):
+    run_a, run_b = load_probe_run(cache, probe_a), load_probe_run(cache, probe_b)
+    if (run_a.clustering, run_a.manifest["inputs"]["split"]) != (run_b.clustering, run_b.manifest["inputs"]["split"]):
         raise InputError("the two probes were trained on different clusterings or splits",
                          fix="compare probes of the same model, K and seed")
-    a = pairwise_confusion(_test_confusion(cache, probe_a, k)).set_index(["i", "j"])["confusion"]
-    b = pairwise_confusion(_test_confusion(cache, probe_b, k)).set_index(["i", "j"])["confusion"]
+    a = pairwise_confusion(_test_confusion(run_a)).set_index(["i", "j"])["confusion"]
+    b = pairwise_confusion(_test_confusion(run_b)).set_index(["i", "j"])["confusion"]
     table = pd.concat({"confusion_a": a, "confusion_b": b}, axis=1).fillna(0.0)
     table["drop"] = table["confusion_a"] - table["confusion_b"]
     return table.reset_index().sort_values(["drop", "i", "j"], ascending=[False, True, True], ignore_index=True)
@@ -177,7 +172,7 @@ def run_pairs(study: Study, config: RunConfig, cache: Cache, *, base: tuple[str,
     probes = results.pivot_table(index=["model", "k", "seed"], columns="groups", values="probe", aggfunc="first")
     tables = []
     for (model, k, seed), row in probes.iterrows():
-        table = confusion_drop(cache, row[groups_label(base)], row[groups_label(with_added)], int(k))
+        table = confusion_drop(cache, row[groups_label(base)], row[groups_label(with_added)])
         tables.append(table.assign(model=model, k=k, seed=seed, base=groups_label(base), added=added,
                                    probe_a=row[groups_label(base)], probe_b=row[groups_label(with_added)]))
     pairs = pd.concat(tables, ignore_index=True)

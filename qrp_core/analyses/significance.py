@@ -19,21 +19,19 @@ import torch
 
 from ..cache import Cache, save_json, stable_hash
 from ..config import ProbeConfig
-from ..metrics import (RankedScores, adjusted_mutual_info, contingency_matrix, log_softmax, mutual_info_bits,
-                       normalized_mutual_info, probe_scores)
+from ..metrics import (
+    RankedScores,
+    adjusted_mutual_info,
+    contingency_matrix,
+    log_softmax,
+    mutual_info_bits,
+    normalized_mutual_info,
+    probe_scores,
+)
 from ..probe import probe_logits, train_probe
-from ..results import METRIC_COLUMNS, load_probe
+from ..results import METRIC_COLUMNS, load_probe, load_probe_run
 from ..split import TEST
 from ..study import Study
-
-
-def _probe_inputs(study: Study, cache: Cache, probe_key: str):
-    manifest = cache.manifest("probes", probe_key)
-    assignments = cache.load_array("clusterings", manifest["inputs"]["clustering"], "assignments.npy")
-    split = cache.load_array("splits", manifest["inputs"]["split"], "split.npy")
-    concepts = study.concepts.select(tuple(manifest["inputs"]["groups"]))
-    k = int(cache.manifest("clusterings", manifest["inputs"]["clustering"])["params"]["n_clusters"])
-    return manifest, assignments, split, concepts, k
 
 
 def permutation_baseline(study: Study, cache: Cache, probe_key: str, *, repeats: int = 20, seed: int = 0,
@@ -42,7 +40,9 @@ def permutation_baseline(study: Study, cache: Cache, probe_key: str, *, repeats:
     key = stable_hash({"probe": probe_key, "repeats": repeats, "seed": seed, "test": "permutation"})
     if cache.has("significance", key):
         return cache.load_json("significance", key, "permutation.json")
-    manifest, assignments, split, concepts, k = _probe_inputs(study, cache, probe_key)
+    run = load_probe_run(cache, probe_key)
+    manifest, assignments, split, k = run.manifest, run.assignments, run.split, run.n_clusters
+    concepts = study.concepts.select(run.groups)
     params = {f.name: manifest["params"][f.name] for f in dataclasses.fields(ProbeConfig)}
     params["lr_milestones"] = tuple(params["lr_milestones"])
     config = ProbeConfig(**params)
@@ -75,7 +75,9 @@ def bootstrap_ci(study: Study, cache: Cache, probe_key: str, *, n_boot: int = 20
                       "test": "bootstrap, percentile shifted by the bias"})
     if cache.has("significance", key):
         return cache.load_json("significance", key, "bootstrap.json")
-    _, assignments, split, concepts, k = _probe_inputs(study, cache, probe_key)
+    run = load_probe_run(cache, probe_key)
+    assignments, split, k = run.assignments, run.split, run.n_clusters
+    concepts = study.concepts.select(run.groups)
     probe = load_probe(cache, probe_key)
     test = np.flatnonzero(split == TEST)
     truth = assignments[test]
@@ -132,3 +134,11 @@ def significance_table(study: Study, cache: Cache, results: pd.DataFrame, *, rep
     cache.write_table(study.name, "significance", table, {"repeats": repeats, "n_boot": n_boot, "seed": seed},
                       keys=["model", "k", "seed", "groups"])
     return table
+
+
+def significance_summary(table: pd.DataFrame, metric: str = "nmi") -> pd.DataFrame:
+    """One row per model, K and group set of ``significance_table``'s ``metric``: the observed score, the
+    permutation mean and the bootstrap interval as means over seeds, and the largest p-value over seeds."""
+    return table[table["metric"] == metric].groupby(["model", "k", "groups"]).agg(
+        observed=("observed", "mean"), null_mean=("null_mean", "mean"), max_p=("p_value", "max"),
+        ci_low=("ci_low", "mean"), ci_high=("ci_high", "mean")).reset_index()

@@ -18,9 +18,9 @@ import scipy.sparse as sp
 from ..cache import Cache
 from ..errors import InputError
 from ..metrics import adjusted_mutual_info, normalized_mutual_info, top1_accuracy
-from ..results import groups_label, load_probe, load_results, parse_groups
 from ..probe import probe_logits
 from ..quantize import assign
+from ..results import groups_label, load_probe, load_results, parse_groups, result_rows
 from ..study import Study
 
 
@@ -83,10 +83,7 @@ def run_transfer(source: Study, target: Study, cache: Cache, *, k: int | None = 
     ``default_transfer_groups``), every seed and K (or one K), to ``target``; also reports the
     source's own test scores side by side. Stored as ``transfer-<target>``."""
     groups = groups_label(parse_groups(groups, source)) if groups else default_transfer_groups(source)
-    results = load_results(cache, source)
-    if k is not None:
-        results = results[results["k"] == k]
-    results = results[results["groups"] == groups]
+    results = result_rows(load_results(cache, source), k=k, groups=groups)
     if results.empty:
         at_k, k_option = (f" at K={k}", f" --k {k}") if k is not None else ("", "")
         raise InputError(f"no source results on groups {groups}{at_k}", where=source.path,
@@ -106,3 +103,9 @@ def run_transfer(source: Study, target: Study, cache: Cache, *, k: int | None = 
     cache.write_table(source.name, f"transfer-{target.name}", table, {"target": str(target.path)},
                       keys=["model", "k", "seed", "groups"])
     return table
+
+
+def transfer_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """``run_transfer``'s scores as means over seeds per model, K and group set."""
+    columns = ["source_top1", "target_top1", "target_top5", "source_nmi", "target_nmi", "target_ami"]
+    return table.groupby(["model", "k", "groups"])[columns].mean().reset_index()

@@ -33,6 +33,7 @@ import torch
 
 from ..cache import sha256_file
 from ..errors import InputError
+from ..extract import normalise_images
 from .base import Expert, register_expert
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -94,11 +95,8 @@ class ExportedExpert(Expert):
     @torch.inference_mode()
     def outputs(self, images: np.ndarray):
         """The model's raw outputs, batch by batch."""
-        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
-        std = torch.tensor(self.std).view(1, 3, 1, 1)
         for start in range(0, len(images), self.batch_size):
-            x = torch.from_numpy(images[start:start + self.batch_size]).permute(0, 3, 1, 2).float() / 255.0
-            yield self.model((x - mean) / std)
+            yield self.model(normalise_images(images[start:start + self.batch_size], self.mean, self.std))
 
     def active(self, output) -> list[list[int]]:
         """The active concepts of each image of one batch, from the model's output."""
@@ -185,7 +183,7 @@ class ClipStyle(Expert):
                                          "rule": "softmax over prompts of scaled cosine; background below threshold"})
 
     @classmethod
-    def from_open_clip(cls, architecture: str, weights: str | Path, **kwargs) -> "ClipStyle":
+    def from_open_clip(cls, architecture: str, weights: str | Path, **kwargs) -> ClipStyle:
         """A CLIP of open_clip (``pip install open_clip_torch``) with local weights, e.g. ("ViT-B-32", "clip.bin")."""
         try:
             import open_clip
@@ -205,9 +203,7 @@ class ClipStyle(Expert):
 
     @torch.inference_mode()
     def probabilities(self, images: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-        x = (x - torch.tensor(self.mean).view(1, 3, 1, 1)) / torch.tensor(self.std).view(1, 3, 1, 1)
-        features = self.model.encode_image(x).float()
+        features = self.model.encode_image(normalise_images(images, self.mean, self.std)).float()
         features = features / features.norm(dim=-1, keepdim=True)
         return torch.softmax(self.params["logit_scale"] * features @ self.text.T, dim=1).numpy()
 

@@ -58,7 +58,7 @@ class ColourNames(Expert):
                 self.table = np.load(table, allow_pickle=False)
             except (OSError, ValueError) as exc:
                 raise InputError(f"cannot read the colour-name table ({exc})", where=table,
-                                 fix="pass w2color.npy: uint8 (32, 32, 32) of indices into the 11 names")
+                                 fix="pass w2color.npy: uint8 (32, 32, 32) of indices into the 11 names") from None
             if self.table.shape != (32, 32, 32):
                 raise InputError(f"colour-name table of shape {self.table.shape}, expected (32, 32, 32)",
                                  where=table, fix="pass the argmax form of the table (see ../shared/data/README.md)")

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..extract import normalise_images
 from .base import Expert, register_expert
 
 CLASS_FILE = Path(__file__).with_name("imagenet_classes.tsv")
@@ -49,12 +50,10 @@ class ImageNetObjects(Expert):
     @torch.inference_mode()
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Softmax over the 1,000 classes of uint8 RGB images (n, side, side, 3)."""
-        mean = torch.tensor(self.network.mean).view(1, 3, 1, 1)
-        std = torch.tensor(self.network.std).view(1, 3, 1, 1)
         out = []
         for start in range(0, len(images), self.batch_size):
-            x = torch.from_numpy(images[start:start + self.batch_size]).permute(0, 3, 1, 2).float() / 255.0
-            out.append(torch.softmax(self.network.model((x - mean) / std), dim=1).numpy())
+            x = normalise_images(images[start:start + self.batch_size], self.network.mean, self.network.std)
+            out.append(torch.softmax(self.network.model(x), dim=1).numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
 
     def predict(self, images: np.ndarray) -> list[list[int]]:

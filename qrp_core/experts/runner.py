@@ -67,7 +67,7 @@ def import_labels(path: str | Path, *, group: str | None = None, source: str | N
         table = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
     except Exception as exc:
         raise InputError(f"cannot read labels ({type(exc).__name__}: {exc})", where=path,
-                         fix="export the labels as CSV or Parquet")
+                         fix="export the labels as CSV or Parquet") from None
     if "image_id" not in table.columns:
         raise InputError("no image_id column", where=path, fix="name the id column image_id")
     if {"concept", "group"} <= set(table.columns):
@@ -76,7 +76,7 @@ def import_labels(path: str | Path, *, group: str | None = None, source: str | N
         raise InputError("a wide table (one column per concept) needs the concepts' group", where=path,
                          fix="pass --group NAME (objects, scene, material, texture, other, ...)")
     values = table.drop(columns="image_id")
-    bad = [c for c in values.columns if not set(pd.unique(values[c].dropna())) <= {0, 1, True, False}]
+    bad = [c for c in values.columns if not set(pd.unique(values[c].dropna())) <= {0, 1}]
     if bad:
         raise InputError(f"columns {bad[:3]} are not binary (0/1)", where=path, fix="threshold the scores first")
     rows, cols = np.nonzero(values.fillna(0).to_numpy().astype(bool))

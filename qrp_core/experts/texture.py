@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..extract import normalise_images
 from .base import Expert, register_expert
 
 
@@ -21,10 +22,8 @@ def _lite0_features(images: np.ndarray) -> np.ndarray:
     handle = source.model.get_submodule(source.layers["final"]).register_forward_hook(
         lambda _m, _i, out: captured.__setitem__("x", out.flatten(1)))
     try:
-        x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-        x = (x - torch.tensor(source.mean).view(1, 3, 1, 1)) / torch.tensor(source.std).view(1, 3, 1, 1)
         with torch.inference_mode():
-            source.model(x)
+            source.model(normalise_images(images, source.mean, source.std))
     finally:
         handle.remove()
     return captured["x"].numpy()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .errors import InputError
+from ..errors import InputError
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .cache import atomic_write_json, sha256_file
+from ..cache import atomic_write_json, sha256_file
 from .shapes import BACKGROUNDS, SIZES, draw_scene
-from .synthetic import COLOURS, SHAPES, TEXTURES, write_study
+from .study_files import write_study
+from .synthetic import COLOURS, SHAPES, TEXTURES
 
 JOBS = {"lite0": ("efficientnet-lite0", {}), "lite0-random": ("efficientnet-lite0", {"pretrained": False}),
         "pixels": ("pixels", {"side": 16, "image_size": 96}),
@@ -71,8 +72,8 @@ def linear_accuracies(features: dict[str, Path], labels: np.ndarray, store: Path
 def make_concept_world(out: str | Path, *, n_images: int = 1500, seed: int = 0, image_seed: int = 0,
                        show_progress: bool = True) -> Path:
     """Draw the images, extract every representation (resumable) and write the study; returns study.toml."""
-    from .extract import ImageList, extract
-    from .networks import get_source
+    from ..extract import ImageList, extract
+    from ..networks import get_source
 
     out = Path(out)
     rng = np.random.default_rng([seed, image_seed])

@@ -1,24 +1,18 @@
-"""``python -m qrp_core <verb>``: demo, run, ranking, export, validate, and the analyses
-(ablation, pairs, explain, sweep-k, layers, transfer, significance).
-
-The engine (torch, faiss) is imported by the verbs that compute, so that ``--help``, ``ranking``,
-``export`` and ``validate`` start in about a second."""
+"""The command line's parser: its verbs, their options with defaults, and the argument types that refuse
+bad values before any work."""
 
 from __future__ import annotations
 
 import argparse
 import functools
-import sys
 from pathlib import Path
 
-import pandas as pd
+from ..config import DEMO_K, KMeansConfig, ProbeConfig, RunConfig, SplitConfig
+from ..results import parse_groups
+from ..study import Study
 
-from .analyses import commands
-from .cache import Cache
-from .config import DEMO_K, KMeansConfig, ProbeConfig, RunConfig, SplitConfig
-from .errors import InputError
-from .results import load_results, parse_groups
-from .study import Study, load_study
+DESCRIPTION = """``python -m qrp_core <verb>``: demo, run, ranking, export, validate, and the analyses
+(ablation, pairs, explain, sweep-k, layers, transfer, significance)."""
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -107,7 +101,7 @@ def _executor_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m qrp_core", description=__doc__, formatter_class=_HelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m qrp_core", description=DESCRIPTION, formatter_class=_HelpFormatter)
     verb_parser = functools.partial(argparse.ArgumentParser, formatter_class=_HelpFormatter)  # not inherited
     verbs = parser.add_subparsers(dest="verb", required=True, parser_class=verb_parser)
 
@@ -247,7 +241,7 @@ def _analysis_verbs(verbs) -> None:
     _common(p)
 
 
-def _run_config(args, study: Study | None) -> RunConfig:
+def run_config(args, study: Study | None) -> RunConfig:
     """The run grid of the command line; with a study, its group sets are checked against it (K and the
     models when the run plans its grid)."""
     models = tuple(m for m in args.models.split(",") if m)
@@ -258,145 +252,3 @@ def _run_config(args, study: Study | None) -> RunConfig:
                             max_points_per_centroid=args.max_points_per_centroid,
                             early_stop_threshold=0.0 if args.early_stop else -1.0, device=args.device),
         split=SplitConfig(), probe=ProbeConfig(max_epochs=args.epochs, device=args.device))
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return _dispatch(args)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-def _dispatch(args) -> int:
-    if args.verb == "validate":
-        return 2 if commands.validate(load_study(args.study)) else 0
-    if args.verb == "extract":
-        return _extract(args)
-    if args.verb == "fetch":
-        from .datasets import ARCHIVES, fetch
-
-        folder = fetch(ARCHIVES[args.dataset], args.out)
-        print(f"{folder}\nnext: python -m qrp_core demo --study {args.dataset} --images {folder}")
-        return 0
-    if args.verb in ("label", "import-labels"):
-        return _label(args)
-    cache = Cache(args.cache)
-    if args.verb == "demo":
-        return _demo(args, cache)
-    if args.verb == "transfer":
-        commands.transfer(args, cache)
-        return 0
-    study = load_study(args.study)
-    if args.verb in ("ablation", "pairs", "sweep-k", "layers"):
-        getattr(commands, args.verb.replace("-", "_"))(args, study, cache, _run_config(args, study))
-        return 0
-    if args.verb in ("explain", "significance"):
-        getattr(commands, args.verb)(args, study, cache)
-        return 0
-    if args.verb == "run":
-        return _run(args, study, cache)
-    if args.verb == "ranking":
-        results = commands.select_results(load_results(cache, study), study, k=args.k, groups=args.groups)
-        commands.print_ranking(results, rows=args.rows, format=args.format, output=args.output)
-        return 0
-    if args.verb == "export":
-        commands.export(args, study, cache)
-        return 0
-    raise AssertionError(args.verb)
-
-
-def _demo(args, cache: Cache) -> int:
-    """A photo demo (the ranking at each --k), or a built world with every view computed at K=30."""
-    from .demo import app_command, build_demo, build_photo_study
-    from .pipeline import Runner
-
-    if args.study in ("imagenette", "cifar10"):
-        if args.images is None:
-            raise InputError(f"--study {args.study} needs --images", fix="pass the folder of class folders")
-        args.k = args.k or [DEMO_K]
-        study = build_photo_study(args.study, args.images, args.out or cache.root / args.study,
-                                  weights_dir=args.weights_dir, dtd_root=args.dtd)
-        commands.print_ranking(Runner(study, _run_config(args, study), cache).run())
-        return 0
-    if args.k is not None:
-        raise InputError(f"the {args.study} demo fixes K at {DEMO_K}",
-                         fix="drop --k (it is for --study imagenette and cifar10)")
-    args.k = [DEMO_K]
-    study = build_demo(cache, _run_config(args, None), world=args.study, n_images=args.n_images, out=args.out,
-                       on_stage=lambda text, _: print(f"demo: {text}", file=sys.stderr))
-    results = load_results(cache, study)
-    results = results[(results["k"] == DEMO_K) & (results["groups"] == "+".join(study.concepts.group_names))]
-    commands.print_ranking(results)
-    print(f"\nbrowse it: {app_command(cache)}   (study file: {study.path})", file=sys.stderr)
-    return 0
-
-
-def _run(args, study, cache: Cache) -> int:
-    """The ``run`` verb: in this process, or on Ray (exit 1 when a unit failed; the rest is saved)."""
-    from .executors import RayOptions, default_task_gpus, print_failures, run_on_ray
-    from .pipeline import Runner
-
-    config = _run_config(args, study)
-    if args.executor == "local":
-        if args.address is not None:
-            raise InputError("--address is for --executor ray", fix="add --executor ray, or drop --address")
-        commands.print_ranking(Runner(study, config, cache).run())
-        return 0
-    gpus = default_task_gpus(args.device) if args.task_gpus is None else args.task_gpus
-    options = RayOptions(address=args.address, task_cpus=args.task_cpus, task_gpus=gpus,
-                         task_memory_gb=args.task_memory)
-    outcome = run_on_ray(study, config, cache, options)
-    if not outcome.results.empty:
-        commands.print_ranking(outcome.results)
-    print_failures(outcome.failures)
-    return 1 if outcome.failures else 0
-
-
-def _extract(args) -> int:
-    from .extract import extract, list_images
-    from .networks import get_source, with_layers
-
-    options = {}
-    if args.weights is not None:
-        options["weights"] = args.weights
-    if args.source.startswith("efficientnet"):
-        options.update(pretrained=not args.random_init, blocks=tuple(args.blocks))
-    source = with_layers(get_source(args.source, **options), args.layers)
-    images = list_images(args.images)
-    files = extract(source, images, args.out, batch_size=args.batch_size, device=args.device)
-    images.table().to_csv(args.out / "images.csv", index=False)
-    for layer, path in files.items():
-        print(f"{layer}: {path}")
-    return 0
-
-
-def _label(args) -> int:
-    from .experts import get_expert
-    from .experts.runner import import_labels, label_images
-    from .extract import list_images
-
-    if args.verb == "import-labels":
-        table = import_labels(args.labels, group=args.group, source=args.source)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        table.to_parquet(args.out, index=False) if args.out.suffix == ".parquet" else table.to_csv(args.out, index=False)
-        print(f"{len(table)} labels of {table['concept'].nunique()} concepts in {sorted(table['group'].unique())} "
-              f"-> {args.out}")
-        return 0
-    images = list_images(args.images)
-    experts = [(name, {"colour": {"table": args.colour_table}, "texture": {"dtd_root": args.dtd}}.get(name, {}))
-               for name in args.experts.split(",") if name]
-    experts += [(kind, {"weights": Path(model), "labels": Path(labels), "group": group, "source": source})
-                for kind, model, labels, group, source in args.adapter]
-    if args.clip:
-        experts.append(("clip", {"architecture": args.clip[0], "weights": Path(args.clip[1])}))
-    written = []
-    for name, options in experts:
-        expert = get_expert(name, **options)
-        written.append(label_images(expert, images, args.out))
-        table = pd.read_parquet(written[-1])
-        print(f"{expert.name}: {table['concept'].nunique()} concepts, {len(table) / len(images.ids):.2f} per image "
-              f"-> {written[-1]}")
-    print("add to the study file: [concepts] tables = [..., " + ", ".join(f'"{p}"' for p in written) + "]")
-    return 0

@@ -1,0 +1,31 @@
+"""``python -m qrp_core <verb>`` and the ``qrp`` command: ``parser`` reads the command line, ``verbs`` and
+``analysis_verbs`` carry each verb out, ``output`` prints and writes their tables."""
+
+from __future__ import annotations
+
+import sys
+
+from ..errors import InputError
+from . import analysis_verbs, verbs
+from .parser import build_parser
+
+VERBS = {
+    "validate": verbs.validate, "extract": verbs.extract, "fetch": verbs.fetch, "label": verbs.label,
+    "import-labels": verbs.import_labels, "demo": verbs.demo, "run": verbs.run, "ranking": verbs.ranking,
+    "export": verbs.export, "ablation": analysis_verbs.ablation, "pairs": analysis_verbs.pairs,
+    "explain": analysis_verbs.explain, "sweep-k": analysis_verbs.sweep_k, "layers": analysis_verbs.layers,
+    "transfer": analysis_verbs.transfer, "significance": analysis_verbs.significance,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one verb; bad input prints ``error: <file>: <problem>. Fix: <fix>`` and returns 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return VERBS[args.verb](args)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+__all__ = ["build_parser", "main"]
