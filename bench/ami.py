@@ -40,7 +40,9 @@ def main() -> None:
     timings["scikit-learn"] = (time.perf_counter() - start, reference)
     print(f"n={args.n} K={args.k} (threads: torch {torch.get_num_threads()})")
     for name, (seconds, value) in timings.items():
-        print(f"  {name:<16} {seconds:7.2f} s   AMI {value:.12f}   sklearn / this {timings['scikit-learn'][0] / seconds:5.1f}x")
+        print(
+            f"  {name:<16} {seconds:7.2f} s   AMI {value:.12f}   sklearn / this {timings['scikit-learn'][0] / seconds:5.1f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -48,8 +48,10 @@ def main() -> None:
         for _ in range(args.repeats):
             with running_app(args.cache) as fresh:
                 cold.append(load(page, f"{fresh}/ranking"))
-        print(f"{'cold ranking':<16} {statistics.median(cold):7.2f}   ({min(cold):.2f}, {max(cold):.2f})"
-              "   first page after a fresh streamlit run")
+        print(
+            f"{'cold ranking':<16} {statistics.median(cold):7.2f}   ({min(cold):.2f}, {max(cold):.2f})"
+            "   first page after a fresh streamlit run"
+        )
         browser.close()
 
 

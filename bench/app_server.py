@@ -15,8 +15,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-PAGES = ["", "ranking", "expert_groups", "varying_k", "transfer", "cluster_pairs?base=labels&added=colour&seed=0",
-         "cluster_browser"]
+PAGES = [
+    "",
+    "ranking",
+    "expert_groups",
+    "varying_k",
+    "transfer",
+    "cluster_pairs?base=labels&added=colour&seed=0",
+    "cluster_browser",
+]
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
@@ -31,10 +38,28 @@ def running_app(cache: str | Path, port: int | None = None):
     """Serve app.py on the given cache; yields its URL once Streamlit answers its health check."""
     port = port or free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port), "--server.fileWatcherType", "none",
-         "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env={**os.environ, "QRP_CACHE": str(cache)}, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(ROOT / "app.py"),
+            "--server.headless",
+            "true",
+            "--server.address",
+            "127.0.0.1",
+            "--server.port",
+            str(port),
+            "--server.fileWatcherType",
+            "none",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "QRP_CACHE": str(cache)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(120):

@@ -43,8 +43,18 @@ def worker(rows: int, k: int, epochs: int) -> None:
 
 
 def run_copies(copies: int, spincount: str, args: argparse.Namespace) -> list[float]:
-    command = [sys.executable, "-m", "bench.contention", "--worker", "--rows", str(args.rows), "--k", str(args.k),
-               "--epochs", str(args.epochs)]
+    command = [
+        sys.executable,
+        "-m",
+        "bench.contention",
+        "--worker",
+        "--rows",
+        str(args.rows),
+        "--k",
+        str(args.k),
+        "--epochs",
+        str(args.epochs),
+    ]
     env = {**os.environ, "GOMP_SPINCOUNT": spincount}
     processes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(copies)]
     return [json.loads(p.communicate()[0].strip().splitlines()[-1])["epoch_s"] for p in processes]
@@ -67,11 +77,16 @@ def main() -> None:
         alone = run_copies(1, spincount, args)[0]
         together = run_copies(args.copies, spincount, args)
         times[name] = (alone, max(together))
-        print(f"  {name:16s} GOMP_SPINCOUNT={spincount:>6s}: alone {alone:.4f} s/epoch, {args.copies} at once "
-              + ", ".join(f"{t:.4f}" for t in together) + f" s/epoch (slowest {max(together) / alone:.1f}x alone)")
+        print(
+            f"  {name:16s} GOMP_SPINCOUNT={spincount:>6s}: alone {alone:.4f} s/epoch, {args.copies} at once "
+            + ", ".join(f"{t:.4f}" for t in together)
+            + f" s/epoch (slowest {max(together) / alone:.1f}x alone)"
+        )
     (default_alone, default_together), (ours_alone, ours_together) = times.values()
-    print(f"qrp_core against libgomp's default: alone {default_alone / ours_alone:.2f}x, "
-          f"{args.copies} at once {default_together / ours_together:.2f}x (above 1: qrp_core faster)")
+    print(
+        f"qrp_core against libgomp's default: alone {default_alone / ours_alone:.2f}x, "
+        f"{args.copies} at once {default_together / ours_together:.2f}x (above 1: qrp_core faster)"
+    )
 
 
 if __name__ == "__main__":

@@ -81,7 +81,7 @@ def write_synthetic(out: Path, n: int, dim: int, k: int, n_concepts: int, active
     with open(out / "features" / "model.npy", "wb") as f:
         np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (n, dim)})
         for start in range(0, n, 65536):
-            rows = torch.as_tensor(prototype[start:start + 65536], device=device)
+            rows = torch.as_tensor(prototype[start : start + 65536], device=device)
             noise = torch.randn(len(rows), dim, generator=generator, device=device)
             f.write((centres[rows] + 0.8 * noise).cpu().numpy().tobytes())
     signature = rng.integers(0, n_concepts, size=(k, active))
@@ -93,12 +93,16 @@ def write_synthetic(out: Path, n: int, dim: int, k: int, n_concepts: int, active
     sp.save_npz(out / "concepts.npz", matrix, compressed=False)
     groups = np.array(GROUPS, dtype=object)[np.arange(n_concepts) % len(GROUPS)]
     pd.DataFrame({"concept": [f"[{g}] c{c:04d}" for c, g in enumerate(groups)], "group": groups}).to_csv(
-        out / "concepts.csv", index=False)
-    pd.DataFrame({"image_id": [f"i{i:07d}" for i in range(n)],
-                  "label": [f"class{p:04d}" for p in prototype]}).to_csv(out / "images.csv", index=False)
-    (out / "study.toml").write_text('name = "imagenet-scale"\nimages = "images.csv"\nbase_group = "labels"\n\n'
-                                    '[concepts]\nmatrix = "concepts.npz"\nnames = "concepts.csv"\n\n'
-                                    '[models.model]\nfeatures = "features/model.npy"\nfamily = "synthetic"\n')
+        out / "concepts.csv", index=False
+    )
+    pd.DataFrame({"image_id": [f"i{i:07d}" for i in range(n)], "label": [f"class{p:04d}" for p in prototype]}).to_csv(
+        out / "images.csv", index=False
+    )
+    (out / "study.toml").write_text(
+        'name = "imagenet-scale"\nimages = "images.csv"\nbase_group = "labels"\n\n'
+        '[concepts]\nmatrix = "concepts.npz"\nnames = "concepts.csv"\n\n'
+        '[models.model]\nfeatures = "features/model.npy"\nfamily = "synthetic"\n'
+    )
     return out / "study.toml"
 
 
@@ -111,27 +115,44 @@ def gpu_checks() -> dict:
     cpu = kmeans(x, dataclasses.replace(config, device="cpu"), seed=0)
     dev = kmeans(x, config, seed=0)
     objective = lambda r: np.array([s["objective"] for s in r.stats["restarts"]])  # noqa: E731
-    out = {"kmeans": {"backend": dev.stats["backend"], "device": dev.stats["device"],
-                      "same_assignment_fraction": float((cpu.assignments == dev.assignments).mean()),
-                      "objective_max_rel_diff": float(np.abs(objective(cpu) / objective(dev) - 1).max())}}
+    out = {
+        "kmeans": {
+            "backend": dev.stats["backend"],
+            "device": dev.stats["device"],
+            "same_assignment_fraction": float((cpu.assignments == dev.assignments).mean()),
+            "objective_max_rel_diff": float(np.abs(objective(cpu) / objective(dev) - 1).max()),
+        }
+    }
     targets = cpu.assignments
     split = np.random.default_rng(0).choice([TRAIN, VAL, TEST], size=len(targets), p=[0.64, 0.16, 0.2])
     split = split.astype(np.int8)
     probe = ProbeConfig(max_epochs=10)
     results = {}
     for device in ("cpu", "cuda" if torch.cuda.is_available() else "cpu"):
-        result = train_probes(concepts, np.ones((1, concepts.shape[1]), bool), targets, split, 100,
-                              dataclasses.replace(probe, device=device), seed=0)[0]
+        result = train_probes(
+            concepts,
+            np.ones((1, concepts.shape[1]), bool),
+            targets,
+            split,
+            100,
+            dataclasses.replace(probe, device=device),
+            seed=0,
+        )[0]
         logits = probe_logits(result.weight, result.bias, concepts[np.flatnonzero(split == TEST)], device="cpu")
         results[device] = (result, logits)
     (a, logits_a), (b, logits_b) = results["cpu"], results[list(results)[-1]]
     truth = targets[split == TEST]
-    out["probe"] = {"max_weight_diff": float(np.abs(a.weight - b.weight).max()),
-                    "nmi_cpu": normalized_mutual_info(truth, logits_a.argmax(1)),
-                    "nmi_device": normalized_mutual_info(truth, logits_b.argmax(1))}
+    out["probe"] = {
+        "max_weight_diff": float(np.abs(a.weight - b.weight).max()),
+        "nmi_cpu": normalized_mutual_info(truth, logits_a.argmax(1)),
+        "nmi_device": normalized_mutual_info(truth, logits_b.argmax(1)),
+    }
     on_cpu = probe_scores(truth, logits_a, np.bincount(targets, minlength=100))
-    on_device = probe_scores(truth, torch.as_tensor(logits_a, device="cuda" if torch.cuda.is_available() else "cpu"),
-                             np.bincount(targets, minlength=100))
+    on_device = probe_scores(
+        truth,
+        torch.as_tensor(logits_a, device="cuda" if torch.cuda.is_available() else "cpu"),
+        np.bincount(targets, minlength=100),
+    )
     out["metrics_max_abs_diff"] = {m: abs(on_cpu[m] - on_device[m]) for m in ("nmi", "ami", "top1", "map", "mi_bits")}
     return out
 
@@ -141,17 +162,24 @@ def probe_speed(study, n_train: int, n_probes: int, epochs: int = 3) -> dict:
     n = study.n_images
     n_train = min(n_train, int(0.9 * n))
     split = np.full(n, TEST, np.int8)
-    split[:n_train], split[n_train:n_train + 20_000] = TRAIN, VAL
+    split[:n_train], split[n_train : n_train + 20_000] = TRAIN, VAL
     targets = np.random.default_rng(0).integers(0, 1000, n)
     masks = np.ones((n_probes, study.concepts.matrix.shape[1]), bool)
     t = time.perf_counter()
     result = train_probes(study.concepts.matrix, masks, targets, split, 1000, ProbeConfig(max_epochs=epochs), seed=0)
     seconds = result[0].stats["seconds"]
-    return {"n_train": n_train, "n_probes": n_probes, "epochs": epochs, "device": result[0].stats["device"],
-            "steps": result[0].stats["steps"], "graph_failure": result[0].stats["graph_failure"],
-            "compile_failure": result[0].stats["compile_failure"],
-            "seconds_per_epoch": seconds / epochs, "epochs_per_second": epochs / seconds,
-            "wall_seconds": time.perf_counter() - t}
+    return {
+        "n_train": n_train,
+        "n_probes": n_probes,
+        "epochs": epochs,
+        "device": result[0].stats["device"],
+        "steps": result[0].stats["steps"],
+        "graph_failure": result[0].stats["graph_failure"],
+        "compile_failure": result[0].stats["compile_failure"],
+        "seconds_per_epoch": seconds / epochs,
+        "epochs_per_second": epochs / seconds,
+        "wall_seconds": time.perf_counter() - t,
+    }
 
 
 def main() -> None:
@@ -160,21 +188,34 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="where the study and cache go (default: a temp dir)")
     parser.add_argument("--budget-s", type=float, default=None, help="start no clustering after this many seconds")
     parser.add_argument("--skip-checks", action="store_true")
-    parser.add_argument("--profile", action="store_true",
-                        help="profile the first clustering's evaluation (cProfile; top functions to $OUT/profile.txt)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="profile the first clustering's evaluation (cProfile; top functions to $OUT/profile.txt)",
+    )
     args = parser.parse_args()
-    n, dim, k, m, seeds, iters = ((20_000, 128, 100, 400, 2, 10) if args.small else (1_281_167, 2048, 1000, 1700, 5, 100))
+    n, dim, k, m, seeds, iters = (20_000, 128, 100, 400, 2, 10) if args.small else (1_281_167, 2048, 1000, 1700, 5, 100)
     t_start = time.perf_counter()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="qrp-gpu-bench-"))
     memory = MemorySampler()
     memory.start()
-    figures = {"n": n, "dim": dim, "k": k, "concepts": m, "seeds_planned": seeds, "iterations": iters,
-               "torch": torch.__version__, "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-               "seconds": {}}
+    figures = {
+        "n": n,
+        "dim": dim,
+        "k": k,
+        "concepts": m,
+        "seeds_planned": seeds,
+        "iterations": iters,
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "seconds": {},
+    }
 
     def save(stage: str) -> None:
-        figures["peak_memory_gib"] = {**memory.peak,
-                                      "ru_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+        figures["peak_memory_gib"] = {
+            **memory.peak,
+            "ru_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        }
         figures["elapsed_s"] = time.perf_counter() - t_start
         print(f"[{figures['elapsed_s']:7.1f} s] {stage}: {json.dumps(figures.get(stage), default=float)}", flush=True)
         if os.environ.get("OUT"):
@@ -197,8 +238,12 @@ def main() -> None:
     sets += [(*base, *GROUPS[:i]) for i in range(2, len(GROUPS))] + [GROUPS]  # prefixes (Fig. 4), no base
     assert len(set(sets)) == 11
     cache = Cache(work / "cache")
-    runner_config = dict(ks=(k,), group_sets=tuple(sets), kmeans=KMeansConfig(n_clusters=k, n_iter=iters, n_restarts=5),
-                         probe=ProbeConfig())
+    runner_config = dict(
+        ks=(k,),
+        group_sets=tuple(sets),
+        kmeans=KMeansConfig(n_clusters=k, n_iter=iters, n_restarts=5),
+        probe=ProbeConfig(),
+    )
     figures["clusterings"] = []
     spec = study.model("model")
     t = time.perf_counter()
@@ -210,8 +255,13 @@ def main() -> None:
     figures["seconds"]["feature statistics (one chunked pass)"] = time.perf_counter() - t
     t = time.perf_counter()
     # and puts the standardised features on the GPU once, where torch runs K-means and they fit
-    on_device = {"model": features_on_device(spec.load(study.image_ids), standardisation["model"],
-                                             sample_rows=min(n, k * KMeansConfig().max_points_per_centroid))}
+    on_device = {
+        "model": features_on_device(
+            spec.load(study.image_ids),
+            standardisation["model"],
+            sample_rows=min(n, k * KMeansConfig().max_points_per_centroid),
+        )
+    }
     figures["features_resident_on_device"] = on_device["model"] is not None
     figures["seconds"]["standardised features to the device"] = time.perf_counter() - t
     save("seconds")
@@ -235,18 +285,29 @@ def main() -> None:
         clustering = cache.manifest("clusterings", results["clustering"].iloc[0])
         probes = [cache.manifest("probes", key) for key in results["probe"]]
         full = results[results["groups"] == "+".join(g for g in study.concepts.group_names if g in sets[0])]
-        figures["clusterings"].append({
-            "seed": seed, "wall_s": wall, "kmeans": clustering["stats"]["seconds"],
-            "kmeans_backend": clustering["stats"]["backend"], "kmeans_device": clustering["stats"]["device"],
-            "distance_products": clustering["stats"]["restarts"][0].get("distance_products"),
-            "assignments_recomputed_in_float32": [r.get("assignments_recomputed_in_float32")
-                                                  for r in clustering["stats"]["restarts"]],
-            "iterations_run": clustering["stats"]["iterations_run"],
-            "probe_training_s": probes[0]["stats"]["seconds"], "probes_trained_together": probes[0]["stats"]["trained_with"],
-            "probe_device": probes[0]["stats"]["device"], "probe_epochs": probes[0]["stats"]["epochs_run"],
-            "split_metrics_and_writes_s": wall - sum(clustering["stats"]["seconds"].values()) - probes[0]["stats"]["seconds"],
-            "nmi_full": float(full["nmi"].iloc[0]), "nmi_labels_only": float(results[results["groups"] == "labels"]["nmi"].iloc[0]),
-        })
+        figures["clusterings"].append(
+            {
+                "seed": seed,
+                "wall_s": wall,
+                "kmeans": clustering["stats"]["seconds"],
+                "kmeans_backend": clustering["stats"]["backend"],
+                "kmeans_device": clustering["stats"]["device"],
+                "distance_products": clustering["stats"]["restarts"][0].get("distance_products"),
+                "assignments_recomputed_in_float32": [
+                    r.get("assignments_recomputed_in_float32") for r in clustering["stats"]["restarts"]
+                ],
+                "iterations_run": clustering["stats"]["iterations_run"],
+                "probe_training_s": probes[0]["stats"]["seconds"],
+                "probes_trained_together": probes[0]["stats"]["trained_with"],
+                "probe_device": probes[0]["stats"]["device"],
+                "probe_epochs": probes[0]["stats"]["epochs_run"],
+                "split_metrics_and_writes_s": wall
+                - sum(clustering["stats"]["seconds"].values())
+                - probes[0]["stats"]["seconds"],
+                "nmi_full": float(full["nmi"].iloc[0]),
+                "nmi_labels_only": float(results[results["groups"] == "labels"]["nmi"].iloc[0]),
+            }
+        )
         save("clusterings")
     done = figures["clusterings"]
     figures["evaluation_s_per_clustering"] = float(np.mean([c["wall_s"] for c in done]))

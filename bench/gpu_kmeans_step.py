@@ -54,19 +54,30 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=10)
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    figures = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-               "rows": args.rows, "dim": args.dim, "k": args.k, "iterations": args.iterations, "runs": []}
+    figures = {
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "rows": args.rows,
+        "dim": args.dim,
+        "k": args.k,
+        "iterations": args.iterations,
+        "runs": [],
+    }
     for noise in (0.8, 3.0):
         x = features(args.rows, args.dim, args.k, noise, device)
-        init = x[torch.randperm(args.rows, generator=torch.Generator().manual_seed(1))[:args.k].to(device)]
+        init = x[torch.randperm(args.rows, generator=torch.Generator().manual_seed(1))[: args.k].to(device)]
         float32_s, (c32, obj32, _) = timed_lloyd(x, init, args.iterations, None)
         auto_s, (c_auto, obj_auto, recomputed) = timed_lloyd(x, init, args.iterations, "auto")
         labels32 = nearest_centroids(x, c32, coarse_products=None)[0]
         labels_auto = nearest_centroids(x, c_auto, coarse_products=None)[0]
-        run = {"noise": noise, "float32_s_per_iteration": float32_s, "auto_s_per_iteration": auto_s,
-               "speedup": float32_s / auto_s, "rows_recomputed_in_float32": recomputed,
-               "objective_rel_diff_last": abs(obj_auto[-1] / obj32[-1] - 1),
-               "same_final_assignment_fraction": float((labels32 == labels_auto).float().mean())}
+        run = {
+            "noise": noise,
+            "float32_s_per_iteration": float32_s,
+            "auto_s_per_iteration": auto_s,
+            "speedup": float32_s / auto_s,
+            "rows_recomputed_in_float32": recomputed,
+            "objective_rel_diff_last": abs(obj_auto[-1] / obj32[-1] - 1),
+            "same_final_assignment_fraction": float((labels32 == labels_auto).float().mean()),
+        }
         figures["runs"].append(run)
         print(json.dumps(run), flush=True)
         del x

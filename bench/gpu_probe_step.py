@@ -45,11 +45,14 @@ def _timed(fn, device) -> float:
 def run(rows: SparseRows, targets: torch.Tensor, n_clusters: int, n_probes: int, epochs: int, device) -> dict:
     n_concepts = int(rows.indices.max()) + 1
     eager = ReverseProbe(n_concepts, n_clusters, n_probes).to(device)
-    optimizer = torch.optim.SGD(eager.parameters(), lr=3.5, momentum=0.9, weight_decay=3e-6,
-                                fused=device.type == "cuda" or None)
+    optimizer = torch.optim.SGD(
+        eager.parameters(), lr=3.5, momentum=0.9, weight_decay=3e-6, fused=device.type == "cuda" or None
+    )
     generator = torch.Generator().manual_seed(1)
-    eager_s = [_timed(lambda: train_one_epoch(eager, optimizer, rows, targets, batch_size=512, generator=generator),
-                      device) for _ in range(epochs)]
+    eager_s = [
+        _timed(lambda: train_one_epoch(eager, optimizer, rows, targets, batch_size=512, generator=generator), device)
+        for _ in range(epochs)
+    ]
 
     graphed = ReverseProbe(n_concepts, n_clusters, n_probes).to(device)
     steps = FixedShapeEpochs(graphed, rows, targets, batch_size=512, momentum=0.9, weight_decay=3e-6)
@@ -58,23 +61,46 @@ def run(rows: SparseRows, targets: torch.Tensor, n_clusters: int, n_probes: int,
     diff = float((graphed.weight.weight - eager.weight.weight).detach().abs().max())
     scale = float(eager.weight.weight.detach().abs().max())
     later = graphed_s[1:] or graphed_s
-    figures = {"n_probes": n_probes, "rows": len(rows), "steps_per_epoch": steps.n_steps, "epochs": epochs,
-               "slot_capacity": steps.capacity, "mode": steps.mode, "graph_failure": steps.graph_failure,
-               "compile_failure": steps.compile_failure,
-               "autograd_s_per_epoch": float(np.median(eager_s)), "first_graphed_epoch_s": graphed_s[0],
-               "graphed_s_per_epoch": float(np.median(later)), "graphed_epochs_per_s": 1.0 / float(np.median(later)),
-               "speedup": float(np.median(eager_s) / np.median(later)),
-               "max_weight_diff": diff, "max_weight": scale}
+    figures = {
+        "n_probes": n_probes,
+        "rows": len(rows),
+        "steps_per_epoch": steps.n_steps,
+        "epochs": epochs,
+        "slot_capacity": steps.capacity,
+        "mode": steps.mode,
+        "graph_failure": steps.graph_failure,
+        "compile_failure": steps.compile_failure,
+        "autograd_s_per_epoch": float(np.median(eager_s)),
+        "first_graphed_epoch_s": graphed_s[0],
+        "graphed_s_per_epoch": float(np.median(later)),
+        "graphed_epochs_per_s": 1.0 / float(np.median(later)),
+        "speedup": float(np.median(eager_s) / np.median(later)),
+        "max_weight_diff": diff,
+        "max_weight": scale,
+    }
     # on a GPU the engine's steps without compiling, and without a graph: what each saves; on a CPU compiled
-    variants = ((("uncompiled_graph", {"compile_steps": False}),
-                 ("uncompiled_without_graph", {"compile_steps": False, "use_graph": False}))
-                if device.type == "cuda" else (("compiled", {"compile_steps": True}),))
+    variants = (
+        (
+            ("uncompiled_graph", {"compile_steps": False}),
+            ("uncompiled_without_graph", {"compile_steps": False, "use_graph": False}),
+        )
+        if device.type == "cuda"
+        else (("compiled", {"compile_steps": True}),)
+    )
     for name, options in variants:
-        other = FixedShapeEpochs(ReverseProbe(n_concepts, n_clusters, n_probes).to(device), rows, targets,
-                                 batch_size=512, momentum=0.9, weight_decay=3e-6, **options)
+        other = FixedShapeEpochs(
+            ReverseProbe(n_concepts, n_clusters, n_probes).to(device),
+            rows,
+            targets,
+            batch_size=512,
+            momentum=0.9,
+            weight_decay=3e-6,
+            **options,
+        )
         generator = torch.Generator().manual_seed(1)
-        seconds = [_timed(lambda other=other, generator=generator: other.run(generator, 3.5), device)
-                   for _ in range(epochs)]
+        seconds = [
+            _timed(lambda other=other, generator=generator: other.run(generator, 3.5), device) for _ in range(epochs)
+        ]
         figures[f"{name}_s_per_epoch"] = float(np.median(seconds[1:] or seconds))
         figures[f"{name}_first_epoch_s"] = seconds[0]
     return figures

@@ -45,8 +45,9 @@ def make_study(n, dim, k, n_concepts, active, seed=0):
     cols = np.concatenate([np.where(keep, signature[prototype], -1), noise], axis=1)
     rows = np.repeat(np.arange(n), cols.shape[1])
     cols = cols.ravel()
-    concepts = sp.csr_matrix((np.ones(int((cols >= 0).sum()), bool), (rows[cols >= 0], cols[cols >= 0])),
-                             shape=(n, n_concepts))
+    concepts = sp.csr_matrix(
+        (np.ones(int((cols >= 0).sum()), bool), (rows[cols >= 0], cols[cols >= 0])), shape=(n, n_concepts)
+    )
     concepts.sum_duplicates()
     return x, concepts
 
@@ -64,11 +65,11 @@ def naive_probe(concepts, targets, split, k, config, seed):
     y = torch.as_tensor(targets, dtype=torch.int64)
     train = torch.as_tensor(np.flatnonzero(split == TRAIN))
     val = torch.as_tensor(np.flatnonzero(split == VAL))
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(dense[train], y[train]),
-                                         batch_size=config.batch_size, shuffle=True)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(dense[train], y[train]), batch_size=config.batch_size, shuffle=True
+    )
     model = torch.nn.Linear(dense.shape[1], k)
-    opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                          weight_decay=config.weight_decay)
+    opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(config.lr_milestones), config.lr_gamma)
     best = (float("inf"), None)
     for _ in range(config.max_epochs):
@@ -97,11 +98,13 @@ def naive_metrics(labels, logits, cluster_sizes):
     ce = skm.log_loss(labels, probs, labels=np.arange(logits.shape[1]))
     p = cluster_sizes / cluster_sizes.sum()
     h = float(-(p[p > 0] * np.log(p[p > 0])).sum())
-    return {"nmi": skm.normalized_mutual_info_score(labels, predicted),
-            "ami": skm.adjusted_mutual_info_score(labels, predicted),
-            "top1": skm.accuracy_score(labels, predicted),
-            "map": skm.average_precision_score(onehot, probs[:, present], average="macro"),
-            "mi_bits": (h - ce) / np.log(2)}
+    return {
+        "nmi": skm.normalized_mutual_info_score(labels, predicted),
+        "ami": skm.adjusted_mutual_info_score(labels, predicted),
+        "top1": skm.accuracy_score(labels, predicted),
+        "map": skm.average_precision_score(onehot, probs[:, present], average="macro"),
+        "mi_bits": (h - ce) / np.log(2),
+    }
 
 
 def main():
@@ -117,9 +120,12 @@ def main():
     args = parser.parse_args()
     if args.small:
         args.n, args.dim, args.k, args.concepts = 10_000, 64, 100, 400
-    print(f"N={args.n} D={args.dim} K={args.k} M={args.concepts} ~{args.active} active; K-means {args.iters} "
-          f"iterations x 1 restart; probe {args.epochs} epochs; torch threads {torch.get_num_threads()}, "
-          f"faiss threads {faiss.omp_get_max_threads()}", flush=True)
+    print(
+        f"N={args.n} D={args.dim} K={args.k} M={args.concepts} ~{args.active} active; K-means {args.iters} "
+        f"iterations x 1 restart; probe {args.epochs} epochs; torch threads {torch.get_num_threads()}, "
+        f"faiss threads {faiss.omp_get_max_threads()}",
+        flush=True,
+    )
     x, concepts = make_study(args.n, args.dim, args.k, args.concepts, args.active)
     print(f"concepts: {concepts.nnz / args.n:.1f} active per image, {concepts.nnz} nonzeros", flush=True)
     times, engine, naive = {}, {}, {}
@@ -149,23 +155,28 @@ def main():
     train_probe(concepts[warm], targets[warm], split[warm], args.k, ProbeConfig(max_epochs=1), seed=0)
     naive_probe(concepts[warm], targets[warm], split[warm], args.k, ProbeConfig(max_epochs=1), seed=0)
     result, times["engine probe (sparse, fixed-shape steps)"] = timed(
-        lambda: train_probe(concepts, targets, split, args.k, probe_config, seed=0))
+        lambda: train_probe(concepts, targets, split, args.k, probe_config, seed=0)
+    )
     logits, t_logits = timed(lambda: probe_logits(result.weight, result.bias, concepts[np.flatnonzero(test)]))
     engine, t_metrics = timed(lambda: probe_scores(targets[test], logits, sizes))
     times["engine metrics (incl. test logits)"] = t_logits + t_metrics
     naive_logits, times["naive probe (dense nn.Linear)"] = timed(
-        lambda: naive_probe(concepts, targets, split, args.k, probe_config, seed=0))
+        lambda: naive_probe(concepts, targets, split, args.k, probe_config, seed=0)
+    )
     naive, times["naive metrics (sklearn)"] = timed(lambda: naive_metrics(targets[test], naive_logits[test], sizes))
 
     # expert-group ablation: six probes on nested column subsets, trained together vs one by one
     masks = np.zeros((6, args.concepts), dtype=bool)
     for p_, share in enumerate(np.linspace(1.0, 0.25, 6)):
-        masks[p_, :int(share * args.concepts)] = True
+        masks[p_, : int(share * args.concepts)] = True
     together, times["6 ablation probes trained together"] = timed(
-        lambda: train_probes(concepts, masks, targets, split, args.k, probe_config, seed=0))
+        lambda: train_probes(concepts, masks, targets, split, args.k, probe_config, seed=0)
+    )
     alone, times["6 ablation probes trained one by one"] = timed(
-        lambda: [train_probe(concepts[:, np.flatnonzero(m)], targets, split, args.k, probe_config, seed=0)
-                 for m in masks])
+        lambda: [
+            train_probe(concepts[:, np.flatnonzero(m)], targets, split, args.k, probe_config, seed=0) for m in masks
+        ]
+    )
     max_diff = max(float(np.abs(a.weight - b.weight).max()) for a, b in zip(together, alone))
 
     print("\nstage                                               seconds")
@@ -176,7 +187,8 @@ def main():
         / times["bare faiss.Kmeans (train+assign, pre-standardised)"],
         "quantization: sklearn / engine": times["naive sklearn KMeans"]
         / times["engine kmeans (standardise+train+assign)"],
-        "probe: naive / engine": times["naive probe (dense nn.Linear)"] / times["engine probe (sparse, fixed-shape steps)"],
+        "probe: naive / engine": times["naive probe (dense nn.Linear)"]
+        / times["engine probe (sparse, fixed-shape steps)"],
         "metrics: naive / engine": times["naive metrics (sklearn)"] / times["engine metrics (incl. test logits)"],
         "probe+metrics: naive / engine": (times["naive probe (dense nn.Linear)"] + times["naive metrics (sklearn)"])
         / (times["engine probe (sparse, fixed-shape steps)"] + times["engine metrics (incl. test logits)"]),
@@ -193,8 +205,12 @@ def main():
     print(f"  ablation probes together vs alone: largest weight difference {max_diff:.2e}")
     if os.environ.get("OUT"):
         with open(os.path.join(os.environ["OUT"], "bench_pipeline.json"), "w") as f:
-            json.dump({"args": vars(args), "seconds": times, "ratios": ratios, "engine": engine, "naive": naive}, f,
-                      indent=2, default=float)
+            json.dump(
+                {"args": vars(args), "seconds": times, "ratios": ratios, "engine": engine, "naive": naive},
+                f,
+                indent=2,
+                default=float,
+            )
 
 
 if __name__ == "__main__":

@@ -106,8 +106,13 @@ class Selection:
 
     def rows(self, *, groups: tuple[str, ...] | None = None, all_k: bool = False) -> pd.DataFrame:
         """Result rows of the selected models (and K, seed, group set unless asked otherwise)."""
-        return result_rows(self.results, models=self.models, k=None if all_k else self.k, seed=self.seed,
-                           groups="+".join(self.groups if groups is None else groups))
+        return result_rows(
+            self.results,
+            models=self.models,
+            k=None if all_k else self.k,
+            seed=self.seed,
+            groups="+".join(self.groups if groups is None else groups),
+        )
 
 
 def _url_value(key: str, default):
@@ -174,12 +179,16 @@ def app_pages() -> dict[str, list]:
     """The app's pages by menu section (app.py's st.navigation)."""
     return {
         "Overview": [st.Page("pages/home.py", title="Home", icon=":material/home:", default=True)],
-        "Measure": [st.Page("pages/ranking.py", title="Ranking", icon=":material/leaderboard:"),
-                    st.Page("pages/expert_groups.py", title="Expert groups", icon=":material/extension:"),
-                    st.Page("pages/varying_k.py", title="Varying K", icon=":material/show_chart:"),
-                    st.Page("pages/transfer.py", title="Transfer", icon=":material/swap_horiz:")],
-        "Explain": [st.Page("pages/cluster_pairs.py", title="Cluster pairs", icon=":material/compare_arrows:"),
-                    st.Page("pages/cluster_browser.py", title="Cluster browser", icon=":material/grid_view:")],
+        "Measure": [
+            st.Page("pages/ranking.py", title="Ranking", icon=":material/leaderboard:"),
+            st.Page("pages/expert_groups.py", title="Expert groups", icon=":material/extension:"),
+            st.Page("pages/varying_k.py", title="Varying K", icon=":material/show_chart:"),
+            st.Page("pages/transfer.py", title="Transfer", icon=":material/swap_horiz:"),
+        ],
+        "Explain": [
+            st.Page("pages/cluster_pairs.py", title="Cluster pairs", icon=":material/compare_arrows:"),
+            st.Page("pages/cluster_browser.py", title="Cluster browser", icon=":material/grid_view:"),
+        ],
     }
 
 
@@ -204,26 +213,49 @@ def sidebar(*, added_group: bool = False) -> Selection | None:
     model_names = list(dict.fromkeys(all_results["model"]))
     family = {m: (meta["family"].get(m) if m in meta.index else None) or "other" for m in model_names}
     model_names.sort(key=lambda m: (family[m], m))
-    _restore("models", _subset(_url_value("models", "").split(","), model_names) or model_names,
-             lambda v: _subset(v, model_names))
-    models = st.sidebar.multiselect("Models", model_names, key="models", on_change=_keep, args=("models",),
-                                    help="grouped by family: " + "; ".join(
-                                        f"{f}: {', '.join(m for m in model_names if family[m] == f)}"
-                                        for f in dict.fromkeys(family.values())))
+    _restore(
+        "models",
+        _subset(_url_value("models", "").split(","), model_names) or model_names,
+        lambda v: _subset(v, model_names),
+    )
+    models = st.sidebar.multiselect(
+        "Models",
+        model_names,
+        key="models",
+        on_change=_keep,
+        args=("models",),
+        help="grouped by family: "
+        + "; ".join(
+            f"{f}: {', '.join(m for m in model_names if family[m] == f)}" for f in dict.fromkeys(family.values())
+        ),
+    )
     ks = sorted(int(k) for k in all_results["k"].unique())
-    _restore("k", _url_value("k", str(ks[len(ks) // 2])),
-             lambda v: int(v) if str(v).isdigit() and int(v) in ks else ks[len(ks) // 2])
+    _restore(
+        "k",
+        _url_value("k", str(ks[len(ks) // 2])),
+        lambda v: int(v) if str(v).isdigit() and int(v) in ks else ks[len(ks) // 2],
+    )
     k = st.sidebar.selectbox("K (clusters)", ks, key="k", on_change=_keep, args=("k",))
     seeds = [ALL_SEEDS] + sorted(int(s) for s in all_results["seed"].unique())
-    _restore("seed", _url_value("seed", ALL_SEEDS),
-             lambda v: int(v) if str(v).isdigit() and int(v) in seeds else ALL_SEEDS)
+    _restore(
+        "seed", _url_value("seed", ALL_SEEDS), lambda v: int(v) if str(v).isdigit() and int(v) in seeds else ALL_SEEDS
+    )
     seed = st.sidebar.selectbox("Seed", seeds, key="seed", on_change=_keep, args=("seed",))
 
     group_names = list(the_study.concepts.group_names)
-    _restore("base", _subset(_url_value("base", "").split(","), group_names) or group_names,
-             lambda v: _subset(v, group_names))
-    base = st.sidebar.multiselect("Probe on groups", group_names, key="base", on_change=_keep, args=("base",),
-                                  help="the probe's concept groups; Cluster pairs compares them with one group added")
+    _restore(
+        "base",
+        _subset(_url_value("base", "").split(","), group_names) or group_names,
+        lambda v: _subset(v, group_names),
+    )
+    base = st.sidebar.multiselect(
+        "Probe on groups",
+        group_names,
+        key="base",
+        on_change=_keep,
+        args=("base",),
+        help="the probe's concept groups; Cluster pairs compares them with one group added",
+    )
     params = {"study": name, "models": ",".join(models), "k": str(k), "seed": str(seed), "base": ",".join(base)}
     added = NO_GROUP
     if added_group:
@@ -232,27 +264,41 @@ def sidebar(*, added_group: bool = False) -> Selection | None:
         added = st.sidebar.selectbox("Added group", added_options, key="added", on_change=_keep, args=("added",))
         params["added"] = added
     st.query_params.update(params)
-    return Selection(cache=Cache(root), study_name=name, study=the_study, study_stamp=study_stamp, results=all_results,
-                     models=tuple(models), k=int(k), seed=None if seed == ALL_SEEDS else int(seed),
-                     base=tuple(base), added=None if added == NO_GROUP else added)
+    return Selection(
+        cache=Cache(root),
+        study_name=name,
+        study=the_study,
+        study_stamp=study_stamp,
+        results=all_results,
+        models=tuple(models),
+        k=int(k),
+        seed=None if seed == ALL_SEEDS else int(seed),
+        base=tuple(base),
+        added=None if added == NO_GROUP else added,
+    )
 
 
 def require_selection(*, added_group: bool = False) -> Selection:
     """Draw the sidebar (``sidebar``) and return its selection; stop the page with a hint when there is none."""
     selection = sidebar(added_group=added_group)
     if selection is None:
-        st.info("The cache holds no study yet. Build the demo on the Home page, or run "
-                "`python -m qrp_core run study.toml`.")
+        st.info(
+            "The cache holds no study yet. Build the demo on the Home page, or run `python -m qrp_core run study.toml`."
+        )
         st.stop()
     if not selection.models or not selection.base:
-        st.warning("Select at least one model in the sidebar." if not selection.models
-                   else "Select at least one concept group (Probe on groups) in the sidebar.")
+        st.warning(
+            "Select at least one model in the sidebar."
+            if not selection.models
+            else "Select at least one concept group (Probe on groups) in the sidebar."
+        )
         st.stop()
     return selection
 
 
-def offer_computed_groups(sel: Selection, key: str, table: pd.DataFrame | None = None, *,
-                          what: str = "Probes computed") -> None:
+def offer_computed_groups(
+    sel: Selection, key: str, table: pd.DataFrame | None = None, *, what: str = "Probes computed"
+) -> None:
     """Buttons for the probe group sets in ``table`` (default: the results) at the selected K and models,
     where the selected set has none; a button makes its set the sidebar's probe groups."""
     table = sel.results if table is None else table
@@ -262,8 +308,12 @@ def offer_computed_groups(sel: Selection, key: str, table: pd.DataFrame | None =
         st.caption(f"{what} at K={sel.k}:")
         columns = st.columns(min(4, len(group_sets)))
         for n, groups in enumerate(group_sets):
-            columns[n % len(columns)].button(groups, key=f"{key}_{groups}", on_click=set_selection,
-                                             kwargs={"base": groups.split("+"), "added": NO_GROUP})
+            columns[n % len(columns)].button(
+                groups,
+                key=f"{key}_{groups}",
+                on_click=set_selection,
+                kwargs={"base": groups.split("+"), "added": NO_GROUP},
+            )
 
 
 def command_hint(text: str, command: str, *, quiet: bool = False) -> None:
@@ -273,8 +323,7 @@ def command_hint(text: str, command: str, *, quiet: bool = False) -> None:
 
 
 def csv_download(table: pd.DataFrame, filename: str, key: str) -> None:
-    st.download_button("Download CSV", table.to_csv(index=False).encode(), file_name=filename, mime="text/csv",
-                       key=key)
+    st.download_button("Download CSV", table.to_csv(index=False).encode(), file_name=filename, mime="text/csv", key=key)
 
 
 def image_grid(the_study: Study, indices, *, columns: int = 6) -> None:

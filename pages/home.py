@@ -14,7 +14,8 @@ st.markdown(
     "concepts to cluster ids: the better concepts predict clusters (NMI, AMI, top-1, mAP, mutual information "
     "in bits), the more semantic the representation; the probe's coefficients say why "
     "(Laina, Asano, Vedaldi, *Measuring the Interpretability of Unsupervised Representations via Quantized "
-    "Reverse Probing*, ICLR 2022).")
+    "Reverse Probing*, ICLR 2022)."
+)
 st.graphviz_chart("""
 digraph {
   rankdir=LR; node [shape=box, style="rounded,filled", fillcolor="#f3f6fb", fontname="sans-serif"];
@@ -31,30 +32,43 @@ st.subheader("Studies in the cache")
 if table.empty:
     st.info(f"`{root}` holds no study yet.")
 else:
-    st.dataframe(table, hide_index=True, width="stretch",
-                 column_config={"study_file_exists": st.column_config.CheckboxColumn("study file found"),
-                                "results": st.column_config.NumberColumn("result rows"),
-                                "k": "K values"})
+    st.dataframe(
+        table,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "study_file_exists": st.column_config.CheckboxColumn("study file found"),
+            "results": st.column_config.NumberColumn("result rows"),
+            "k": "K values",
+        },
+    )
 
 if selection is not None:
     st.subheader(f"Concept groups of {selection.study_name}")
     st.caption("Each expert's concepts form one group; probes and ablations choose among these groups.")
-    st.dataframe(concept_group_table(str(root), selection.study_name, selection.study_stamp), hide_index=True,
-                 width="stretch", column_config={"images with any (%)": st.column_config.NumberColumn(format="%.1f")})
+    st.dataframe(
+        concept_group_table(str(root), selection.study_name, selection.study_stamp),
+        hide_index=True,
+        width="stretch",
+        column_config={"images with any (%)": st.column_config.NumberColumn(format="%.1f")},
+    )
 
 st.subheader("The demo study")
-st.markdown("**Concept world**: 1,500 drawn images (one or two shapes of a colour, texture and size on a "
-            "background), so every concept is known exactly. Representations: EfficientNet-Lite0's ImageNet "
-            "features, the same network randomly initialised, pixels, a colour histogram, and a planted 2-D "
-            "`combo-code` whose clusters are shape × colour combinations that a forward linear probe for colour "
-            "misses. Building it extracts features and measures and analyses every model (about 3 minutes on 2 cores).")
+st.markdown(
+    "**Concept world**: 1,500 drawn images (one or two shapes of a colour, texture and size on a "
+    "background), so every concept is known exactly. Representations: EfficientNet-Lite0's ImageNet "
+    "features, the same network randomly initialised, pixels, a colour histogram, and a planted 2-D "
+    "`combo-code` whose clusters are shape × colour combinations that a forward linear probe for colour "
+    "misses. Building it extracts features and measures and analyses every model (about 3 minutes on 2 cores)."
+)
 if st.button("Build the demo study", type="primary" if table.empty else "secondary", key="build_demo"):
     from qrp_core.config import RunConfig
     from qrp_core.demos.build import build_demo  # the engine (torch, faiss) loads only to build
 
     bar = st.progress(0.0, text="starting")
-    build_demo(Cache(root), RunConfig(), on_stage=lambda text, fraction: bar.progress(fraction, text=text),
-               show_progress=False)
+    build_demo(
+        Cache(root), RunConfig(), on_stage=lambda text, fraction: bar.progress(fraction, text=text), show_progress=False
+    )
     st.cache_data.clear()
     st.session_state["_demo_built"] = True
     st.rerun()

@@ -26,12 +26,21 @@ def list_studies(cache: Cache) -> pd.DataFrame:
         if not results_file.is_file():
             continue
         results = pd.read_parquet(results_file, columns=["model", "k", "seed", "groups"])
-        rows.append({"study": name, "path": entry["path"], "study_file_exists": Path(entry["path"]).is_file(),
-                     "results": len(results), "models": results["model"].nunique(),
-                     "k": ", ".join(map(str, sorted(results["k"].unique()))), "seeds": results["seed"].nunique(),
-                     "updated": pd.Timestamp(results_file.stat().st_mtime, unit="s").strftime("%Y-%m-%d %H:%M")})
-    return pd.DataFrame(rows, columns=["study", "path", "study_file_exists", "results", "models", "k", "seeds",
-                                       "updated"])
+        rows.append(
+            {
+                "study": name,
+                "path": entry["path"],
+                "study_file_exists": Path(entry["path"]).is_file(),
+                "results": len(results),
+                "models": results["model"].nunique(),
+                "k": ", ".join(map(str, sorted(results["k"].unique()))),
+                "seeds": results["seed"].nunique(),
+                "updated": pd.Timestamp(results_file.stat().st_mtime, unit="s").strftime("%Y-%m-%d %H:%M"),
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["study", "path", "study_file_exists", "results", "models", "k", "seeds", "updated"]
+    )
 
 
 def open_study(cache: Cache, name: str) -> Study:
@@ -58,10 +67,16 @@ def concept_groups(study: Study, *, n_examples: int = 5) -> pd.DataFrame:
     rows = []
     for group in study.concepts.group_names:
         columns = np.flatnonzero(groups == group)
-        covered = np.unique(np.concatenate([matrix.indices[matrix.indptr[c]:matrix.indptr[c + 1]] for c in columns]))
+        covered = np.unique(np.concatenate([matrix.indices[matrix.indptr[c] : matrix.indptr[c + 1]] for c in columns]))
         frequent = columns[np.argsort(-images_per_concept[columns], kind="stable")[:n_examples]]
-        rows.append({"group": group, "concepts": len(columns), "images with any (%)": 100 * len(covered) / study.n_images,
-                     "most frequent": ", ".join(study.concepts.names[c].split("] ", 1)[-1] for c in frequent)})
+        rows.append(
+            {
+                "group": group,
+                "concepts": len(columns),
+                "images with any (%)": 100 * len(covered) / study.n_images,
+                "most frequent": ", ".join(study.concepts.names[c].split("] ", 1)[-1] for c in frequent),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -72,8 +87,11 @@ def ranking_table(cache: Cache, study: Study, results: pd.DataFrame) -> pd.DataF
     significance = cache.read_table(study.name, "significance")
     if significance is not None:
         sig = significance[significance["probe"].isin(results["probe"])]
-        summary = sig.groupby(["model", "k", "groups", "metric"])[["null_mean", "ci_low", "ci_high", "p_value"]]\
-            .agg({"null_mean": "mean", "ci_low": "mean", "ci_high": "mean", "p_value": "max"}).unstack("metric")
+        summary = (
+            sig.groupby(["model", "k", "groups", "metric"])[["null_mean", "ci_low", "ci_high", "p_value"]]
+            .agg({"null_mean": "mean", "ci_low": "mean", "ci_high": "mean", "p_value": "max"})
+            .unstack("metric")
+        )
         summary.columns = [f"{metric}_{stat}" for stat, metric in summary.columns]
         table = table.merge(summary.reset_index(), on=["model", "k", "groups"], how="left")
     return table
@@ -92,22 +110,35 @@ def provenance(cache: Cache, results: pd.DataFrame) -> pd.DataFrame:
         runs = kmeans.get("iterations_run", [])  # per restart; all equal unless K-means may stop early
         iterations = f"{min(runs)}–{max(runs)}" if runs and max(runs) > min(runs) else max(runs, default=0)
         versions = probe["versions"]
-        rows.append({
-            "model": row.model, "k": row.k, "seed": row.seed,
-            "clustering": (f"{kmeans['backend']} K-means on {kmeans['device']}" if "backend" in kmeans
-                           else "the model's given clusters"),
-            "restarts x iterations": f"{len(runs)} x {iterations}" if runs else "",
-            "training points": kmeans.get("n_train_points"),
-            "features sha256": clustering["inputs"].get("features_sha256", "")[:12],
-            "train / val / test": f"{split['n_train']} / {split['n_val']} / {split['n_test']}",
-            "probe": f"{trained['device']}, {trained['epochs_run']} epochs, best {trained['best_epoch']}",
-            "schedule": (f"lr {params['lr']:g} ÷{1 / params['lr_gamma']:g} at {list(params['lr_milestones'])}, "
-                         f"momentum {params['momentum']:g}, wd {params['weight_decay']:g}, "
-                         f"batch {params['batch_size']}"),
-            "concepts sha256": probe["inputs"]["concepts_sha256"][:12],
-            "versions": (f"qrp {(versions.get('git_commit') or versions['qrp_core'])[:8]} · torch {versions['torch']}"
-                         f" · faiss {versions['faiss']}"),
-            "created": probe["created"][:16].replace("T", " "), "probe key": row.probe})
+        rows.append(
+            {
+                "model": row.model,
+                "k": row.k,
+                "seed": row.seed,
+                "clustering": (
+                    f"{kmeans['backend']} K-means on {kmeans['device']}"
+                    if "backend" in kmeans
+                    else "the model's given clusters"
+                ),
+                "restarts x iterations": f"{len(runs)} x {iterations}" if runs else "",
+                "training points": kmeans.get("n_train_points"),
+                "features sha256": clustering["inputs"].get("features_sha256", "")[:12],
+                "train / val / test": f"{split['n_train']} / {split['n_val']} / {split['n_test']}",
+                "probe": f"{trained['device']}, {trained['epochs_run']} epochs, best {trained['best_epoch']}",
+                "schedule": (
+                    f"lr {params['lr']:g} ÷{1 / params['lr_gamma']:g} at {list(params['lr_milestones'])}, "
+                    f"momentum {params['momentum']:g}, wd {params['weight_decay']:g}, "
+                    f"batch {params['batch_size']}"
+                ),
+                "concepts sha256": probe["inputs"]["concepts_sha256"][:12],
+                "versions": (
+                    f"qrp {(versions.get('git_commit') or versions['qrp_core'])[:8]} · torch {versions['torch']}"
+                    f" · faiss {versions['faiss']}"
+                ),
+                "created": probe["created"][:16].replace("T", " "),
+                "probe key": row.probe,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -120,8 +151,12 @@ def training_curve(cache: Cache, probe_key: str) -> tuple[pd.DataFrame, int]:
 def linear_fit(x: np.ndarray, y: np.ndarray) -> dict:
     """Least-squares line and Pearson r of y on x (Fig. 3)."""
     fit = stats.linregress(x, y)
-    return {"slope": float(fit.slope), "intercept": float(fit.intercept), "r": float(fit.rvalue),
-            "p_value": float(fit.pvalue)}
+    return {
+        "slope": float(fit.slope),
+        "intercept": float(fit.intercept),
+        "r": float(fit.rvalue),
+        "p_value": float(fit.pvalue),
+    }
 
 
 def image_files(study: Study, indices: np.ndarray) -> list[Path | None]:
@@ -147,8 +182,15 @@ def wordcloud_image(words: pd.DataFrame, *, width: int = 640, height: int = 320)
     from wordcloud import WordCloud
 
     colours = dict(zip(words["concept"], words["colour"]))
-    cloud = WordCloud(width=width, height=height, background_color="white", prefer_horizontal=1.0,
-                      random_state=0, collocations=False, margin=4,
-                      color_func=lambda word, **_: colours.get(word, "#555555"))
+    cloud = WordCloud(
+        width=width,
+        height=height,
+        background_color="white",
+        prefer_horizontal=1.0,
+        random_state=0,
+        collocations=False,
+        margin=4,
+        color_func=lambda word, **_: colours.get(word, "#555555"),
+    )
     cloud.generate_from_frequencies(dict(zip(words["concept"], words["size"])))
     return cloud.to_image()

@@ -64,12 +64,21 @@ def versions() -> dict:
     from . import __version__
 
     out = {"python": platform.python_version(), "qrp_core": __version__}
-    for module, name in (("numpy", "numpy"), ("scipy", "scipy"), ("torch", "torch"), ("faiss", "faiss"),
-                         ("sklearn", "scikit-learn")):
+    for module, name in (
+        ("numpy", "numpy"),
+        ("scipy", "scipy"),
+        ("torch", "torch"),
+        ("faiss", "faiss"),
+        ("sklearn", "scikit-learn"),
+    ):
         out[name] = _installed_version(module)
     try:
-        out["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                           cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
+        out["git_commit"] = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         out["git_commit"] = None
     return out
@@ -140,8 +149,14 @@ class Cache:
         try:
             for name, writer in files.items():
                 writer(tmp / name)
-            record = {"kind": kind, "key": key, "created": dt.datetime.now(dt.UTC).isoformat(),
-                      "files": sorted(files), "versions": versions(), **manifest}
+            record = {
+                "kind": kind,
+                "key": key,
+                "created": dt.datetime.now(dt.UTC).isoformat(),
+                "files": sorted(files),
+                "versions": versions(),
+                **manifest,
+            }
             atomic_write_json(tmp / MANIFEST, record)
             try:
                 os.rename(tmp, final)
@@ -176,9 +191,17 @@ class Cache:
             if keys is not None and path.is_file():
                 table = replace_rows(pd.read_parquet(path), table, keys)
             atomic_write_bytes(path, table.to_parquet(index=False))
-            atomic_write_json(folder / f"{name}.json", {
-                "analysis": name, "study": study, "params": params, "rows": len(table),
-                "created": dt.datetime.now(dt.UTC).isoformat(), "versions": versions()})
+            atomic_write_json(
+                folder / f"{name}.json",
+                {
+                    "analysis": name,
+                    "study": study,
+                    "params": params,
+                    "rows": len(table),
+                    "created": dt.datetime.now(dt.UTC).isoformat(),
+                    "versions": versions(),
+                },
+            )
         return path
 
     def read_table(self, study: str, name: str):

@@ -61,11 +61,15 @@ def load_backbone(model: nn.Module, path: str | Path) -> dict:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt, truncated or pickled-object files surface as many exception types
-        raise InputError(f"cannot read checkpoint ({type(exc).__name__}: {str(exc)[:200]})", where=path,
-                         fix="pass a state-dict checkpoint (torch.save of tensors); re-download a truncated one") from exc
+        raise InputError(
+            f"cannot read checkpoint ({type(exc).__name__}: {str(exc)[:200]})",
+            where=path,
+            fix="pass a state-dict checkpoint (torch.save of tensors); re-download a truncated one",
+        ) from exc
     if not isinstance(checkpoint, dict):
-        raise InputError(f"expected a dict of tensors, found {type(checkpoint).__name__}", where=path,
-                         fix="save model.state_dict()")
+        raise InputError(
+            f"expected a dict of tensors, found {type(checkpoint).__name__}", where=path, fix="save model.state_dict()"
+        )
     state, found, left_out = backbone_state(checkpoint)
     expected = model.state_dict()
     dropped = sorted(k for k in state if k not in expected and k.startswith(HEADS))
@@ -73,8 +77,15 @@ def load_backbone(model: nn.Module, path: str | Path) -> dict:
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
     if missing or result.unexpected_keys:
-        raise InputError(f"checkpoint ({found}) does not fit the architecture: missing {missing[:3]}, "
-                         f"unexpected {result.unexpected_keys[:3]}", where=path,
-                         fix="choose the architecture the weights were trained with (e.g. torchvision:resnet50)")
-    return {"checkpoint": str(path), "checkpoint_sha256": sha256_file(path), "found": found,
-            "left_out": sorted(set(left_out) | {k.split(".")[0] for k in dropped})}
+        raise InputError(
+            f"checkpoint ({found}) does not fit the architecture: missing {missing[:3]}, "
+            f"unexpected {result.unexpected_keys[:3]}",
+            where=path,
+            fix="choose the architecture the weights were trained with (e.g. torchvision:resnet50)",
+        )
+    return {
+        "checkpoint": str(path),
+        "checkpoint_sha256": sha256_file(path),
+        "found": found,
+        "left_out": sorted(set(left_out) | {k.split(".")[0] for k in dropped}),
+    }

@@ -9,6 +9,18 @@ from dataclasses import dataclass, field
 
 DEMO_K = 30  # the built demo worlds plant 30 shape x colour combinations; their views show this K
 
+# How the engine cuts work into blocks: memory bounds, never part of a result.
+FEATURE_ROWS_PER_BLOCK = 65_536  # feature rows standardised, assigned or scored at once
+PROBE_ROWS_PER_BLOCK = 8_192  # concept rows per forward pass for validation losses and returned logits
+AP_CLASSES_PER_BLOCK = 128  # score columns ranked at once for mAP
+EMI_TERMS_PER_BLOCK = 8_000_000  # expected-MI terms at once (a few hundred MB)
+# A CPU trains several probes as one stacked table while it holds at most this many weights: 6 probes at
+# 1,700 concepts are 2.6x faster stacked at K=100, even at K=250-300 and 3.3x slower at K=1,000 (bench/pipeline.py)
+CPU_STACKED_PROBE_MAX_WEIGHTS = 3_000_000
+GPU_RESIDENT_FEATURES_FRACTION = (
+    0.6  # features stay on a GPU for all their clusterings up to this share of its free memory
+)
+
 
 @dataclass(frozen=True)
 class KMeansConfig:

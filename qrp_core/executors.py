@@ -92,23 +92,30 @@ def check_ray_options(options: RayOptions, config: RunConfig, cache: Cache) -> N
     try:
         import ray  # noqa: F401
     except ImportError:
-        raise InputError("--executor ray needs the ray package, which is not installed",
-                         fix="pip install -r requirements.txt (it pins ray)") from None
+        raise InputError(
+            "--executor ray needs the ray package, which is not installed",
+            fix="pip install -r requirements.txt (it pins ray)",
+        ) from None
     if options.task_cpus <= 0 or options.task_gpus < 0 or (options.task_memory_gb or 0) < 0:
-        raise InputError("task resources must be positive (CPUs) or non-negative (GPUs, memory)",
-                         fix="pass e.g. --task-cpus 1 --task-gpus 0")
+        raise InputError(
+            "task resources must be positive (CPUs) or non-negative (GPUs, memory)",
+            fix="pass e.g. --task-cpus 1 --task-gpus 0",
+        )
     if options.task_gpus == 0 and "cuda" in (config.kmeans.device, config.probe.device):
         raise InputError("--device cuda with tasks that reserve no GPU", fix="pass --task-gpus 1 (or a fraction)")
     if options.address and not cache.root.is_absolute():
-        raise InputError(f"the cache folder {str(cache.root)!r} is a relative path, but tasks on other nodes "
-                         "write to it", where=cache.root,
-                         fix="pass --cache /absolute/path on a filesystem every node mounts at that path")
+        raise InputError(
+            f"the cache folder {str(cache.root)!r} is a relative path, but tasks on other nodes write to it",
+            where=cache.root,
+            fix="pass --cache /absolute/path on a filesystem every node mounts at that path",
+        )
     if options.address:
         check_reachable(options.address)
 
 
-def run_on_ray(study: Study, config: RunConfig, cache: Cache, options: RayOptions, *,
-               show_progress: bool = True) -> GridOutcome:
+def run_on_ray(
+    study: Study, config: RunConfig, cache: Cache, options: RayOptions, *, show_progress: bool = True
+) -> GridOutcome:
     """Run the grid of ``config`` as Ray tasks; the results that landed are saved like ``Runner.run``'s.
 
     Inputs are checked on the driver first, so bad input stops the run before any task starts.
@@ -119,8 +126,12 @@ def run_on_ray(study: Study, config: RunConfig, cache: Cache, options: RayOption
     runner = Runner(study, config, cache, show_progress=show_progress)
     units, sets = runner.plan()
     cache.save_file_hashes()
-    context = TaskContext(str(Path(study.path).resolve()), str(cache.root.resolve()), task_config(config, options),
-                          max(1, int(options.task_cpus)))
+    context = TaskContext(
+        str(Path(study.path).resolve()),
+        str(cache.root.resolve()),
+        task_config(config, options),
+        max(1, int(options.task_cpus)),
+    )
     keys = {unit: cached for unit in units if (cached := cached_keys(runner, unit, sets[unit[0]]))}
     todo = [unit for unit in units if unit not in keys]
     failures = []
@@ -144,8 +155,11 @@ def task_config(config: RunConfig, options: RayOptions) -> RunConfig:
     leaves every GPU visible to it (the device is not part of any key)."""
     if options.task_gpus > 0:
         return config
-    cpu = {part: dataclasses.replace(getattr(config, part), device="cpu") for part in ("kmeans", "probe")
-           if getattr(config, part).device == "auto"}
+    cpu = {
+        part: dataclasses.replace(getattr(config, part), device="cpu")
+        for part in ("kmeans", "probe")
+        if getattr(config, part).device == "auto"
+    }
     return dataclasses.replace(config, **cpu)
 
 
@@ -171,8 +185,11 @@ def connect(options: RayOptions) -> None:
     import ray
 
     root = str(Path(__file__).resolve().parent.parent)
-    common = {"runtime_env": {"env_vars": {"PYTHONPATH": root}}, "log_to_driver": False,
-              "logging_level": logging.WARNING}
+    common = {
+        "runtime_env": {"env_vars": {"PYTHONPATH": root}},
+        "log_to_driver": False,
+        "logging_level": logging.WARNING,
+    }
     if options.address is None:
         if sys.platform == "linux":  # Ray swaps 127.0.0.1 for the host's network address; other loopbacks stay
             common["_node_ip_address"] = LOCAL_NODE_IP
@@ -186,8 +203,10 @@ def check_reachable(address: str) -> None:
     if "://" in address:
         return
     host, _, port = address.rpartition(":")
-    fix = ("start a cluster with `ray start --head --port=6379` and pass --address HEAD_HOST:6379 "
-           "(ray status on the head prints it)")
+    fix = (
+        "start a cluster with `ray start --head --port=6379` and pass --address HEAD_HOST:6379 "
+        "(ray status on the head prints it)"
+    )
     if not host or not port.isdigit():
         raise InputError(f"--address {address!r} is not HOST:PORT", fix=fix)
     try:
@@ -201,14 +220,21 @@ def check_resources(options: RayOptions) -> None:
     import ray
 
     nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
-    fits = [r for r in nodes if r.get("CPU", 0) >= options.task_cpus and r.get("GPU", 0) >= options.task_gpus
-            and r.get("memory", 0) >= (options.task_memory_gb or 0) * 2**30]
+    fits = [
+        r
+        for r in nodes
+        if r.get("CPU", 0) >= options.task_cpus
+        and r.get("GPU", 0) >= options.task_gpus
+        and r.get("memory", 0) >= (options.task_memory_gb or 0) * 2**30
+    ]
     if not fits:
         biggest = max(nodes, key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)), default={})
-        raise InputError(f"no node of the cluster has {options.task_cpus:g} CPU(s), {options.task_gpus:g} GPU(s)"
-                         f" and {options.task_memory_gb or 0:g} GiB for one task (the largest has "
-                         f"{biggest.get('CPU', 0):g} CPUs, {biggest.get('GPU', 0):g} GPUs)",
-                         fix="lower --task-cpus / --task-gpus / --task-memory, or add a node that has them")
+        raise InputError(
+            f"no node of the cluster has {options.task_cpus:g} CPU(s), {options.task_gpus:g} GPU(s)"
+            f" and {options.task_memory_gb or 0:g} GiB for one task (the largest has "
+            f"{biggest.get('CPU', 0):g} CPUs, {biggest.get('GPU', 0):g} GPUs)",
+            fix="lower --task-cpus / --task-gpus / --task-memory, or add a node that has them",
+        )
 
 
 def submit(units: list[Unit], context: TaskContext, options: RayOptions) -> tuple[dict, object]:
@@ -216,8 +242,12 @@ def submit(units: list[Unit], context: TaskContext, options: RayOptions) -> tupl
     and the actor that counts which tasks have started."""
     import ray
 
-    resources = {"num_cpus": options.task_cpus, "num_gpus": options.task_gpus,
-                 "max_retries": options.max_retries, "retry_exceptions": False}
+    resources = {
+        "num_cpus": options.task_cpus,
+        "num_gpus": options.task_gpus,
+        "max_retries": options.max_retries,
+        "retry_exceptions": False,
+    }
     if options.task_memory_gb:
         resources["memory"] = int(options.task_memory_gb * 2**30)
     cluster = ray.remote(**resources)(clustering_task)
@@ -232,16 +262,18 @@ def submit(units: list[Unit], context: TaskContext, options: RayOptions) -> tupl
     return refs, started
 
 
-def gather(pending: dict, started, *, n_cached: int, show_progress: bool
-           ) -> tuple[dict[Unit, tuple], list[UnitFailure]]:
+def gather(
+    pending: dict, started, *, n_cached: int, show_progress: bool
+) -> tuple[dict[Unit, tuple], list[UnitFailure]]:
     """Wait for every task with one progress bar over the grid's tasks (the cached units' count as
     done); returns each finished unit's keys and the first error of each failed unit."""
     import ray
 
     keys, split_keys, failures = {}, {}, {}
     done, running, failed = 2 * n_cached, 0, 0
-    with tqdm(total=len(pending) + done, initial=done, desc="qrp run (ray)", unit="task",
-              disable=not show_progress) as bar:
+    with tqdm(
+        total=len(pending) + done, initial=done, desc="qrp run (ray)", unit="task", disable=not show_progress
+    ) as bar:
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=POLL_SECONDS)
             for ref in ready:
@@ -324,6 +356,8 @@ def print_failures(failures: list[UnitFailure]) -> None:
     for failure in failures:
         print(f"failed: {failure}", file=sys.stderr)
     if failures:
-        print(f"{len(failures)} unit(s) failed; the other results were saved. Fix the cause and rerun the same "
-              "command: finished work is reused.", file=sys.stderr)
-
+        print(
+            f"{len(failures)} unit(s) failed; the other results were saved. Fix the cause and rerun the same "
+            "command: finished work is reused.",
+            file=sys.stderr,
+        )

@@ -74,7 +74,9 @@ def read_images(paths, size: int) -> np.ndarray:
             with Image.open(path) as image:
                 arrays.append(np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR)))
         except OSError as exc:
-            raise InputError(f"cannot read image ({exc})", where=path, fix="remove or replace the broken file") from None
+            raise InputError(
+                f"cannot read image ({exc})", where=path, fix="remove or replace the broken file"
+            ) from None
     return np.stack(arrays)
 
 
@@ -99,8 +101,17 @@ def pool(output: torch.Tensor) -> torch.Tensor:
     return output.flatten(1)
 
 
-def extract(source: Source, images: ImageList, out: str | Path, *, prefix: str = "", batch_size: int = 64,
-            device: str = "auto", show_progress: bool = True, stop_after: int | None = None) -> dict[str, Path]:
+def extract(
+    source: Source,
+    images: ImageList,
+    out: str | Path,
+    *,
+    prefix: str = "",
+    batch_size: int = 64,
+    device: str = "auto",
+    show_progress: bool = True,
+    stop_after: int | None = None,
+) -> dict[str, Path]:
     """Write one feature file per layer of ``source``; resume a run that stopped.
 
     ``stop_after`` ends after that many new batches (tests use it to interrupt a run).
@@ -108,17 +119,27 @@ def extract(source: Source, images: ImageList, out: str | Path, *, prefix: str =
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
+    dev = torch.device(
+        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    )
     model = source.model.to(dev).eval()
     captured: dict[str, torch.Tensor] = {}
-    handles = [model.get_submodule(module).register_forward_hook(
-        lambda _m, _i, output, layer=layer: captured.__setitem__(layer, pool(output).float()))
-        for layer, module in source.layers.items()]
+    handles = [
+        model.get_submodule(module).register_forward_hook(
+            lambda _m, _i, output, layer=layer: captured.__setitem__(layer, pool(output).float())
+        )
+        for layer, module in source.layers.items()
+    ]
     progress_path = out / f"{prefix}progress.json"
     # the source's metadata holds its weights' sha256: other weights in the same folder start afresh
-    params = {"source": source.name, "metadata": source.metadata, "layers": source.layers,
-              "images": images.fingerprint(), "batch_size": batch_size, "image_size": source.image_size}
+    params = {
+        "source": source.name,
+        "metadata": source.metadata,
+        "layers": source.layers,
+        "images": images.fingerprint(),
+        "batch_size": batch_size,
+        "image_size": source.image_size,
+    }
     progress = json.loads(progress_path.read_text()) if progress_path.is_file() else None
     if progress is not None and progress["params"] != params:
         progress = None  # another run's leftovers: start again
@@ -128,24 +149,36 @@ def extract(source: Source, images: ImageList, out: str | Path, *, prefix: str =
     n_batches = (len(images.paths) + batch_size - 1) // batch_size
     started = time.perf_counter()
     try:
-        with torch.inference_mode(), tqdm(total=n_batches, initial=done, desc=f"extract {source.name}",
-                                          disable=not show_progress) as bar:
+        with (
+            torch.inference_mode(),
+            tqdm(total=n_batches, initial=done, desc=f"extract {source.name}", disable=not show_progress) as bar,
+        ):
             for b in range(done, n_batches):
                 if stop_after is not None and b - done >= stop_after:
                     break
-                x = load_batch(images.paths[b * batch_size:(b + 1) * batch_size], source.image_size, source.mean,
-                               source.std).to(dev)
+                x = load_batch(
+                    images.paths[b * batch_size : (b + 1) * batch_size], source.image_size, source.mean, source.std
+                ).to(dev)
                 with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
                     model(x)
                 for layer, path in files.items():
                     if layer not in arrays:
                         mode = "r+" if done and path.is_file() else "w+"
                         arrays[layer] = np.lib.format.open_memmap(
-                            path, mode=mode, dtype=np.float32, shape=(len(images.paths), captured[layer].shape[1]))
-                    arrays[layer][b * batch_size:b * batch_size + len(x)] = captured[layer].cpu().numpy()
+                            path, mode=mode, dtype=np.float32, shape=(len(images.paths), captured[layer].shape[1])
+                        )
+                    arrays[layer][b * batch_size : b * batch_size + len(x)] = captured[layer].cpu().numpy()
                     arrays[layer].flush()
-                atomic_write_json(progress_path, {"params": params, "done_batches": b + 1, "n_batches": n_batches,
-                                                  "device": str(dev), "seconds": time.perf_counter() - started})
+                atomic_write_json(
+                    progress_path,
+                    {
+                        "params": params,
+                        "done_batches": b + 1,
+                        "n_batches": n_batches,
+                        "device": str(dev),
+                        "seconds": time.perf_counter() - started,
+                    },
+                )
                 bar.update(1)
     finally:
         for handle in handles:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import FEATURE_ROWS_PER_BLOCK
 from .errors import InputError
 
 FEATURE_SUFFIXES = (".npy", ".npz", ".safetensors", ".pt", ".parquet")
@@ -37,12 +38,18 @@ def load_features(path: Path, *, image_ids: np.ndarray, key: str | None = None) 
     """
     path = Path(path)
     if not path.is_file():
-        raise InputError("feature file not found", where=path,
-                         fix="check the path in the study file (relative paths start at the study file's folder)")
+        raise InputError(
+            "feature file not found",
+            where=path,
+            fix="check the path in the study file (relative paths start at the study file's folder)",
+        )
     suffix = path.suffix.lower()
     if suffix not in FEATURE_SUFFIXES:
-        raise InputError(f"unsupported feature format {suffix!r}", where=path,
-                         fix=f"save the features as one of {', '.join(FEATURE_SUFFIXES)}")
+        raise InputError(
+            f"unsupported feature format {suffix!r}",
+            where=path,
+            fix=f"save the features as one of {', '.join(FEATURE_SUFFIXES)}",
+        )
     try:
         if suffix == ".parquet":
             x = _load_parquet(path, image_ids)
@@ -53,6 +60,7 @@ def load_features(path: Path, *, image_ids: np.ndarray, key: str | None = None) 
                 x = z[_pick_key(path, list(z.keys()), key)]
         elif suffix == ".safetensors":
             from safetensors.numpy import load_file
+
             tensors = load_file(str(path))
             x = tensors[_pick_key(path, list(tensors), key)]
         else:
@@ -60,24 +68,33 @@ def load_features(path: Path, *, image_ids: np.ndarray, key: str | None = None) 
     except InputError:
         raise
     except Exception as exc:  # truncated, corrupt or foreign files surface here
-        raise InputError(f"cannot read features ({type(exc).__name__}: {exc})", where=path,
-                         fix="the file is unreadable or truncated; export it again") from exc
+        raise InputError(
+            f"cannot read features ({type(exc).__name__}: {exc})",
+            where=path,
+            fix="the file is unreadable or truncated; export it again",
+        ) from exc
     return _check_array(x, path, n_images=len(image_ids))
 
 
 def _pick_key(path: Path, keys: list[str], key: str | None) -> str:
     if key is not None:
         if key not in keys:
-            raise InputError(f"no array named {key!r}; the file holds {keys}", where=path,
-                             fix="set `key` in the study file to one of those names")
+            raise InputError(
+                f"no array named {key!r}; the file holds {keys}",
+                where=path,
+                fix="set `key` in the study file to one of those names",
+            )
         return key
     if len(keys) == 1:
         return keys[0]
     for name in CONTAINER_KEYS:
         if name in keys:
             return name
-    raise InputError(f"several arrays {keys} and none is named {CONTAINER_KEYS[0]!r}", where=path,
-                     fix="set `key` in the study file to the array that holds the features")
+    raise InputError(
+        f"several arrays {keys} and none is named {CONTAINER_KEYS[0]!r}",
+        where=path,
+        fix="set `key` in the study file to the array that holds the features",
+    )
 
 
 def _load_torch(path: Path, key: str | None) -> np.ndarray:
@@ -87,8 +104,11 @@ def _load_torch(path: Path, key: str | None) -> np.ndarray:
     if isinstance(obj, dict):
         obj = obj[_pick_key(path, list(obj), key)]
     if not isinstance(obj, torch.Tensor):
-        raise InputError(f"expected a tensor, found {type(obj).__name__}", where=path,
-                         fix="save a single (n_images, dim) tensor, or a dict of tensors with `key` set")
+        raise InputError(
+            f"expected a tensor, found {type(obj).__name__}",
+            where=path,
+            fix="save a single (n_images, dim) tensor, or a dict of tensors with `key` set",
+        )
     if obj.dtype == torch.bfloat16:
         obj = obj.float()
     return obj.numpy()
@@ -102,40 +122,56 @@ def _load_parquet(path: Path, image_ids: np.ndarray) -> np.ndarray:
         frame = frame.set_index(frame["image_id"].astype(str)).drop(columns="image_id")
         if frame.index.has_duplicates:
             dup = frame.index[frame.index.duplicated()][0]
-            raise InputError(f"image id {dup!r} appears more than once", where=path,
-                             fix="keep one feature row per image")
+            raise InputError(
+                f"image id {dup!r} appears more than once", where=path, fix="keep one feature row per image"
+            )
         missing = ~pd.Index(image_ids).isin(frame.index)
         if missing.any():
-            raise InputError(f"{missing.sum()} study images have no feature row "
-                             f"(first: {image_ids[missing][0]!r})", where=path,
-                             fix="extract features for every image in the study's image table")
+            raise InputError(
+                f"{missing.sum()} study images have no feature row (first: {image_ids[missing][0]!r})",
+                where=path,
+                fix="extract features for every image in the study's image table",
+            )
         frame = frame.loc[list(image_ids)]
     if len(frame.columns) == 1 and pd.api.types.is_object_dtype(frame.dtypes.iloc[0]):  # one list column
         return np.stack(frame.iloc[:, 0].to_numpy())
     bad = [c for c, t in frame.dtypes.items() if not np.issubdtype(t, np.number)]
     if bad:
-        raise InputError(f"non-numeric feature columns {bad[:5]}", where=path,
-                         fix="keep `image_id` plus one numeric column per feature dimension")
+        raise InputError(
+            f"non-numeric feature columns {bad[:5]}",
+            where=path,
+            fix="keep `image_id` plus one numeric column per feature dimension",
+        )
     return frame.to_numpy()
 
 
 def _check_array(x: np.ndarray, path: Path, *, n_images: int) -> np.ndarray:
     if x.ndim != 2:
-        raise InputError(f"features must be 2-D (n_images, dim), got shape {x.shape}", where=path,
-                         fix="flatten or pool each image's features into one vector")
+        raise InputError(
+            f"features must be 2-D (n_images, dim), got shape {x.shape}",
+            where=path,
+            fix="flatten or pool each image's features into one vector",
+        )
     if not np.issubdtype(x.dtype, np.floating):
-        raise InputError(f"features must be floating point, got dtype {x.dtype}", where=path,
-                         fix="save the features as float32 (e.g. `x.astype(np.float32)`)")
+        raise InputError(
+            f"features must be floating point, got dtype {x.dtype}",
+            where=path,
+            fix="save the features as float32 (e.g. `x.astype(np.float32)`)",
+        )
     if x.shape[0] != n_images:
-        raise InputError(f"{x.shape[0]} feature rows but the study has {n_images} images", where=path,
-                         fix="extract one row per image, in the order of the study's image table")
+        raise InputError(
+            f"{x.shape[0]} feature rows but the study has {n_images} images",
+            where=path,
+            fix="extract one row per image, in the order of the study's image table",
+        )
     if x.shape[1] == 0:
         raise InputError("features have zero dimensions", where=path, fix="extract non-empty features")
     return x
 
 
-def standardisation_stats(x: np.ndarray, *, source: str | Path, chunk_rows: int = 65536
-                          ) -> tuple[np.ndarray, np.ndarray, int]:
+def standardisation_stats(
+    x: np.ndarray, *, source: str | Path, chunk_rows: int = FEATURE_ROWS_PER_BLOCK
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Per-dimension mean and std in one chunked pass, checking every value is finite.
 
     Parameters
@@ -193,14 +229,20 @@ def take_rows(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return np.array(x[rows] if window is None else window[rows - rows[0]])
 
 
-def standardised_rows(x: np.ndarray, mean: np.ndarray, std: np.ndarray, rows: np.ndarray | None = None,
-                      *, chunk_rows: int = 65536) -> np.ndarray:
+def standardised_rows(
+    x: np.ndarray,
+    mean: np.ndarray,
+    std: np.ndarray,
+    rows: np.ndarray | None = None,
+    *,
+    chunk_rows: int = FEATURE_ROWS_PER_BLOCK,
+) -> np.ndarray:
     """``standardise(x[rows])`` (all rows when None; sorted indices) built chunk by chunk, so the raw
     rows are never held whole beside the result."""
     rows = np.arange(len(x)) if rows is None else np.asarray(rows, dtype=np.int64)
     out = np.empty((len(rows), x.shape[1]), dtype=np.float32)
     for start in range(0, len(rows), chunk_rows):
-        out[start:start + chunk_rows] = standardise(take_rows(x, rows[start:start + chunk_rows]), mean, std)
+        out[start : start + chunk_rows] = standardise(take_rows(x, rows[start : start + chunk_rows]), mean, std)
     return out
 
 
@@ -209,17 +251,24 @@ def _row_window(x: np.ndarray, start: int, stop: int) -> np.memmap | None:
     it is unmapped as soon as the caller drops it."""
     if not isinstance(x, np.memmap) or x.filename is None or not x.flags.c_contiguous or stop <= start:
         return None
-    return np.memmap(x.filename, dtype=x.dtype, mode="r", offset=x.offset + start * x.strides[0],
-                     shape=(stop - start, *x.shape[1:]))
+    return np.memmap(
+        x.filename, dtype=x.dtype, mode="r", offset=x.offset + start * x.strides[0], shape=(stop - start, *x.shape[1:])
+    )
 
 
 def _raise_non_finite(chunk: np.ndarray, start: int, source) -> None:
     bad = np.argwhere(~np.isfinite(chunk))
     if len(bad):
-        raise InputError(f"non-finite value (NaN or Inf) in row {start + int(bad[0, 0])}", where=source,
-                         fix="re-extract the features, or drop or impute the broken rows")
-    raise InputError(f"values too large to square in float (rows {start}..{start + len(chunk) - 1})",
-                     where=source, fix="check the feature extraction; rescale the features")
+        raise InputError(
+            f"non-finite value (NaN or Inf) in row {start + int(bad[0, 0])}",
+            where=source,
+            fix="re-extract the features, or drop or impute the broken rows",
+        )
+    raise InputError(
+        f"values too large to square in float (rows {start}..{start + len(chunk) - 1})",
+        where=source,
+        fix="check the feature extraction; rescale the features",
+    )
 
 
 def standardise(chunk: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:

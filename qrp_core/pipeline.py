@@ -21,6 +21,7 @@ from .features import standardisation_stats
 from .metrics import probe_scores
 from .probe import batch_probes, probe_outputs, resolve_torch_device, train_probes
 from .probe_model import SparseRows
+from .profiles import save_cluster_profile
 from .quantize import features_on_device, kmeans
 from .results import groups_label, save_results
 from .split import TEST, check_splittable, stratified_split
@@ -37,8 +38,7 @@ def _params(config) -> dict:
 class Runner:
     """Computes or loads each artefact of one study; ``run`` returns the results table."""
 
-    def __init__(self, study: Study, config: RunConfig, cache: Cache, *, show_progress: bool = True,
-                 on_step=None):
+    def __init__(self, study: Study, config: RunConfig, cache: Cache, *, show_progress: bool = True, on_step=None):
         """``on_step(done, total, text)`` is called after each step (the app's progress bar)."""
         self.study, self.config, self.cache = study, config, cache
         self.show_progress = show_progress
@@ -83,23 +83,40 @@ class Runner:
         if not spec.has_features:
             ids = self.given_clusters[model]
             return stable_hash({"format": FORMAT, "cluster_ids": hashlib.sha256(ids.tobytes()).hexdigest()})
-        return stable_hash({"format": FORMAT, "features": self.cache.file_hash(spec.features), "key": spec.key,
-                            "kmeans": _params(dataclasses.replace(self.config.kmeans, n_clusters=k)),
-                            "seed": seed})
+        return stable_hash(
+            {
+                "format": FORMAT,
+                "features": self.cache.file_hash(spec.features),
+                "key": spec.key,
+                "kmeans": _params(dataclasses.replace(self.config.kmeans, n_clusters=k)),
+                "seed": seed,
+            }
+        )
 
     def settings_key(self, model: str, groups: tuple[str, ...]) -> str:
         """Everything behind a result but K and the seed: the model's input, the concepts of the group
         set and the parameters of every step. A mean over seeds needs one settings key."""
         spec = self.study.model(model)
-        model_input = (self.clustering_key(model, 0, 0) if not spec.has_features
-                       else {"features": self.cache.file_hash(spec.features), "key": spec.key})
-        return stable_hash({"format": FORMAT, "model": model_input, "concepts": self.concepts_key(groups),
-                            "kmeans": _params(dataclasses.replace(self.config.kmeans, n_clusters=0)),
-                            "split": _params(self.config.split), "probe": _params(self.config.probe)})
+        model_input = (
+            self.clustering_key(model, 0, 0)
+            if not spec.has_features
+            else {"features": self.cache.file_hash(spec.features), "key": spec.key}
+        )
+        return stable_hash(
+            {
+                "format": FORMAT,
+                "model": model_input,
+                "concepts": self.concepts_key(groups),
+                "kmeans": _params(dataclasses.replace(self.config.kmeans, n_clusters=0)),
+                "split": _params(self.config.split),
+                "probe": _params(self.config.probe),
+            }
+        )
 
     def split_key(self, clustering_key: str, seed: int) -> str:
-        return stable_hash({"format": FORMAT, "clustering": clustering_key, "split": _params(self.config.split),
-                            "seed": seed})
+        return stable_hash(
+            {"format": FORMAT, "clustering": clustering_key, "split": _params(self.config.split), "seed": seed}
+        )
 
     def concepts_key(self, groups: tuple[str, ...]) -> str:
         """The content hash of a group set's concept columns (computed once per group set)."""
@@ -108,8 +125,15 @@ class Runner:
         return self.concepts_hash[groups]
 
     def probe_key(self, split_key: str, groups: tuple[str, ...], seed: int) -> str:
-        return stable_hash({"format": FORMAT, "split": split_key, "concepts": self.concepts_key(groups),
-                            "probe": _params(self.config.probe), "seed": seed})
+        return stable_hash(
+            {
+                "format": FORMAT,
+                "split": split_key,
+                "concepts": self.concepts_key(groups),
+                "probe": _params(self.config.probe),
+                "seed": seed,
+            }
+        )
 
     # --- steps ------------------------------------------------------------------------------
     def clustering(self, model: str, k: int, seed: int, bar=None) -> str:
@@ -119,10 +143,19 @@ class Runner:
         spec = self.study.model(model)
         if not spec.has_features:
             ids = self.given_clusters[model]
-            self.cache.write("clusterings", key, {"assignments.npy": save_npy(ids)}, {
-                "inputs": {"assignments": str(spec.assignments or "image table labels"),
-                           "image_ids_sha256": stable_hash(list(self.study.image_ids))},
-                "params": {"n_clusters": k, "model": model, "source": "given cluster ids"}, "stats": {}})
+            self.cache.write(
+                "clusterings",
+                key,
+                {"assignments.npy": save_npy(ids)},
+                {
+                    "inputs": {
+                        "assignments": str(spec.assignments or "image table labels"),
+                        "image_ids_sha256": stable_hash(list(self.study.image_ids)),
+                    },
+                    "params": {"n_clusters": k, "model": model, "source": "given cluster ids"},
+                    "stats": {},
+                },
+            )
             return key
         x = spec.load(self.study.image_ids)
         config = dataclasses.replace(self.config.kmeans, n_clusters=k)
@@ -133,18 +166,39 @@ class Runner:
         if model not in self.on_device:
             self.on_device.clear()
             sample_rows = min(len(x), max(self.config.ks) * config.max_points_per_centroid)
-            self.on_device[model] = features_on_device(x, self.standardisation[model], config.device,
-                                                       sample_rows=sample_rows)
-        result = kmeans(x, config, seed=seed, source=spec.features, progress=status,
-                        standardisation=self.standardisation[model], on_device=self.on_device[model])
-        self.cache.write("clusterings", key, {
-            "assignments.npy": save_npy(result.assignments), "distances.npy": save_npy(result.distances),
-            "centroids.npy": save_npy(result.centroids), "mean.npy": save_npy(result.mean),
-            "std.npy": save_npy(result.std),
-        }, {"inputs": {"features": str(spec.features), "features_sha256": self.cache.file_hash(spec.features),
-                       "image_ids_sha256": stable_hash(list(self.study.image_ids))},
-            "params": {**dataclasses.asdict(config), "seed": seed, "model": model},
-            "stats": result.stats, "wall_seconds": time.perf_counter() - t})
+            self.on_device[model] = features_on_device(
+                x, self.standardisation[model], config.device, sample_rows=sample_rows
+            )
+        result = kmeans(
+            x,
+            config,
+            seed=seed,
+            source=spec.features,
+            progress=status,
+            standardisation=self.standardisation[model],
+            on_device=self.on_device[model],
+        )
+        self.cache.write(
+            "clusterings",
+            key,
+            {
+                "assignments.npy": save_npy(result.assignments),
+                "distances.npy": save_npy(result.distances),
+                "centroids.npy": save_npy(result.centroids),
+                "mean.npy": save_npy(result.mean),
+                "std.npy": save_npy(result.std),
+            },
+            {
+                "inputs": {
+                    "features": str(spec.features),
+                    "features_sha256": self.cache.file_hash(spec.features),
+                    "image_ids_sha256": stable_hash(list(self.study.image_ids)),
+                },
+                "params": {**dataclasses.asdict(config), "seed": seed, "model": model},
+                "stats": result.stats,
+                "wall_seconds": time.perf_counter() - t,
+            },
+        )
         return key
 
     def split(self, clustering_key: str, seed: int) -> str:
@@ -153,13 +207,21 @@ class Runner:
             return key
         assignments = self.cache.load_array("clusterings", clustering_key, "assignments.npy")
         split, stats = stratified_split(assignments, self.config.split, seed=seed)
-        self.cache.write("splits", key, {"split.npy": save_npy(split)},
-                         {"inputs": {"clustering": clustering_key},
-                          "params": {**dataclasses.asdict(self.config.split), "seed": seed}, "stats": stats})
+        self.cache.write(
+            "splits",
+            key,
+            {"split.npy": save_npy(split)},
+            {
+                "inputs": {"clustering": clustering_key},
+                "params": {**dataclasses.asdict(self.config.split), "seed": seed},
+                "stats": stats,
+            },
+        )
         return key
 
-    def probes(self, clustering_key: str, split_key: str, sets: list[tuple[str, ...]], seed: int, k: int
-               ) -> dict[tuple[str, ...], str]:
+    def probes(
+        self, clustering_key: str, split_key: str, sets: list[tuple[str, ...]], seed: int, k: int
+    ) -> dict[tuple[str, ...], str]:
         """The probe key of each group set; the missing probes are trained together in one pass
         (``train_probes``, each on its own concepts, as if trained alone) where that is faster."""
         keys = {groups: self.probe_key(split_key, groups, seed) for groups in sets}
@@ -171,22 +233,35 @@ class Runner:
         masks = np.stack([np.isin(column_groups, list(groups)) for groups in todo])
         assignments = self.cache.load_array("clusterings", clustering_key, "assignments.npy")
         split = self.cache.load_array("splits", split_key, "split.npy")
-        epochs = tqdm(total=self.config.probe.max_epochs, desc=f"{len(todo)} probe(s), epochs", leave=False,
-                      disable=not (self.show_progress and sys.stderr.isatty()))
+        epochs = tqdm(
+            total=self.config.probe.max_epochs,
+            desc=f"{len(todo)} probe(s), epochs",
+            leave=False,
+            disable=not (self.show_progress and sys.stderr.isatty()),
+        )
 
         def on_epoch(epoch, stats):
             epochs.update(1)
             epochs.set_postfix(val_loss=f"{stats['val_loss']:.3f}")
 
         if batch_probes(len(todo), table.matrix.shape[1], k, self.config.probe.device):
-            results = train_probes(table.matrix, masks, assignments, split, k, self.config.probe, seed=seed,
-                                   progress=on_epoch)
+            results = train_probes(
+                table.matrix, masks, assignments, split, k, self.config.probe, seed=seed, progress=on_epoch
+            )
         else:
             results = []
             for groups in todo:
                 subset = table.select(groups).matrix
-                results += train_probes(subset, np.ones((1, subset.shape[1]), bool), assignments, split, k,
-                                        self.config.probe, seed=seed, progress=on_epoch)
+                results += train_probes(
+                    subset,
+                    np.ones((1, subset.shape[1]), bool),
+                    assignments,
+                    split,
+                    k,
+                    self.config.probe,
+                    seed=seed,
+                    progress=on_epoch,
+                )
         epochs.close()
         test = split == TEST
         sizes = np.bincount(assignments, minlength=k)
@@ -200,17 +275,29 @@ class Runner:
             predictions, test_logits = probe_outputs(weight, result.bias, rows, test, device=self.config.probe.device)
             scores = probe_scores(assignments[test], test_logits, sizes)
             columns = np.flatnonzero(mask)
-            self.cache.write("probes", keys[groups], {
-                "probe.safetensors": lambda p, r=result: save_file({"weight": r.weight, "bias": r.bias}, str(p)),
-                "predictions.npy": save_npy(predictions),
-                "concepts.json": save_json({"names": [table.names[c] for c in columns],
-                                            "groups": [table.groups[c] for c in columns]}),
-                "metrics.json": save_json(scores),
-            }, {"inputs": {"clustering": clustering_key, "split": split_key,
-                           "concepts_sha256": self.concepts_hash[groups], "groups": list(groups)},
-                "params": {**dataclasses.asdict(self.config.probe), "seed": seed},
-                "stats": {**result.stats, "best_epoch": result.best_epoch, "history": result.history},
-                "metrics": scores})
+            self.cache.write(
+                "probes",
+                keys[groups],
+                {
+                    "probe.safetensors": lambda p, r=result: save_file({"weight": r.weight, "bias": r.bias}, str(p)),
+                    "predictions.npy": save_npy(predictions),
+                    "concepts.json": save_json(
+                        {"names": [table.names[c] for c in columns], "groups": [table.groups[c] for c in columns]}
+                    ),
+                    "metrics.json": save_json(scores),
+                },
+                {
+                    "inputs": {
+                        "clustering": clustering_key,
+                        "split": split_key,
+                        "concepts_sha256": self.concepts_hash[groups],
+                        "groups": list(groups),
+                    },
+                    "params": {**dataclasses.asdict(self.config.probe), "seed": seed},
+                    "stats": {**result.stats, "best_epoch": result.best_epoch, "history": result.history},
+                    "metrics": scores,
+                },
+            )
         return keys
 
     def validate_inputs(self, units: list[tuple[str, int, int]]) -> None:
@@ -220,13 +307,15 @@ class Runner:
         for model, k, seed in units:
             if self.study.model(model).has_features:
                 check_splittable(k, self.study.n_images, self.config.split, source=self.study.path)
-                if (model not in todo and model not in self.standardisation
-                        and not self.cache.has("clusterings", self.clustering_key(model, k, seed))):
+                if (
+                    model not in todo
+                    and model not in self.standardisation
+                    and not self.cache.has("clusterings", self.clustering_key(model, k, seed))
+                ):
                     todo.append(model)
         for model in tqdm(todo, desc="checking features", disable=not self.show_progress or not todo):
             spec = self.study.model(model)
-            self.standardisation[model] = standardisation_stats(spec.load(self.study.image_ids),
-                                                                source=spec.features)
+            self.standardisation[model] = standardisation_stats(spec.load(self.study.image_ids), source=spec.features)
 
     # --- the grid ---------------------------------------------------------------------------
     def plan(self) -> tuple[list[tuple[str, int, int]], dict[str, list[tuple[str, ...]]]]:
@@ -242,17 +331,28 @@ class Runner:
         if not self.study.model(model).has_features:
             self.given_clusters.setdefault(model, self.study.cluster_ids(model))
         clustering_key = self.clustering(model, k, seed, bar)
+        save_cluster_profile(self.study, self.cache, clustering_key)  # what the explanations read
         return clustering_key, self.split(clustering_key, seed)
 
-    def result_rows(self, unit: tuple[str, int, int], clustering_key: str, split_key: str,
-                    probe_keys: dict[tuple[str, ...], str]) -> list[dict]:
+    def result_rows(
+        self, unit: tuple[str, int, int], clustering_key: str, split_key: str, probe_keys: dict[tuple[str, ...], str]
+    ) -> list[dict]:
         """One results row per group set of a unit, read from the probes' metrics.json."""
         model, k, seed = unit
-        return [{"model": model, "k": k, "seed": seed, "groups": groups_label(groups),
-                 **self.cache.load_json("probes", key, "metrics.json"),
-                 "clustering": clustering_key, "split": split_key, "probe": key,
-                 "settings": self.settings_key(model, groups)}
-                for groups, key in probe_keys.items()]
+        return [
+            {
+                "model": model,
+                "k": k,
+                "seed": seed,
+                "groups": groups_label(groups),
+                **self.cache.load_json("probes", key, "metrics.json"),
+                "clustering": clustering_key,
+                "split": split_key,
+                "probe": key,
+                "settings": self.settings_key(model, groups),
+            }
+            for groups, key in probe_keys.items()
+        ]
 
     def finish(self, rows: list[dict]) -> pd.DataFrame:
         """Save the rows into the study's results table, remember the feature hashes and remove
@@ -262,9 +362,12 @@ class Runner:
         if rows:
             dropped = save_results(self.cache, self.study, results)
             for (model, k, groups), part in dropped.groupby(["model", "k", "groups"]):
-                print(f"note: dropped the results of {model} K={k} on {groups} for seed(s) "
-                      f"{', '.join(map(str, sorted(part['seed'])))}: they were computed with other settings "
-                      "(parameters, features or concepts); rerun those seeds to have them with these", file=sys.stderr)
+                print(
+                    f"note: dropped the results of {model} K={k} on {groups} for seed(s) "
+                    f"{', '.join(map(str, sorted(part['seed'])))}: they were computed with other settings "
+                    "(parameters, features or concepts); rerun those seeds to have them with these",
+                    file=sys.stderr,
+                )
         self.cache.save_file_hashes()
         self.cache.remove_stale_temporaries()
         return results

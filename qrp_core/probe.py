@@ -15,7 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from .config import ProbeConfig
+from .config import CPU_STACKED_PROBE_MAX_WEIGHTS, FEATURE_ROWS_PER_BLOCK, PROBE_ROWS_PER_BLOCK, ProbeConfig
 from .probe_model import ReverseProbe, SparseRows
 from .probe_steps import FixedShapeEpochs
 from .split import TRAIN, VAL
@@ -39,7 +39,9 @@ def resolve_torch_device(device: str) -> torch.device:
 
 
 @torch.no_grad()
-def _mean_losses(model: ReverseProbe, rows: SparseRows, targets: torch.Tensor, chunk: int = 8192) -> np.ndarray:
+def _mean_losses(
+    model: ReverseProbe, rows: SparseRows, targets: torch.Tensor, chunk: int = PROBE_ROWS_PER_BLOCK
+) -> np.ndarray:
     total = torch.zeros(model.n_probes, dtype=torch.float64, device=targets.device)
     for start in range(0, len(rows), chunk):
         stop = min(start + chunk, len(rows))
@@ -47,8 +49,16 @@ def _mean_losses(model: ReverseProbe, rows: SparseRows, targets: torch.Tensor, c
     return (total / max(len(rows), 1)).cpu().numpy()
 
 
-def train_probe(concepts: sp.csr_matrix, targets: np.ndarray, split: np.ndarray, n_clusters: int,
-                config: ProbeConfig = ProbeConfig(), *, seed: int, progress=None) -> ProbeResult:
+def train_probe(
+    concepts: sp.csr_matrix,
+    targets: np.ndarray,
+    split: np.ndarray,
+    n_clusters: int,
+    config: ProbeConfig = ProbeConfig(),
+    *,
+    seed: int,
+    progress=None,
+) -> ProbeResult:
     """Train the reverse probe on the train split, keeping the epoch of lowest validation loss.
 
     Parameters
@@ -66,9 +76,17 @@ def train_probe(concepts: sp.csr_matrix, targets: np.ndarray, split: np.ndarray,
     return train_probes(concepts, masks, targets, split, n_clusters, config, seed=seed, progress=progress)[0]
 
 
-def train_probes(concepts: sp.csr_matrix, masks: np.ndarray, targets: np.ndarray, split: np.ndarray,
-                 n_clusters: int, config: ProbeConfig = ProbeConfig(), *, seed: int, progress=None
-                 ) -> list[ProbeResult]:
+def train_probes(
+    concepts: sp.csr_matrix,
+    masks: np.ndarray,
+    targets: np.ndarray,
+    split: np.ndarray,
+    n_clusters: int,
+    config: ProbeConfig = ProbeConfig(),
+    *,
+    seed: int,
+    progress=None,
+) -> list[ProbeResult]:
     """Train one probe per row of ``masks`` in a single pass over the data (expert-group ablations).
 
     Probe p sees the concepts where ``masks[p]`` is True and gets exactly the updates it would get
@@ -93,8 +111,15 @@ def train_probes(concepts: sp.csr_matrix, masks: np.ndarray, targets: np.ndarray
     grad_mask = None if masks.all() else torch.as_tensor(masks.T[:, :, None], dtype=torch.float32, device=device)
 
     model = ReverseProbe(concepts.shape[1], n_clusters, n_probes).to(device)
-    epochs = FixedShapeEpochs(model, train_rows, train_targets, batch_size=config.batch_size,
-                              momentum=config.momentum, weight_decay=config.weight_decay, grad_mask=grad_mask)
+    epochs = FixedShapeEpochs(
+        model,
+        train_rows,
+        train_targets,
+        batch_size=config.batch_size,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        grad_mask=grad_mask,
+    )
     histories = [[] for _ in range(n_probes)]
     best_loss, best_epoch = np.full(n_probes, math.inf), np.full(n_probes, -1)
     # the best epochs' weights stay on the device until the end (a GPU copies them back once)
@@ -113,21 +138,35 @@ def train_probes(concepts: sp.csr_matrix, masks: np.ndarray, targets: np.ndarray
             best_bias[improved] = model.bias.detach().view(n_probes, n_clusters)[improved]
             best_loss[improved], best_epoch[improved] = val_losses[improved], epoch
         for p in range(n_probes):
-            histories[p].append({"train_loss": float(train_losses[p]), "val_loss": float(val_losses[p]),
-                                 "epoch": epoch, "lr": lr})
+            histories[p].append(
+                {"train_loss": float(train_losses[p]), "val_loss": float(val_losses[p]), "epoch": epoch, "lr": lr}
+            )
         if progress is not None:
             progress(epoch, histories[0][-1])
     best_weight, best_bias = best_weight.cpu().numpy(), best_bias.cpu().numpy()
     seconds = time.perf_counter() - t0
-    return [ProbeResult(
-        weight=np.ascontiguousarray(best_weight[masks[p], p]), bias=best_bias[p].copy(),
-        best_epoch=int(best_epoch[p]), history=histories[p],
-        stats={"device": str(device), "epochs_run": config.max_epochs, "best_val_loss": float(best_loss[p]),
-               "n_train": len(train_rows), "n_val": len(val_rows), "seconds": seconds,
-               "trained_with": n_probes, "torch_threads": torch.get_num_threads(),
-               "steps": epochs.mode, "graph_failure": epochs.graph_failure,
-               "compile_failure": epochs.compile_failure},
-    ) for p in range(n_probes)]
+    return [
+        ProbeResult(
+            weight=np.ascontiguousarray(best_weight[masks[p], p]),
+            bias=best_bias[p].copy(),
+            best_epoch=int(best_epoch[p]),
+            history=histories[p],
+            stats={
+                "device": str(device),
+                "epochs_run": config.max_epochs,
+                "best_val_loss": float(best_loss[p]),
+                "n_train": len(train_rows),
+                "n_val": len(val_rows),
+                "seconds": seconds,
+                "trained_with": n_probes,
+                "torch_threads": torch.get_num_threads(),
+                "steps": epochs.mode,
+                "graph_failure": epochs.graph_failure,
+                "compile_failure": epochs.compile_failure,
+            },
+        )
+        for p in range(n_probes)
+    ]
 
 
 def _loaded_probe(weight: np.ndarray, bias: np.ndarray, device: torch.device) -> ReverseProbe:
@@ -139,8 +178,14 @@ def _loaded_probe(weight: np.ndarray, bias: np.ndarray, device: torch.device) ->
 
 
 @torch.no_grad()
-def probe_logits(weight: np.ndarray, bias: np.ndarray, concepts: sp.csr_matrix, *, device: str = "auto",
-                 chunk: int = 8192) -> np.ndarray:
+def probe_logits(
+    weight: np.ndarray,
+    bias: np.ndarray,
+    concepts: sp.csr_matrix,
+    *,
+    device: str = "auto",
+    chunk: int = PROBE_ROWS_PER_BLOCK,
+) -> np.ndarray:
     """Logits of the probe for each row of ``concepts``: (n_rows, K) float32."""
     dev = resolve_torch_device(device)
     model = _loaded_probe(weight, bias, dev)
@@ -153,8 +198,15 @@ def probe_logits(weight: np.ndarray, bias: np.ndarray, concepts: sp.csr_matrix, 
 
 
 @torch.no_grad()
-def probe_outputs(weight: np.ndarray, bias: np.ndarray, concepts: sp.csr_matrix | SparseRows, test: np.ndarray, *,
-                  device: str = "auto", chunk: int = 65536) -> tuple[np.ndarray, torch.Tensor]:
+def probe_outputs(
+    weight: np.ndarray,
+    bias: np.ndarray,
+    concepts: sp.csr_matrix | SparseRows,
+    test: np.ndarray,
+    *,
+    device: str = "auto",
+    chunk: int = FEATURE_ROWS_PER_BLOCK,
+) -> tuple[np.ndarray, torch.Tensor]:
     """The predicted cluster of every row and the test rows' logits, left on the device for scoring.
 
     ``concepts`` may already be on the device (``SparseRows``), for several probes over one matrix.
@@ -185,4 +237,4 @@ def batch_probes(n_probes: int, n_concepts: int, n_clusters: int, device: str) -
         return False
     if resolve_torch_device(device).type == "cuda":
         return True
-    return n_concepts * n_probes * n_clusters <= 3_000_000
+    return n_concepts * n_probes * n_clusters <= CPU_STACKED_PROBE_MAX_WEIGHTS

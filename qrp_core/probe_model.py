@@ -23,8 +23,11 @@ class SparseRows:
     @classmethod
     def from_scipy(cls, matrix: sp.csr_matrix, device: torch.device) -> SparseRows:
         indptr = matrix.indptr.astype(np.int64)
-        return cls(torch.as_tensor(indptr, device=device), torch.as_tensor(matrix.indices.astype(np.int64),
-                                                                              device=device), indptr)
+        return cls(
+            torch.as_tensor(indptr, device=device),
+            torch.as_tensor(matrix.indices.astype(np.int64), device=device),
+            indptr,
+        )
 
     def __len__(self) -> int:
         return len(self.indptr) - 1
@@ -38,7 +41,8 @@ class SparseRows:
         host_indptr = indptr.cpu().numpy()
         n_values = int(host_indptr[-1])
         flat = torch.repeat_interleave(starts - indptr[:-1], lengths, output_size=n_values) + torch.arange(
-            n_values, device=rows.device)
+            n_values, device=rows.device
+        )
         return SparseRows(indptr, self.indices[flat], host_indptr)
 
     def batch(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -43,9 +43,19 @@ class FixedShapeEpochs:
     compiling fails the plain operations run, and ``compile_failure`` says why.
     """
 
-    def __init__(self, model: ReverseProbe, rows: SparseRows, targets: torch.Tensor, *, batch_size: int,
-                 momentum: float, weight_decay: float, grad_mask: torch.Tensor | None = None,
-                 use_graph: bool = True, compile_steps: bool | None = None):
+    def __init__(
+        self,
+        model: ReverseProbe,
+        rows: SparseRows,
+        targets: torch.Tensor,
+        *,
+        batch_size: int,
+        momentum: float,
+        weight_decay: float,
+        grad_mask: torch.Tensor | None = None,
+        use_graph: bool = True,
+        compile_steps: bool | None = None,
+    ):
         self.model, self.rows, self.targets = model, rows, targets
         self.batch_size, self.momentum, self.weight_decay = batch_size, momentum, weight_decay
         self.grad_mask = grad_mask
@@ -62,8 +72,9 @@ class FixedShapeEpochs:
         self.step_targets = torch.zeros((self.n_steps, batch_size), dtype=torch.int64, device=device)
         self.row_weight = torch.zeros((self.n_steps, batch_size), device=device)
         self.forward_offsets = torch.zeros((self.n_steps, batch_size + EXTRA_BAGS), dtype=torch.int64, device=device)
-        self.backward_offsets = torch.zeros((self.n_steps, self.n_concepts + EXTRA_BAGS), dtype=torch.int64,
-                                            device=device)
+        self.backward_offsets = torch.zeros(
+            (self.n_steps, self.n_concepts + EXTRA_BAGS), dtype=torch.int64, device=device
+        )
         self.capacity, self.graph, self.graph_failure, self.compile_failure = 0, None, None, None
         compile_steps = targets.is_cuda if compile_steps is None else compile_steps
         # shapes that change between calls (slot capacity, number of probes) become dynamic after one recompile
@@ -108,8 +119,9 @@ class FixedShapeEpochs:
             self.graph = None  # its buffers are gone
         indptr = shuffled.indptr
         step_start = indptr[torch.as_tensor(starts, device=device)]
-        row = torch.repeat_interleave(torch.arange(n, device=device), indptr[1:] - indptr[:-1],
-                                      output_size=len(shuffled.indices))
+        row = torch.repeat_interleave(
+            torch.arange(n, device=device), indptr[1:] - indptr[:-1], output_size=len(shuffled.indices)
+        )
         step = row // b
         slot = torch.arange(len(row), device=device) - step_start[step]
         self.forward_indices.zero_()
@@ -143,24 +155,55 @@ class FixedShapeEpochs:
 
     def _step(self, s: int) -> None:
         grad_weight, grad_bias = self.gradients(
-            self.weight, self.bias, self.loss_sum, self.forward_indices[s], self.forward_offsets[s],
-            self.backward_rows[s], self.backward_offsets[s], self.step_targets[s], self.row_weight[s],
-            self.minus_one, self.grad_mask, self.model.n_probes, self.model.n_clusters)
+            self.weight,
+            self.bias,
+            self.loss_sum,
+            self.forward_indices[s],
+            self.forward_offsets[s],
+            self.backward_rows[s],
+            self.backward_offsets[s],
+            self.step_targets[s],
+            self.row_weight[s],
+            self.minus_one,
+            self.grad_mask,
+            self.model.n_probes,
+            self.model.n_clusters,
+        )
         # torch.optim.SGD(fused=True)'s kernel, one pass over each table: d = grad + wd * param;
         # buf = momentum * buf + d (zero-initialised buffers make the first step's buf = d exact); param -= lr * buf
-        torch._fused_sgd_([self.weight, self.bias], [grad_weight, grad_bias],
-                          [self.weight_momentum, self.bias_momentum], weight_decay=self.weight_decay,
-                          momentum=self.momentum, lr=self.lr, dampening=0.0, nesterov=False, maximize=False,
-                          is_first_step=False)
+        torch._fused_sgd_(
+            [self.weight, self.bias],
+            [grad_weight, grad_bias],
+            [self.weight_momentum, self.bias_momentum],
+            weight_decay=self.weight_decay,
+            momentum=self.momentum,
+            lr=self.lr,
+            dampening=0.0,
+            nesterov=False,
+            maximize=False,
+            is_first_step=False,
+        )
 
     def _compile(self) -> None:
         """Compile the gradients for the current buffers, outside any graph capture, on step 0's
         (no update); on failure, use the plain operations."""
         loss_sum = self.loss_sum.clone()
         try:
-            self.gradients(self.weight, self.bias, loss_sum, self.forward_indices[0], self.forward_offsets[0],
-                           self.backward_rows[0], self.backward_offsets[0], self.step_targets[0], self.row_weight[0],
-                           self.minus_one, self.grad_mask, self.model.n_probes, self.model.n_clusters)
+            self.gradients(
+                self.weight,
+                self.bias,
+                loss_sum,
+                self.forward_indices[0],
+                self.forward_offsets[0],
+                self.backward_rows[0],
+                self.backward_offsets[0],
+                self.step_targets[0],
+                self.row_weight[0],
+                self.minus_one,
+                self.grad_mask,
+                self.model.n_probes,
+                self.model.n_clusters,
+            )
             self.compiled_for_capacity = self.capacity
         except Exception as exc:  # noqa: BLE001 - no compiler, no Triton, an unsupported op: all fall back
             self.compile_failure = f"{type(exc).__name__}: {exc}"[:300]
@@ -190,10 +233,21 @@ class FixedShapeEpochs:
                 t.data.copy_(value)
 
 
-def step_gradients(weight: torch.Tensor, bias: torch.Tensor, loss_sum: torch.Tensor, forward_indices: torch.Tensor,
-                   forward_offsets: torch.Tensor, backward_rows: torch.Tensor, backward_offsets: torch.Tensor,
-                   targets: torch.Tensor, row_weight: torch.Tensor, minus_one: torch.Tensor,
-                   grad_mask: torch.Tensor | None, n_probes: int, n_clusters: int) -> tuple[torch.Tensor, torch.Tensor]:
+def step_gradients(
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    loss_sum: torch.Tensor,
+    forward_indices: torch.Tensor,
+    forward_offsets: torch.Tensor,
+    backward_rows: torch.Tensor,
+    backward_offsets: torch.Tensor,
+    targets: torch.Tensor,
+    row_weight: torch.Tensor,
+    minus_one: torch.Tensor,
+    grad_mask: torch.Tensor | None,
+    n_probes: int,
+    n_clusters: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One step's gradients of the mean cross-entropy with respect to the weight table and the bias;
     subtracts the step's weighted losses from ``loss_sum``. Tensors only (no host values), so that a
     CUDA graph can capture it and ``torch.compile`` can fuse it."""

@@ -17,8 +17,10 @@ def profile_key(study: Study, clustering_key: str) -> str:
 
 def concept_counts(concepts: sp.csr_matrix, assignments: np.ndarray, n_clusters: int) -> sp.csr_matrix:
     """(K, n_concepts) int64: how many images of each cluster have each concept."""
-    onehot = sp.csr_matrix((np.ones(len(assignments), np.int64), (assignments, np.arange(len(assignments)))),
-                           shape=(n_clusters, len(assignments)))
+    onehot = sp.csr_matrix(
+        (np.ones(len(assignments), np.int64), (assignments, np.arange(len(assignments)))),
+        shape=(n_clusters, len(assignments)),
+    )
     return (onehot @ concepts.astype(np.int64)).tocsr()
 
 
@@ -29,9 +31,15 @@ def save_cluster_profile(study: Study, cache: Cache, clustering_key: str) -> str
         assignments = cache.load_array("clusterings", clustering_key, "assignments.npy")
         k = int(cache.manifest("clusterings", clustering_key)["params"]["n_clusters"])
         counts = concept_counts(study.concepts.matrix, assignments, k)
-        cache.write("profiles", key, {"counts.npz": lambda p: sp.save_npz(p, counts),
-                                      "cluster_sizes.npy": save_npy(np.bincount(assignments, minlength=k))},
-                    {"inputs": {"clustering": clustering_key, "concepts_sha256": study.concepts.content_hash()}})
+        cache.write(
+            "profiles",
+            key,
+            {
+                "counts.npz": lambda p: sp.save_npz(p, counts),
+                "cluster_sizes.npy": save_npy(np.bincount(assignments, minlength=k)),
+            },
+            {"inputs": {"clustering": clustering_key, "concepts_sha256": study.concepts.content_hash()}},
+        )
     return key
 
 

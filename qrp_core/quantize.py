@@ -15,7 +15,7 @@ import faiss
 import numpy as np
 import torch
 
-from .config import KMeansConfig
+from .config import FEATURE_ROWS_PER_BLOCK, GPU_RESIDENT_FEATURES_FRACTION, KMeansConfig
 from .errors import InputError
 from .features import read_rows, standardisation_stats, standardise, standardised_rows
 
@@ -45,8 +45,10 @@ def resolve_backend(device: str) -> tuple[str, str]:
     if torch.cuda.is_available():
         return "torch", "cuda"
     if device == "cuda":
-        raise InputError("device 'cuda' requested but neither faiss nor torch sees a GPU",
-                         fix="use --device auto or cpu, or run on a machine with a CUDA GPU")
+        raise InputError(
+            "device 'cuda' requested but neither faiss nor torch sees a GPU",
+            fix="use --device auto or cpu, or run on a machine with a CUDA GPU",
+        )
     return "faiss", "cpu"
 
 
@@ -54,13 +56,24 @@ def check_n_clusters(n_clusters: int, n_images: int, *, source: str | Path) -> N
     if n_clusters < 2:
         raise InputError(f"K={n_clusters} clusters is too few", where=source, fix="use K >= 2")
     if n_clusters > n_images:
-        raise InputError(f"K={n_clusters} is larger than the number of images ({n_images})", where=source,
-                         fix=f"choose K <= {n_images} (the paper uses about N/1000 or more images per cluster)")
+        raise InputError(
+            f"K={n_clusters} is larger than the number of images ({n_images})",
+            where=source,
+            fix=f"choose K <= {n_images} (the paper uses about N/1000 or more images per cluster)",
+        )
 
 
-def kmeans(x: np.ndarray, config: KMeansConfig, *, seed: int, source: str | Path = "features",
-           progress=None, chunk_rows: int = 65536,
-           standardisation: tuple[np.ndarray, np.ndarray, int] | None = None, on_device=None) -> Clustering:
+def kmeans(
+    x: np.ndarray,
+    config: KMeansConfig,
+    *,
+    seed: int,
+    source: str | Path = "features",
+    progress=None,
+    chunk_rows: int = FEATURE_ROWS_PER_BLOCK,
+    standardisation: tuple[np.ndarray, np.ndarray, int] | None = None,
+    on_device=None,
+) -> Clustering:
     """Standardise ``x`` and cluster it with faiss K-means.
 
     Parameters
@@ -115,8 +128,15 @@ def kmeans(x: np.ndarray, config: KMeansConfig, *, seed: int, source: str | Path
         init = sample[np.sort(np.random.default_rng(restart_seed).choice(n_train, size=k, replace=False))]
         t = time.perf_counter()
         centroids, objectives, extra = train(init, config)
-        restarts.append({"seed": restart_seed, "objective": objectives[-1], "iterations": len(objectives),
-                         "seconds": time.perf_counter() - t, **extra})
+        restarts.append(
+            {
+                "seed": restart_seed,
+                "objective": objectives[-1],
+                "iterations": len(objectives),
+                "seconds": time.perf_counter() - t,
+                **extra,
+            }
+        )
         if best is None or objectives[-1] < best[0]:
             best = (objectives[-1], centroids)
     best_restart = int(np.argmin([r["objective"] for r in restarts]))
@@ -126,23 +146,40 @@ def kmeans(x: np.ndarray, config: KMeansConfig, *, seed: int, source: str | Path
 
     t = time.perf_counter()
     if on_device is not None or n_train == n:
-        assignments, distances = assign(on_device if on_device is not None else sample, centroids, device=device,
-                                        backend=backend, chunk_rows=chunk_rows)
+        assignments, distances = assign(
+            on_device if on_device is not None else sample,
+            centroids,
+            device=device,
+            backend=backend,
+            chunk_rows=chunk_rows,
+        )
     else:
-        assignments, distances = assign(x, centroids, (mean, std), device=device, backend=backend,
-                                        chunk_rows=chunk_rows)
+        assignments, distances = assign(
+            x, centroids, (mean, std), device=device, backend=backend, chunk_rows=chunk_rows
+        )
     sizes = np.bincount(assignments, minlength=k)
     stats = {
-        "device": device, "backend": backend, **_device_names(backend, device),
-        "n_images": n, "dim": d, "n_train_points": int(n_train), "n_constant_dims": n_constant,
+        "device": device,
+        "backend": backend,
+        **_device_names(backend, device),
+        "n_images": n,
+        "dim": d,
+        "n_train_points": int(n_train),
+        "n_constant_dims": n_constant,
         "features_resident_on_device": on_device is not None,
-        "restarts": restarts, "best_restart": best_restart,
+        "restarts": restarts,
+        "best_restart": best_restart,
         "iterations_run": [r["iterations"] for r in restarts],
         "inertia_all_points": float(distances.sum(dtype=np.float64)),
-        "n_empty_clusters": int((sizes == 0).sum()), "min_cluster_size": int(sizes.min()),
+        "n_empty_clusters": int((sizes == 0).sum()),
+        "min_cluster_size": int(sizes.min()),
         "max_cluster_size": int(sizes.max()),
-        "seconds": {"standardise_stats": t_stats, "standardise_sample": t_standardise, "kmeans": sum(r["seconds"] for r in restarts),
-                    "assign": time.perf_counter() - t},
+        "seconds": {
+            "standardise_stats": t_stats,
+            "standardise_sample": t_standardise,
+            "kmeans": sum(r["seconds"] for r in restarts),
+            "assign": time.perf_counter() - t,
+        },
     }
     return Clustering(assignments, distances, centroids, mean, std, stats)
 
@@ -156,30 +193,49 @@ def _trainer(sample: np.ndarray, backend: str, device: str):
         resident = torch.as_tensor(sample, device=device)
 
         def train_torch(init: np.ndarray, config: KMeansConfig):
-            centroids, objectives, recomputed = lloyd(resident, torch.as_tensor(init, device=device), config.n_iter,
-                                                      early_stop_threshold=config.early_stop_threshold)
+            centroids, objectives, recomputed = lloyd(
+                resident,
+                torch.as_tensor(init, device=device),
+                config.n_iter,
+                early_stop_threshold=config.early_stop_threshold,
+            )
             products = "tf32, float32 where ambiguous" if resident.is_cuda else "float32"
-            return centroids.cpu().numpy(), objectives, {"distance_products": products,
-                                                         "assignments_recomputed_in_float32": recomputed}
+            return (
+                centroids.cpu().numpy(),
+                objectives,
+                {"distance_products": products, "assignments_recomputed_in_float32": recomputed},
+            )
+
         return train_torch
 
     def train_faiss(init: np.ndarray, config: KMeansConfig):
-        km = faiss.Kmeans(sample.shape[1], len(init), niter=config.n_iter, nredo=1, gpu=device == "cuda",
-                          max_points_per_centroid=len(sample), min_points_per_centroid=1,
-                          early_stop_threshold=config.early_stop_threshold, verbose=False)
+        km = faiss.Kmeans(
+            sample.shape[1],
+            len(init),
+            niter=config.n_iter,
+            nredo=1,
+            gpu=device == "cuda",
+            max_points_per_centroid=len(sample),
+            min_points_per_centroid=1,
+            early_stop_threshold=config.early_stop_threshold,
+            verbose=False,
+        )
         km.train(sample, init_centroids=init)
         return km.centroids.copy(), [float(v) for v in km.obj], {}
+
     return train_faiss
 
 
-def standardised_on_device(x: np.ndarray, mean: np.ndarray, std: np.ndarray, device, *, chunk_rows: int = 65536):
+def standardised_on_device(
+    x: np.ndarray, mean: np.ndarray, std: np.ndarray, device, *, chunk_rows: int = FEATURE_ROWS_PER_BLOCK
+):
     """``standardise(x)`` as one float32 torch tensor on ``device``, built chunk by chunk there (the
     same float32 operations, so the same values), for K-means runs that share it."""
     standardise_chunk = _standardiser_on(device, mean, std)
     out = torch.empty(x.shape, dtype=torch.float32, device=device)
     for start in range(0, len(x), chunk_rows):
         chunk = torch.as_tensor(read_rows(x, start, start + chunk_rows)).to(device, torch.float32)
-        out[start:start + len(chunk)] = standardise_chunk(chunk)
+        out[start : start + len(chunk)] = standardise_chunk(chunk)
     return out
 
 
@@ -190,8 +246,9 @@ def _standardiser_on(device, mean: np.ndarray, std: np.ndarray):
     return lambda chunk: (chunk - shift) * scale
 
 
-def features_on_device(x: np.ndarray, standardisation: tuple[np.ndarray, np.ndarray, int], device: str = "auto",
-                       *, sample_rows: int):
+def features_on_device(
+    x: np.ndarray, standardisation: tuple[np.ndarray, np.ndarray, int], device: str = "auto", *, sample_rows: int
+):
     """The standardised features as one tensor on the GPU that torch K-means runs on, for the
     clusterings of one model to share (a sample is then a gather on the device and the assignment
     reads no file); None where K-means runs elsewhere or they would not fit beside the training
@@ -203,14 +260,14 @@ def features_on_device(x: np.ndarray, standardisation: tuple[np.ndarray, np.ndar
 
 
 def fits_on_device(shape: tuple[int, int], device, *, sample_rows: int) -> bool:
-    """Would ``resident_bytes`` take at most 60% of the memory the GPU has available (free, and held by
+    """Would ``resident_bytes`` take at most ``GPU_RESIDENT_FEATURES_FRACTION`` of the memory the GPU has available (free, and held by
     torch but unused)? The rest is for the distance blocks and the probes."""
     device = torch.device(device)
     if device.type != "cuda":
         return False
     free, _ = torch.cuda.mem_get_info(device)
     available = free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-    return resident_bytes(shape, sample_rows) <= 0.6 * available
+    return resident_bytes(shape, sample_rows) <= GPU_RESIDENT_FEATURES_FRACTION * available
 
 
 def resident_bytes(shape: tuple[int, int], sample_rows: int) -> int:
@@ -227,8 +284,15 @@ def _device_names(backend: str, device: str) -> dict:
     return {"gpu_name": torch.cuda.get_device_name() if torch.cuda.is_available() else "faiss GPU"}
 
 
-def assign(x: np.ndarray, centroids: np.ndarray, standardisation: tuple[np.ndarray, np.ndarray] | None = None,
-           *, device: str = "cpu", backend: str = "faiss", chunk_rows: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+def assign(
+    x: np.ndarray,
+    centroids: np.ndarray,
+    standardisation: tuple[np.ndarray, np.ndarray] | None = None,
+    *,
+    device: str = "cpu",
+    backend: str = "faiss",
+    chunk_rows: int = FEATURE_ROWS_PER_BLOCK,
+) -> tuple[np.ndarray, np.ndarray]:
     """Nearest centroid of every row of ``x`` and the squared distance to it.
 
     ``standardisation`` = (mean, std) standardises each chunk on the fly; None means ``x`` already is
@@ -258,9 +322,12 @@ def assign(x: np.ndarray, centroids: np.ndarray, standardisation: tuple[np.ndarr
             chunk = standardise(chunk, *standardisation) if standardisation else np.ascontiguousarray(chunk, np.float32)
             d, nearest = index.search(chunk, 1)
             return nearest[:, 0], d[:, 0]
+
     labels = np.empty(len(x), dtype=np.int32)
     distances = np.empty(len(x), dtype=np.float32)
     for start in range(0, len(x), chunk_rows):
-        chunk = x[start:start + chunk_rows] if isinstance(x, torch.Tensor) else read_rows(x, start, start + chunk_rows)
-        labels[start:start + len(chunk)], distances[start:start + len(chunk)] = search(chunk)
+        chunk = (
+            x[start : start + chunk_rows] if isinstance(x, torch.Tensor) else read_rows(x, start, start + chunk_rows)
+        )
+        labels[start : start + len(chunk)], distances[start : start + len(chunk)] = search(chunk)
     return labels, distances

@@ -17,6 +17,7 @@ class Registry:
         def wrap(factory):
             self._factories[name] = factory
             return factory
+
         return wrap
 
     def list(self, pattern: str = "*") -> list[str]:

@@ -76,13 +76,15 @@ def register_study(cache: Cache, study: Study) -> None:
 def load_results(cache: Cache, study: Study) -> pd.DataFrame:
     path = results_path(cache, study.name)
     if not path.is_file():
-        raise InputError("no results for this study yet", where=path,
-                         fix=f"run `python -m qrp_core run {study.path}` first")
+        raise InputError(
+            "no results for this study yet", where=path, fix=f"run `python -m qrp_core run {study.path}` first"
+        )
     return pd.read_parquet(path)
 
 
-def result_rows(results: pd.DataFrame, *, models=None, k: int | None = None, seed: int | None = None,
-                groups: str | None = None) -> pd.DataFrame:
+def result_rows(
+    results: pd.DataFrame, *, models=None, k: int | None = None, seed: int | None = None, groups: str | None = None
+) -> pd.DataFrame:
     """The rows of ``results`` of the given models, K, seed and group set label (``a+b``); None keeps all."""
     keep = np.ones(len(results), dtype=bool)
     if models is not None:
@@ -93,21 +95,33 @@ def result_rows(results: pd.DataFrame, *, models=None, k: int | None = None, see
     return results[keep]
 
 
-def select_results(results: pd.DataFrame, study: Study, *, k: int | None = None, groups: str | None = None,
-                   models: list[str] | None = None) -> pd.DataFrame:
+def select_results(
+    results: pd.DataFrame,
+    study: Study,
+    *,
+    k: int | None = None,
+    groups: str | None = None,
+    models: list[str] | None = None,
+) -> pd.DataFrame:
     """The result rows of one K, group set (``all`` or ``a+b``) and models; none is an error that lists
     what there is."""
     label = None if groups is None else groups_label(parse_groups(groups, study))
     chosen = result_rows(results, models=models or None, k=k, groups=label)
     if chosen.empty:
-        asked = ", ".join(f"{name}={value}" for name, value in (("K", k), ("groups", groups), ("models", models))
-                          if value is not None)
-        there = [f"--k from {sorted(results['k'].unique().tolist())}",
-                 f"--groups from {sorted(results['groups'].unique().tolist())} or all"]
+        asked = ", ".join(
+            f"{name}={value}" for name, value in (("K", k), ("groups", groups), ("models", models)) if value is not None
+        )
+        there = [
+            f"--k from {sorted(results['k'].unique().tolist())}",
+            f"--groups from {sorted(results['groups'].unique().tolist())} or all",
+        ]
         if models:
             there.append(f"--models from {sorted(results['model'].unique().tolist())}")
-        raise InputError(f"no results for {asked}", where=study.path,
-                         fix=f"choose {', '.join(there)}; or `run` the missing ones first")
+        raise InputError(
+            f"no results for {asked}",
+            where=study.path,
+            fix=f"choose {', '.join(there)}; or `run` the missing ones first",
+        )
     return chosen
 
 
@@ -126,9 +140,12 @@ def require_probe(cache: Cache, study: Study, *, model: str, k: int, seed: int, 
     key = find_probe(load_results(cache, study), model, k, seed, label)
     if key is None:
         cache_option = f" --cache {cache.root}" if cache.root.resolve() != Cache().root.resolve() else ""
-        raise InputError(f"no probe for model={model} k={k} seed={seed} groups={label}", where=study.path,
-                         fix=f"run `python -m qrp_core run {study.path}{cache_option} --models {model} --k {k} "
-                         f"--seeds {seed + 1} --groups {label}` first")
+        raise InputError(
+            f"no probe for model={model} k={k} seed={seed} groups={label}",
+            where=study.path,
+            fix=f"run `python -m qrp_core run {study.path}{cache_option} --models {model} --k {k} "
+            f"--seeds {seed + 1} --groups {label}` first",
+        )
     return key
 
 
@@ -143,7 +160,8 @@ def mean_std(results: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 def ranking(results: pd.DataFrame) -> pd.DataFrame:
     """Mean and sample std (ddof=1) over seeds per (model, K, group set), best NMI first."""
     return mean_std(results, ["model", "k", "groups"]).sort_values(
-        ["k", "groups", "nmi_mean"], ascending=[True, True, False], ignore_index=True)
+        ["k", "groups", "nmi_mean"], ascending=[True, True, False], ignore_index=True
+    )
 
 
 @dataclass(frozen=True)
@@ -165,20 +183,29 @@ def load_probe_run(cache: Cache, probe_key: str) -> ProbeRun:
     manifest = cache.manifest("probes", probe_key)
     clustering = manifest["inputs"]["clustering"]
     return ProbeRun(
-        key=probe_key, manifest=manifest, clustering=clustering,
+        key=probe_key,
+        manifest=manifest,
+        clustering=clustering,
         n_clusters=int(cache.manifest("clusterings", clustering)["params"]["n_clusters"]),
         groups=tuple(manifest["inputs"]["groups"]),
         assignments=cache.load_array("clusterings", clustering, "assignments.npy"),
         split=cache.load_array("splits", manifest["inputs"]["split"], "split.npy"),
-        predictions=cache.load_array("probes", probe_key, "predictions.npy"))
+        predictions=cache.load_array("probes", probe_key, "predictions.npy"),
+    )
 
 
 def per_image_table(study: Study, cache: Cache, probe_key: str) -> pd.DataFrame:
     """image_id, split, cluster, predicted for every image, from one probe's artefacts."""
     run = load_probe_run(cache, probe_key)
     names = np.array(["train", "val", "test"])
-    return pd.DataFrame({"image_id": study.image_ids, "split": names[run.split], "cluster": run.assignments,
-                         "predicted": run.predictions})
+    return pd.DataFrame(
+        {
+            "image_id": study.image_ids,
+            "split": names[run.split],
+            "cluster": run.assignments,
+            "predicted": run.predictions,
+        }
+    )
 
 
 def load_probe(cache: Cache, probe_key: str) -> dict:
@@ -197,15 +224,25 @@ def compare_models(results: pd.DataFrame, *, metric: str = "nmi", alpha: float =
             a = part.loc[part["model"] == better, metric].to_numpy()
             b = part.loc[part["model"] == worse, metric].to_numpy()
             p = float(stats.ttest_ind(a, b, equal_var=False).pvalue) if min(len(a), len(b)) > 1 else float("nan")
-            rows.append({"k": k, "groups": groups, "model": better, "next_model": worse, "metric": metric,
-                         "difference": means[better] - means[worse], "p_value": p,
-                         "distinguishable": bool(p < alpha) if np.isfinite(p) else False})
+            rows.append(
+                {
+                    "k": k,
+                    "groups": groups,
+                    "model": better,
+                    "next_model": worse,
+                    "metric": metric,
+                    "difference": means[better] - means[worse],
+                    "p_value": p,
+                    "distinguishable": bool(p < alpha) if np.isfinite(p) else False,
+                }
+            )
     return pd.DataFrame(rows)
 
 
 LATEX_COLUMNS = {"nmi": "NMI", "ami": "AMI", "top1": "Top-1", "map": "mAP", "mi_bits": "MI (bits)"}
-_LATEX_SPECIAL = str.maketrans({c: "\\" + c for c in "&%$#_{}"} | {"~": r"\textasciitilde{}", "^": r"\^{}",
-                                                                      "\\": r"\textbackslash{}"})
+_LATEX_SPECIAL = str.maketrans(
+    {c: "\\" + c for c in "&%$#_{}"} | {"~": r"\textasciitilde{}", "^": r"\^{}", "\\": r"\textbackslash{}"}
+)
 
 
 def latex_table(ranked: pd.DataFrame) -> str:
@@ -218,14 +255,23 @@ def latex_table(ranked: pd.DataFrame) -> str:
             scale, digits = (1, 2) if metric == "mi_bits" else (100, 1)
             means = (part[f"{metric}_mean"] * scale).round(digits)
             stds = (part[f"{metric}_std"] * scale).round(digits)
-            cells[metric] = [(rf"\mathbf{{{m:.{digits}f}}}" if m == means.max() and len(part) > 1 else f"{m:.{digits}f}")
-                             + ("" if np.isnan(s) else rf" \pm {s:.{digits}f}") for m, s in zip(means, stds)]
+            cells[metric] = [
+                (rf"\mathbf{{{m:.{digits}f}}}" if m == means.max() and len(part) > 1 else f"{m:.{digits}f}")
+                + ("" if np.isnan(s) else rf" \pm {s:.{digits}f}")
+                for m, s in zip(means, stds)
+            ]
         seeds = ", ".join(map(str, sorted(part["n_seeds"].unique())))
-        lines = [f"% K={k}, probe on {groups}: mean ± std (ddof=1) over {seeds} seed(s); best in bold",
-                 r"\begin{tabular}{l" + "c" * len(LATEX_COLUMNS) + "}", r"\toprule",
-                 " & ".join(["Model", *LATEX_COLUMNS.values()]) + r" \\", r"\midrule"]
+        lines = [
+            f"% K={k}, probe on {groups}: mean ± std (ddof=1) over {seeds} seed(s); best in bold",
+            r"\begin{tabular}{l" + "c" * len(LATEX_COLUMNS) + "}",
+            r"\toprule",
+            " & ".join(["Model", *LATEX_COLUMNS.values()]) + r" \\",
+            r"\midrule",
+        ]
         for row, model in enumerate(part["model"]):
-            lines.append(" & ".join([str(model).translate(_LATEX_SPECIAL),
-                                     *(f"${cells[m][row]}$" for m in LATEX_COLUMNS)]) + r" \\")
+            lines.append(
+                " & ".join([str(model).translate(_LATEX_SPECIAL), *(f"${cells[m][row]}$" for m in LATEX_COLUMNS)])
+                + r" \\"
+            )
         blocks.append("\n".join([*lines, r"\bottomrule", r"\end{tabular}"]))
     return "\n\n".join(blocks) + "\n"

@@ -12,8 +12,9 @@ from .errors import InputError
 TRAIN, VAL, TEST = 0, 1, 2
 
 
-def stratified_split(assignments: np.ndarray, config: SplitConfig = SplitConfig(), *, seed: int
-                     ) -> tuple[np.ndarray, dict]:
+def stratified_split(
+    assignments: np.ndarray, config: SplitConfig = SplitConfig(), *, seed: int
+) -> tuple[np.ndarray, dict]:
     """Assign every image to train, validation or test, stratified by cluster.
 
     Each cluster of size n gives round(n * test_fraction) images to test and, of the rest,
@@ -44,7 +45,8 @@ def stratified_split(assignments: np.ndarray, config: SplitConfig = SplitConfig(
     split[order[rank < per_item_test]] = TEST
     split[order[(rank >= per_item_test) & (rank < per_item_test + per_item_val)]] = VAL
     stats = {
-        "n_train": int((split == TRAIN).sum()), "n_val": int((split == VAL).sum()),
+        "n_train": int((split == TRAIN).sum()),
+        "n_val": int((split == VAL).sum()),
         "n_test": int((split == TEST).sum()),
         "n_clusters_present": int(len(clusters)),
         "clusters_without_test": clusters[n_test == 0].tolist(),
@@ -73,12 +75,16 @@ def min_cluster_size(config: SplitConfig = SplitConfig()) -> int:
     return int(sizes[works[0]])
 
 
-def check_splittable(n_clusters: int, n_images: int, config: SplitConfig = SplitConfig(), *,
-                     source: str | Path) -> None:
+def check_splittable(
+    n_clusters: int, n_images: int, config: SplitConfig = SplitConfig(), *, source: str | Path
+) -> None:
     """K clusters of n_images must average enough images per cluster for every split to get one."""
     smallest = min_cluster_size(config)
     if n_clusters * smallest > n_images:
-        raise InputError(f"K={n_clusters} leaves too few images per cluster for the train/validation/test "
-                         f"split ({n_images} images, {n_images / n_clusters:.3g} per cluster; at least "
-                         f"{smallest} give each split one)", where=source,
-                         fix=f"choose K <= {n_images // smallest} (the paper has about 50 images per cluster)")
+        raise InputError(
+            f"K={n_clusters} leaves too few images per cluster for the train/validation/test "
+            f"split ({n_images} images, {n_images / n_clusters:.3g} per cluster; at least "
+            f"{smallest} give each split one)",
+            where=source,
+            fix=f"choose K <= {n_images // smallest} (the paper has about 50 images per cluster)",
+        )

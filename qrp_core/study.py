@@ -96,11 +96,16 @@ class ConceptTable:
         column_nnz = np.bincount(self.matrix.indices, weights=self.matrix.data, minlength=self.matrix.shape[1])
         for g in groups:
             if column_nnz[column_group == g].sum() == 0:
-                raise InputError(f"concept group {g!r} is empty: no image has any of its concepts",
-                                 fix="drop the group from the selection or check the labeller's output")
+                raise InputError(
+                    f"concept group {g!r} is empty: no image has any of its concepts",
+                    fix="drop the group from the selection or check the labeller's output",
+                )
         columns = np.flatnonzero(np.isin(column_group, list(groups)))
-        return ConceptTable(self.matrix[:, columns].tocsr(), tuple(self.names[c] for c in columns),
-                            tuple(self.groups[c] for c in columns))
+        return ConceptTable(
+            self.matrix[:, columns].tocsr(),
+            tuple(self.names[c] for c in columns),
+            tuple(self.groups[c] for c in columns),
+        )
 
     def content_hash(self) -> str:
         h = hashlib.sha256()
@@ -134,12 +139,18 @@ class Study:
             return ModelSpec(name=GROUND_TRUTH, metadata={"family": "ground truth"})
         if name not in self.models:
             extra = f" (or {GROUND_TRUTH!r}, when the image table has labels)"
-            raise InputError(f"unknown model {name!r}", where=self.path,
-                             fix=f"choose from {sorted(self.models)}{extra} or add a [models.{name}] table")
+            raise InputError(
+                f"unknown model {name!r}",
+                where=self.path,
+                fix=f"choose from {sorted(self.models)}{extra} or add a [models.{name}] table",
+            )
         spec = self.models[name]
         if check_files and spec.features is not None and not spec.features.is_file():
-            raise InputError("feature file not found", where=spec.features,
-                             fix="check the path in the study file (relative paths start at the study file's folder)")
+            raise InputError(
+                "feature file not found",
+                where=spec.features,
+                fix="check the path in the study file (relative paths start at the study file's folder)",
+            )
         return spec
 
     def features(self, name: str) -> np.ndarray:
@@ -169,8 +180,7 @@ def load_study(path: str | Path) -> Study:
     root = path.parent
     for required in ("images", "concepts", "models"):
         if required not in spec:
-            raise InputError(f"missing `{required}`", where=path,
-                             fix="see the study file format in the README")
+            raise InputError(f"missing `{required}`", where=path, fix="see the study file format in the README")
     base_group = spec.get("base_group", DEFAULT_BASE_GROUP)
     images = _read_images(root / spec["images"])
     image_ids = images["image_id"].to_numpy(dtype=object)
@@ -182,16 +192,30 @@ def load_study(path: str | Path) -> Study:
     models = {}
     for name, entry in spec["models"].items():
         if ("features" in entry) == ("assignments" in entry):
-            raise InputError(f"model {name!r} needs exactly one of `features` and `assignments`", where=path,
-                             fix=f'add features = "path/to/{name}.npy" under [models.{name}]')
+            raise InputError(
+                f"model {name!r} needs exactly one of `features` and `assignments`",
+                where=path,
+                fix=f'add features = "path/to/{name}.npy" under [models.{name}]',
+            )
         models[name] = ModelSpec(
-            name=name, features=root / entry["features"] if "features" in entry else None, key=entry.get("key"),
+            name=name,
+            features=root / entry["features"] if "features" in entry else None,
+            key=entry.get("key"),
             assignments=root / entry["assignments"] if "assignments" in entry else None,
-            metadata={k: entry[k] for k in MODEL_METADATA if k in entry})
+            metadata={k: entry[k] for k in MODEL_METADATA if k in entry},
+        )
     if not models:
         raise InputError("the study has no models", where=path, fix="add at least one [models.NAME] table")
-    return Study(name=spec.get("name", path.stem), path=path, image_ids=image_ids, image_paths=paths,
-                 labels=labels, concepts=concepts, models=models, base_group=base_group)
+    return Study(
+        name=spec.get("name", path.stem),
+        path=path,
+        image_ids=image_ids,
+        image_paths=paths,
+        labels=labels,
+        concepts=concepts,
+        models=models,
+        base_group=base_group,
+    )
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -202,23 +226,29 @@ def _read_table(path: Path) -> pd.DataFrame:
             return pd.read_parquet(path)
         return pd.read_csv(path, dtype=str, keep_default_na=False)
     except Exception as exc:
-        raise InputError(f"cannot read table ({type(exc).__name__}: {exc})", where=path,
-                         fix="the file is unreadable or truncated; export it again as CSV or Parquet") from None
+        raise InputError(
+            f"cannot read table ({type(exc).__name__}: {exc})",
+            where=path,
+            fix="the file is unreadable or truncated; export it again as CSV or Parquet",
+        ) from None
 
 
 def _read_images(path: Path) -> pd.DataFrame:
     images = _read_table(path)
     if "image_id" not in images.columns:
-        raise InputError(f"no `image_id` column (columns: {list(images.columns)})", where=path,
-                         fix="name the id column `image_id`")
+        raise InputError(
+            f"no `image_id` column (columns: {list(images.columns)})", where=path, fix="name the id column `image_id`"
+        )
     images["image_id"] = images["image_id"].astype(str)
     if len(images) == 0:
         raise InputError("the image table is empty", where=path, fix="list the study's images")
     duplicated = images["image_id"].duplicated()
     if duplicated.any():
-        raise InputError(f"duplicate image id {images['image_id'][duplicated].iloc[0]!r} "
-                         f"({int(duplicated.sum())} duplicates)", where=path,
-                         fix="give every image a unique id")
+        raise InputError(
+            f"duplicate image id {images['image_id'][duplicated].iloc[0]!r} ({int(duplicated.sum())} duplicates)",
+            where=path,
+            fix="give every image a unique id",
+        )
     return images.reset_index(drop=True)
 
 
@@ -238,12 +268,16 @@ def _read_concepts(spec: dict, root: Path, image_ids: np.ndarray, *, study_path:
             raise
     if "matrix" in spec and "names" in spec:
         return _concepts_from_matrix(root / spec["matrix"], root / spec["names"], len(image_ids))
-    raise InputError("[concepts] needs `table` (or `tables`), or `matrix` and `names`", where=study_path,
-                     fix="see the study file format in the README")
+    raise InputError(
+        "[concepts] needs `table` (or `tables`), or `matrix` and `names`",
+        where=study_path,
+        fix="see the study file format in the README",
+    )
 
 
-def concepts_from_long_table(table: pd.DataFrame, image_ids: np.ndarray, *, source: str | Path = "concepts"
-                             ) -> ConceptTable:
+def concepts_from_long_table(
+    table: pd.DataFrame, image_ids: np.ndarray, *, source: str | Path = "concepts"
+) -> ConceptTable:
     """Build the sparse concept matrix from rows of (image_id, concept, group).
 
     Columns are ordered by (group, concept) so the matrix does not depend on row order;
@@ -251,20 +285,27 @@ def concepts_from_long_table(table: pd.DataFrame, image_ids: np.ndarray, *, sour
     """
     missing = {"image_id", "concept", "group"} - set(table.columns)
     if missing:
-        raise InputError(f"missing columns {sorted(missing)} (found {list(table.columns)})", where=source,
-                         fix="provide columns image_id, concept, group")
+        raise InputError(
+            f"missing columns {sorted(missing)} (found {list(table.columns)})",
+            where=source,
+            fix="provide columns image_id, concept, group",
+        )
     _check_filled_cells(table, source)
     table = table[["image_id", "concept", "group"]].astype(str)
     rows = _check_image_ids(table["image_id"], image_ids, source)
     groups_per_concept = table.groupby("concept")["group"].nunique()
     if (groups_per_concept > 1).any():
         name = groups_per_concept[groups_per_concept > 1].index[0]
-        raise InputError(f"concept {name!r} belongs to several groups", where=source,
-                         fix="give each concept one group, or prefix names with their expert")
+        raise InputError(
+            f"concept {name!r} belongs to several groups",
+            where=source,
+            fix="give each concept one group, or prefix names with their expert",
+        )
     vocab = table.drop_duplicates("concept").sort_values(["group", "concept"])
     columns = pd.Index(vocab["concept"]).get_indexer(table["concept"])
-    matrix = sp.csr_matrix((np.ones(len(table), dtype=bool), (rows, columns)),
-                           shape=(len(image_ids), len(vocab)), dtype=bool)
+    matrix = sp.csr_matrix(
+        (np.ones(len(table), dtype=bool), (rows, columns)), shape=(len(image_ids), len(vocab)), dtype=bool
+    )
     matrix.sum_duplicates()
     matrix.sort_indices()
     return ConceptTable(matrix, tuple(vocab["concept"]), tuple(vocab["group"]))
@@ -275,9 +316,11 @@ def _check_image_ids(ids: pd.Series, image_ids: np.ndarray, source: str | Path) 
     rows = pd.Index(image_ids).get_indexer(ids)
     if (rows < 0).any():
         unknown = ids[rows < 0]
-        raise InputError(f"{unknown.nunique()} image ids are not in the study's image table "
-                         f"(first: {unknown.iloc[0]!r})", where=source,
-                         fix="label exactly the study's images, using the same ids")
+        raise InputError(
+            f"{unknown.nunique()} image ids are not in the study's image table (first: {unknown.iloc[0]!r})",
+            where=source,
+            fix="label exactly the study's images, using the same ids",
+        )
     return rows
 
 
@@ -291,10 +334,14 @@ def _check_filled_cells(table: pd.DataFrame, source: str | Path) -> None:
         if len(empty):
             row = int(empty[0])
             place = f"line {row + 2}" if str(source).lower().endswith(".csv") else f"row {row}"  # line 1: header
-            hint = (" (its expert's group, such as objects, scene, material, texture or other)"
-                    if column == "group" else "")
-            raise InputError(f"empty `{column}` cell in {place} ({len(empty)} empty in all)", where=source,
-                             fix=f"fill in every row's {column}{hint}")
+            hint = (
+                " (its expert's group, such as objects, scene, material, texture or other)" if column == "group" else ""
+            )
+            raise InputError(
+                f"empty `{column}` cell in {place} ({len(empty)} empty in all)",
+                where=source,
+                fix=f"fill in every row's {column}{hint}",
+            )
 
 
 def _concepts_from_matrix(matrix_path: Path, names_path: Path, n_images: int) -> ConceptTable:
@@ -303,19 +350,28 @@ def _concepts_from_matrix(matrix_path: Path, names_path: Path, n_images: int) ->
     except FileNotFoundError:
         raise InputError("file not found", where=matrix_path, fix="check the path in the study file") from None
     except Exception as exc:
-        raise InputError(f"cannot read sparse matrix ({type(exc).__name__}: {exc})", where=matrix_path,
-                         fix="save it with scipy.sparse.save_npz") from None
+        raise InputError(
+            f"cannot read sparse matrix ({type(exc).__name__}: {exc})",
+            where=matrix_path,
+            fix="save it with scipy.sparse.save_npz",
+        ) from None
     names = _read_table(names_path)
     if not {"concept", "group"} <= set(names.columns):
         raise InputError("needs columns concept, group", where=names_path, fix="one row per matrix column")
     _check_filled_cells(names, names_path)
     if matrix.shape != (n_images, len(names)):
-        raise InputError(f"matrix shape {matrix.shape} does not match {n_images} images × "
-                         f"{len(names)} concepts in {names_path.name}", where=matrix_path,
-                         fix="one row per study image (in image-table order), one column per listed concept")
+        raise InputError(
+            f"matrix shape {matrix.shape} does not match {n_images} images × "
+            f"{len(names)} concepts in {names_path.name}",
+            where=matrix_path,
+            fix="one row per study image (in image-table order), one column per listed concept",
+        )
     if names["concept"].duplicated().any():
-        raise InputError(f"duplicate concept {names['concept'][names['concept'].duplicated()].iloc[0]!r}",
-                         where=names_path, fix="give every concept a unique name")
+        raise InputError(
+            f"duplicate concept {names['concept'][names['concept'].duplicated()].iloc[0]!r}",
+            where=names_path,
+            fix="give every concept a unique name",
+        )
     matrix = sp.csr_matrix(matrix, dtype=bool)
     matrix.eliminate_zeros()
     matrix.sort_indices()
@@ -325,8 +381,9 @@ def _concepts_from_matrix(matrix_path: Path, names_path: Path, n_images: int) ->
 def _add_label_concepts(concepts: ConceptTable, labels: np.ndarray, base_group: str) -> ConceptTable:
     """Ground-truth labels become one-hot concepts of the base group, placed first."""
     classes, codes = np.unique(labels, return_inverse=True)
-    onehot = sp.csr_matrix((np.ones(len(labels), bool), (np.arange(len(labels)), codes)),
-                           shape=(len(labels), len(classes)))
+    onehot = sp.csr_matrix(
+        (np.ones(len(labels), bool), (np.arange(len(labels)), codes)), shape=(len(labels), len(classes))
+    )
     matrix = sp.hstack([onehot, concepts.matrix], format="csr", dtype=bool)
     matrix.sort_indices()
     names = tuple(f"[{base_group}] {c}" for c in classes) + concepts.names
@@ -341,20 +398,32 @@ def load_assignments(path: Path, image_ids: np.ndarray) -> np.ndarray:
         except FileNotFoundError:
             raise InputError("file not found", where=path, fix="check the path in the study file") from None
         except Exception as exc:
-            raise InputError(f"cannot read assignments ({type(exc).__name__}: {exc})", where=path,
-                             fix="save a 1-D integer array with numpy.save") from None
+            raise InputError(
+                f"cannot read assignments ({type(exc).__name__}: {exc})",
+                where=path,
+                fix="save a 1-D integer array with numpy.save",
+            ) from None
         if raw.shape != (len(image_ids),):
-            raise InputError(f"assignments of shape {raw.shape}, expected ({len(image_ids)},)", where=path,
-                             fix="one cluster id per study image, in image-table order")
+            raise InputError(
+                f"assignments of shape {raw.shape}, expected ({len(image_ids)},)",
+                where=path,
+                fix="one cluster id per study image, in image-table order",
+            )
     else:
         table = _read_table(path)
         if not {"image_id", "cluster"} <= set(table.columns):
-            raise InputError(f"needs columns image_id, cluster (found {list(table.columns)})", where=path,
-                             fix="one row per image with its cluster id")
+            raise InputError(
+                f"needs columns image_id, cluster (found {list(table.columns)})",
+                where=path,
+                fix="one row per image with its cluster id",
+            )
         table = table.set_index(table["image_id"].astype(str))
         missing = ~pd.Index(image_ids).isin(table.index)
         if missing.any():
-            raise InputError(f"{int(missing.sum())} study images have no cluster (first: {image_ids[missing][0]!r})",
-                             where=path, fix="assign every study image to a cluster")
+            raise InputError(
+                f"{int(missing.sum())} study images have no cluster (first: {image_ids[missing][0]!r})",
+                where=path,
+                fix="assign every study image to a cluster",
+            )
         raw = table.loc[list(image_ids), "cluster"].astype(str).to_numpy()
     return np.unique(raw, return_inverse=True)[1].astype(np.int32)

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from .config import FEATURE_ROWS_PER_BLOCK
+
 SPLIT_EPS = 1.0 / 1024  # faiss's relative perturbation when it splits a cluster
 
 
@@ -23,7 +25,7 @@ def tf32_relative_error(dim: int) -> float:
     """A bound on |tf32(x.c) - x.c| / (|x| |c|) in ``dim`` dimensions: TF32 keeps 10 of float32's 23
     mantissa bits (at most 2^-10 per input even if truncated, so 2^-9 per product) and accumulates
     in float32 (at most dim * 2^-24); doubled for margin."""
-    return 2 * (2.0 ** -9 + dim * 2.0 ** -24)
+    return 2 * (2.0**-9 + dim * 2.0**-24)
 
 
 @contextmanager
@@ -50,8 +52,9 @@ def _float32_scores(chunk: torch.Tensor, centroids: torch.Tensor, c_norms: torch
 
 
 @torch.no_grad()
-def nearest_centroids(x: torch.Tensor, centroids: torch.Tensor, *, chunk_rows: int = 65536,
-                      coarse_products="auto") -> tuple[torch.Tensor, torch.Tensor, int]:
+def nearest_centroids(
+    x: torch.Tensor, centroids: torch.Tensor, *, chunk_rows: int = FEATURE_ROWS_PER_BLOCK, coarse_products="auto"
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Index of the nearest centroid of every row of ``x``, the squared distance to it, and how many
     rows needed the float32 products.
 
@@ -73,7 +76,7 @@ def nearest_centroids(x: torch.Tensor, centroids: torch.Tensor, *, chunk_rows: i
         c_lengths = c_norms.sqrt()
         longest = c_lengths.max()
     for start in range(0, len(x), chunk_rows):
-        chunk = x[start:start + chunk_rows]
+        chunk = x[start : start + chunk_rows]
         x_norms = (chunk * chunk).sum(1)
         if coarse_products is None:
             best, idx = _float32_scores(chunk, centroids, c_norms).min(1)
@@ -87,14 +90,20 @@ def nearest_centroids(x: torch.Tensor, centroids: torch.Tensor, *, chunk_rows: i
             exact_best, exact_idx = _float32_scores(chunk[unsure], centroids, c_norms).min(1)
             best[unsure], idx[unsure] = exact_best, exact_idx
             recomputed += len(unsure)
-        labels[start:start + len(chunk)] = idx
-        distances[start:start + len(chunk)] = (best + x_norms).clamp_(min=0)
+        labels[start : start + len(chunk)] = idx
+        distances[start : start + len(chunk)] = (best + x_norms).clamp_(min=0)
     return labels, distances, int(recomputed) if coarse_products is not None else 0
 
 
 @torch.no_grad()
-def lloyd(x: torch.Tensor, init_centroids: torch.Tensor, n_iter: int, *, early_stop_threshold: float = -1.0,
-          coarse_products="auto") -> tuple[torch.Tensor, list[float], float]:
+def lloyd(
+    x: torch.Tensor,
+    init_centroids: torch.Tensor,
+    n_iter: int,
+    *,
+    early_stop_threshold: float = -1.0,
+    coarse_products="auto",
+) -> tuple[torch.Tensor, list[float], float]:
     """Run Lloyd iterations from ``init_centroids``.
 
     Returns the final centroids, the objective (sum of squared distances of the assignment step)
@@ -110,8 +119,11 @@ def lloyd(x: torch.Tensor, init_centroids: torch.Tensor, n_iter: int, *, early_s
         labels, distances, unsure = nearest_centroids(x, centroids, coarse_products=coarse_products)
         recomputed += unsure
         objectives.append(float(distances.sum(dtype=torch.float64)))
-        if (early_stop_threshold >= 0 and len(objectives) > 1
-                and abs(objectives[-2] - objectives[-1]) <= early_stop_threshold * abs(objectives[-2])):
+        if (
+            early_stop_threshold >= 0
+            and len(objectives) > 1
+            and abs(objectives[-2] - objectives[-1]) <= early_stop_threshold * abs(objectives[-2])
+        ):
             break
         counts = torch.bincount(labels, minlength=k)
         # each cluster's points summed in index order (as faiss does): deterministic on a GPU,
@@ -142,7 +154,7 @@ def _split_large_clusters(centroids: torch.Tensor, counts: np.ndarray, n: int) -
                 raw = twister.randint(0, 2**32, size=4 * k, dtype=np.uint32)
                 # rand_float = mt() / float(mt.max()), in float32 (mt.max() rounds to 2^32)
                 draws, used = np.concatenate([draws[used:], raw.astype(np.float32) / np.float32(2**32)]), 0
-            hits = np.flatnonzero(draws[used:used + k] < accept)
+            hits = np.flatnonzero(draws[used : used + k] < accept)
             if len(hits):
                 donor = int(hits[0])
                 used += donor + 1

@@ -23,10 +23,21 @@ def make_fig2_study(out_dir: str | Path, *, n_images: int = 800, seed: int = 0) 
     y_sign = np.where(colour == 1, x_sign, -x_sign)  # red on the diagonal, blue off it
     points = np.stack([x_sign, y_sign], axis=1) * 3.0 + rng.normal(scale=0.5, size=(n_images, 2))
     ids = np.array([f"p{i:05d}" for i in range(n_images)], dtype=object)
-    concepts = pd.concat([_one_hot_rows(ids, shape, ["[Shape] circle", "[Shape] square"], "shape"),
-                          _one_hot_rows(ids, colour, ["[Color] blue", "[Color] red"], "colour")], ignore_index=True)
-    return write_study(Path(out_dir), "fig2", ids, concepts, {"xor-net": points},
-                       {"xor-net": {"architecture": "2-D toy", "family": "planted"}})
+    concepts = pd.concat(
+        [
+            _one_hot_rows(ids, shape, ["[Shape] circle", "[Shape] square"], "shape"),
+            _one_hot_rows(ids, colour, ["[Color] blue", "[Color] red"], "colour"),
+        ],
+        ignore_index=True,
+    )
+    return write_study(
+        Path(out_dir),
+        "fig2",
+        ids,
+        concepts,
+        {"xor-net": points},
+        {"xor-net": {"architecture": "2-D toy", "family": "planted"}},
+    )
 
 
 def make_planted_group_study(out_dir: str | Path, *, n_images: int = 1600, seed: int = 0) -> Path:
@@ -38,10 +49,20 @@ def make_planted_group_study(out_dir: str | Path, *, n_images: int = 1600, seed:
     features = centres[label * 2 + material] + rng.normal(size=(n_images, 8))
     ids = np.array([f"m{i:05d}" for i in range(n_images)], dtype=object)
     rows, cols = np.nonzero(rng.random((n_images, 6)) < 0.3)
-    concepts = pd.concat([
-        _one_hot_rows(ids, material, ["[MINC] metal", "[MINC] wood"], "material"),
-        pd.DataFrame({"image_id": ids[rows], "concept": [f"[Other] bit{c}" for c in cols], "group": "other"}),
-    ], ignore_index=True)
+    concepts = pd.concat(
+        [
+            _one_hot_rows(ids, material, ["[MINC] metal", "[MINC] wood"], "material"),
+            pd.DataFrame({"image_id": ids[rows], "concept": [f"[Other] bit{c}" for c in cols], "group": "other"}),
+        ],
+        ignore_index=True,
+    )
     labels = np.array(["apple", "boat", "cat", "drum"])[label]
-    return write_study(Path(out_dir), "planted-material", ids, concepts, {"planted-net": features},
-                       {"planted-net": {"architecture": "toy", "family": "planted"}}, labels=labels)
+    return write_study(
+        Path(out_dir),
+        "planted-material",
+        ids,
+        concepts,
+        {"planted-net": features},
+        {"planted-net": {"architecture": "toy", "family": "planted"}},
+        labels=labels,
+    )

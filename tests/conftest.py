@@ -27,8 +27,9 @@ def files_under(root) -> list:
     return sorted(p.relative_to(root) for p in root.rglob("*")) if root.exists() else []
 
 
-TINY_RUN = RunConfig(ks=(8,), seeds=(0, 1), kmeans=KMeansConfig(n_iter=10, n_restarts=2),
-                     probe=ProbeConfig(max_epochs=15))
+TINY_RUN = RunConfig(
+    ks=(8,), seeds=(0, 1), kmeans=KMeansConfig(n_iter=10, n_restarts=2), probe=ProbeConfig(max_epochs=15)
+)
 
 
 @pytest.fixture(scope="session")

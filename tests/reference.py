@@ -10,9 +10,16 @@ from qrp_core.metrics import class_average_precision
 from qrp_core.probe_model import ReverseProbe, SparseRows
 
 
-def train_one_epoch(model: ReverseProbe, optimizer: torch.optim.Optimizer, rows: SparseRows,
-                    targets: torch.Tensor, *, batch_size: int, generator: torch.Generator,
-                    grad_mask: torch.Tensor | None = None) -> np.ndarray:
+def train_one_epoch(
+    model: ReverseProbe,
+    optimizer: torch.optim.Optimizer,
+    rows: SparseRows,
+    targets: torch.Tensor,
+    *,
+    batch_size: int,
+    generator: torch.Generator,
+    grad_mask: torch.Tensor | None = None,
+) -> np.ndarray:
     """One pass over ``rows`` in a random order, by autograd and ``torch.optim``; returns each probe's
     mean training loss. The engine trains with ``probe_steps.FixedShapeEpochs``, which these plain
     steps check (tests/test_probe.py, bench/gpu_probe_step.py).
@@ -51,6 +58,10 @@ def mean_average_precision(labels_true, scores: np.ndarray, *, sample_weight=Non
         Non-negative weights (bootstrap counts); classes whose positives all weigh 0 are left out.
     """
     weight = None if sample_weight is None else torch.as_tensor(np.asarray(sample_weight))
-    ap = class_average_precision(torch.as_tensor(np.asarray(labels_true)), torch.as_tensor(np.asarray(scores)),
-                                 weight, chunk_classes=chunk_classes)
+    ap = class_average_precision(
+        torch.as_tensor(np.asarray(labels_true)),
+        torch.as_tensor(np.asarray(scores)),
+        weight,
+        chunk_classes=chunk_classes,
+    )
     return float(torch.nanmean(ap)) if torch.isfinite(ap).any() else float("nan")

@@ -14,9 +14,13 @@ def test_group_order_follows_the_paper_then_the_rest(tiny_study):
     assert group_order(tiny_study) == ("texture", "other", "colour")  # paper order first, then alphabetical
     assert group_order(tiny_study, ("colour", "other", "texture")) == ("colour", "other", "texture")
     sets = cumulative_sets(tiny_study, ("colour", "texture"))
-    assert sets == [("with base", ("labels",)), ("with base", ("labels", "colour")),
-                    ("with base", ("labels", "colour", "texture")), ("without base", ("colour",)),
-                    ("without base", ("colour", "texture"))]
+    assert sets == [
+        ("with base", ("labels",)),
+        ("with base", ("labels", "colour")),
+        ("with base", ("labels", "colour", "texture")),
+        ("without base", ("colour",)),
+        ("without base", ("colour", "texture")),
+    ]
     assert gain_sets(tiny_study, ("colour", "texture")) == [("labels",), ("labels", "colour"), ("labels", "texture")]
 
 
@@ -33,8 +37,9 @@ def test_cumulative_ablation_reuses_clusterings_and_matches_the_results(ablation
     assert len(cumulative) == 2 * 2 * (4 + 3)  # models x seeds x (4 prefixes with base, 3 without)
     main = results[results["model"] == "combo-net"]
     assert set(cumulative["clustering"]) <= set(results["clustering"])  # no new clusterings
-    full = cumulative[(cumulative["variant"] == "with base") & (cumulative["step"] == 3)
-                      & (cumulative["model"] == "combo-net")].sort_values("seed")
+    full = cumulative[
+        (cumulative["variant"] == "with base") & (cumulative["step"] == 3) & (cumulative["model"] == "combo-net")
+    ].sort_values("seed")
     # the full prefix is the same group set as the main run, only in another order: same probe inputs
     assert full["nmi"].to_numpy() == pytest.approx(main.sort_values("seed")["nmi"].to_numpy(), abs=1e-6)
     stored = cache.read_table("synthetic-600", "ablation-cumulative")
@@ -57,6 +62,7 @@ def test_gain_table_is_the_difference_to_base_alone(ablation, tiny_cache):
 
 def test_given_cluster_ids_and_the_ground_truth_probe(tiny_study_path, tmp_path):
     import shutil
+
     root = tmp_path / "study"
     shutil.copytree(tiny_study_path.parent, root)
     images = __import__("pandas").read_csv(root / "images.csv")
@@ -64,8 +70,13 @@ def test_given_cluster_ids_and_the_ground_truth_probe(tiny_study_path, tmp_path)
     text = (root / "study.toml").read_text() + '\n[models.self-label]\nassignments = "selflabels.csv"\n'
     (root / "study.toml").write_text(text)
     study = load_study(root / "study.toml")
-    config = RunConfig(**{**TINY_RUN.__dict__, "models": ("self-label", GROUND_TRUTH),
-                          "group_sets": (("labels", "colour"), ("colour", "texture"))})
+    config = RunConfig(
+        **{
+            **TINY_RUN.__dict__,
+            "models": ("self-label", GROUND_TRUTH),
+            "group_sets": (("labels", "colour"), ("colour", "texture")),
+        }
+    )
     results = Runner(study, config, Cache(tmp_path / "cache"), show_progress=False).run()
     assert set(results["k"]) == {6}  # six shapes, whatever --k says
     truth = results[results["model"] == GROUND_TRUTH]
@@ -78,6 +89,7 @@ def test_given_cluster_ids_and_the_ground_truth_probe(tiny_study_path, tmp_path)
 
 def test_k_curve_and_layer_curve(tiny_study_path, tmp_path):
     import shutil
+
     root = tmp_path / "study"
     shutil.copytree(tiny_study_path.parent, root)
     text = (root / "study.toml").read_text()
@@ -105,8 +117,10 @@ def test_gain_base_nmi_is_the_base_probes_nmi_and_the_summary_is_in_points(ablat
     for row in gain.itertuples():
         base = cache.load_json("probes", row.base_probe, "metrics.json")
         added = cache.load_json("probes", row.probe, "metrics.json")
-        assert cache.manifest("probes", row.base_probe)["inputs"]["clustering"] \
+        assert (
+            cache.manifest("probes", row.base_probe)["inputs"]["clustering"]
             == cache.manifest("probes", row.probe)["inputs"]["clustering"]
+        )
         assert row.base_nmi == pytest.approx(base["nmi"])  # the labels-only probe, whatever was added
         assert row.delta_nmi == pytest.approx(added["nmi"] - base["nmi"])
         assert abs(added["nmi"] - base["nmi"]) > 1e-4  # so base and added NMI cannot be swapped unnoticed

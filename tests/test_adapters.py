@@ -1,6 +1,5 @@
 """Adapters for the paper's experts, each run end to end on a tiny random model of its interface."""
 
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -38,7 +37,9 @@ def _images(n=12, side=32, seed=0) -> np.ndarray:
 
 def _normalised(images: np.ndarray) -> torch.Tensor:
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-    return (x - torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)) / torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)
+    return (x - torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)) / torch.tensor((0.229, 0.224, 0.225)).view(
+        1, 3, 1, 1
+    )
 
 
 def _tiny_classifier(n_classes=5) -> nn.Module:
@@ -54,8 +55,14 @@ def test_classifier_gives_the_top_class_and_never_background(tmp_path):
     model = _tiny_classifier()
     with torch.no_grad():
         model[-1].bias.copy_(torch.tensor([0.0, 0.0, 0.3, 0.0, 0.0]))  # background wins sometimes
-    expert = get_expert("classifier", weights=_save(model, tmp_path / "m.pt"), labels=_labels(tmp_path),
-                        group="scene", source="Places", image_size=32)
+    expert = get_expert(
+        "classifier",
+        weights=_save(model, tmp_path / "m.pt"),
+        labels=_labels(tmp_path),
+        group="scene",
+        source="Places",
+        image_size=32,
+    )
     images = _images()
     top = model(_normalised(images)).argmax(1).tolist()
     assert expert.predict(images) == [[] if t == 2 else [t] for t in top]
@@ -66,8 +73,15 @@ def test_multilabel_thresholds_sigmoids_of_an_exported_program(tmp_path):
     model = _tiny_classifier()
     program = torch.export.export(model, (torch.randn(2, 3, 32, 32),), dynamic_shapes=({0: torch.export.Dim("batch")},))
     torch.export.save(program, str(tmp_path / "m.pt2"))
-    expert = get_expert("multilabel", weights=tmp_path / "m.pt2", labels=_labels(tmp_path),
-                        group="scene", source="SUN", image_size=32, threshold=0.5)
+    expert = get_expert(
+        "multilabel",
+        weights=tmp_path / "m.pt2",
+        labels=_labels(tmp_path),
+        group="scene",
+        source="SUN",
+        image_size=32,
+        threshold=0.5,
+    )
     images = _images(n=40)  # two batches, the second smaller
     on = (torch.sigmoid(model(_normalised(images))) >= 0.5).numpy()
     on[:, 2] = False  # the background class
@@ -82,15 +96,25 @@ class TinyDetector(nn.Module):
         for image in x:
             level = torch.sigmoid(image.mean())
             label = torch.clamp((level * 5).long(), 0, 4)
-            out.append({"labels": torch.stack([label, torch.tensor(1)]),
-                        "scores": torch.stack([level, torch.tensor(0.4)]),
-                        "boxes": torch.zeros(2, 4)})
+            out.append(
+                {
+                    "labels": torch.stack([label, torch.tensor(1)]),
+                    "scores": torch.stack([level, torch.tensor(0.4)]),
+                    "boxes": torch.zeros(2, 4),
+                }
+            )
         return out
 
 
 def test_detector_keeps_classes_scored_at_least_half(tmp_path):
-    expert = get_expert("detector", weights=_save(TinyDetector(), tmp_path / "d.pt"), labels=_labels(tmp_path),
-                        group="objects", source="OpenImages", image_size=16)
+    expert = get_expert(
+        "detector",
+        weights=_save(TinyDetector(), tmp_path / "d.pt"),
+        labels=_labels(tmp_path),
+        group="objects",
+        source="OpenImages",
+        image_size=16,
+    )
     images = np.stack([np.full((16, 16, 3), v, np.uint8) for v in (0, 90, 160, 255)])
     level = torch.sigmoid(_normalised(images).mean((1, 2, 3)))
     expected = [[int(min(int(v * 5), 4))] if v >= 0.5 and int(v * 5) != 2 else [] for v in level.tolist()]
@@ -101,8 +125,14 @@ def test_detector_keeps_classes_scored_at_least_half(tmp_path):
 def test_segmenter_returns_every_predicted_class(tmp_path):
     torch.manual_seed(0)
     model = nn.Conv2d(3, 5, 1).eval()
-    expert = get_expert("segmenter", weights=_save(model, tmp_path / "s.pt"), labels=_labels(tmp_path),
-                        group="material", source="COCO-stuff", image_size=8)
+    expert = get_expert(
+        "segmenter",
+        weights=_save(model, tmp_path / "s.pt"),
+        labels=_labels(tmp_path),
+        group="material",
+        source="COCO-stuff",
+        image_size=8,
+    )
     images = _images(side=8)
     per_pixel = model(_normalised(images)).argmax(1).numpy()
     expected = [sorted(set(np.unique(p).tolist()) - {2}) for p in per_pixel]
@@ -154,8 +184,14 @@ def test_an_adapter_labels_a_folder_into_its_group(tmp_path):
     folder.mkdir()
     for i, image in enumerate(_images(n=7)):
         Image.fromarray(image).save(folder / f"im{i}.png")
-    expert = get_expert("classifier", weights=_save(_tiny_classifier(), tmp_path / "m.pt"), labels=_labels(tmp_path),
-                        group="scene", source="Places", image_size=32)
+    expert = get_expert(
+        "classifier",
+        weights=_save(_tiny_classifier(), tmp_path / "m.pt"),
+        labels=_labels(tmp_path),
+        group="scene",
+        source="Places",
+        image_size=32,
+    )
     table = pd.read_parquet(label_images(expert, list_images(folder), tmp_path / "out", show_progress=False))
     assert set(table["group"]) == {"scene"} and table["concept"].str.startswith("[Places] ").all()
     assert (tmp_path / "out" / "places.json").is_file() and len(table) <= 7
@@ -163,15 +199,38 @@ def test_an_adapter_labels_a_folder_into_its_group(tmp_path):
 
 def test_label_verb_runs_adapters(tmp_path, capsys):
     from qrp_core.cli import main
+
     folder = tmp_path / "images"
     folder.mkdir()
     for i, image in enumerate(_images(n=5)):
         Image.fromarray(image).save(folder / f"im{i}.png")
     model = _save(_tiny_classifier(), tmp_path / "m.pt")
-    assert main(["label", "--images", str(folder), "--experts", "", "--out", str(tmp_path / "out"),
-                 "--adapter", "classifier", model, _labels(tmp_path), "scene", "Places",
-                 "--adapter", "segmenter", _save(nn.Conv2d(3, 5, 1), tmp_path / "s.pt"), _labels(tmp_path),
-                 "material", "COCO-stuff"]) == 0
+    assert (
+        main(
+            [
+                "label",
+                "--images",
+                str(folder),
+                "--experts",
+                "",
+                "--out",
+                str(tmp_path / "out"),
+                "--adapter",
+                "classifier",
+                model,
+                _labels(tmp_path),
+                "scene",
+                "Places",
+                "--adapter",
+                "segmenter",
+                _save(nn.Conv2d(3, 5, 1), tmp_path / "s.pt"),
+                _labels(tmp_path),
+                "material",
+                "COCO-stuff",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "places:" in out and "coco-stuff:" in out
     assert pd.read_parquet(tmp_path / "out" / "coco-stuff.parquet")["group"].eq("material").all()
@@ -187,11 +246,13 @@ def test_open_clip_weights_label_like_the_model_itself(tmp_path):
     images = _images(n=3, side=224)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
     x = (x - torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)) / torch.tensor(
-        open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
+        open_clip.OPENAI_DATASET_STD
+    ).view(1, 3, 1, 1)
     with torch.no_grad():
         image = nn.functional.normalize(reference.encode_image(x), dim=-1)
-        text = nn.functional.normalize(reference.encode_text(
-            open_clip.get_tokenizer("ViT-S-32")(list(STYLE_PROMPTS))), dim=-1)
+        text = nn.functional.normalize(
+            reference.encode_text(open_clip.get_tokenizer("ViT-S-32")(list(STYLE_PROMPTS))), dim=-1
+        )
     expected = torch.softmax(100.0 * image @ text.T, dim=1).numpy()
     np.testing.assert_allclose(expert.probabilities(images), expected, rtol=1e-4, atol=1e-6)
     with pytest.raises(InputError, match="cannot load CLIP ViT-B-32"):

@@ -111,11 +111,15 @@ def test_cluster_pairs_are_ordered_by_drop_and_the_cloud_shows_the_top_concepts(
     drops = pairs["drop (points)"].to_numpy()
     assert len(drops) > 3 and np.all(np.diff(drops) <= 1e-9)
     stored = Cache(root).read_table(study.name, "pairs")
-    top = stored[(stored["model"] == "combo-net") & (stored["seed"] == 0) & (stored["k"] == 30)]\
-        .sort_values("drop", ascending=False).iloc[0]
+    top = (
+        stored[(stored["model"] == "combo-net") & (stored["seed"] == 0) & (stored["k"] == 30)]
+        .sort_values("drop", ascending=False)
+        .iloc[0]
+    )
     assert (pairs.iloc[0]["cluster i"], pairs.iloc[0]["cluster j"]) == (top["i"], top["j"])
-    words = browse.wordcloud_words(explain_pair(study, Cache(root), top["probe_b"], int(top["i"]), int(top["j"]))
-                                   ["difference"])
+    words = browse.wordcloud_words(
+        explain_pair(study, Cache(root), top["probe_b"], int(top["i"]), int(top["j"]))["difference"]
+    )
     caption = next(c.value for c in at.caption if c.value.startswith("Concepts that occur in either cluster"))
     assert caption.endswith(", ".join(words["concept"].head(12)))
     assert set(words["concept"].head(2)) <= {f"[Color] {c}" for c in ("red", "green", "blue", "yellow", "purple")}
@@ -139,8 +143,12 @@ def test_cluster_browser_shows_the_engine_profile(app, demo_cache):
     at.number_input(key="browser_cluster").set_value(2).run()
     shown = frame(at, "lift")
     results = load_results(Cache(root), study)
-    row = results[(results["model"] == "combo-net") & (results["k"] == 30) & (results["seed"] == 0)
-                  & (results["groups"] == "+".join(study.concepts.group_names))].iloc[0]
+    row = results[
+        (results["model"] == "combo-net")
+        & (results["k"] == 30)
+        & (results["seed"] == 0)
+        & (results["groups"] == "+".join(study.concepts.group_names))
+    ].iloc[0]
     expected = over_represented(study, Cache(root), row["clustering"], 2, n=12)
     assert shown["concept"].tolist() == expected["concept"].tolist()
 
@@ -204,8 +212,9 @@ def test_ranking_without_results_offers_the_computed_group_sets(app, demo_cache)
 
     root, study = demo_cache
     computed = set(load_results(Cache(root), study)["groups"])
-    missing = next(pair for pair in itertools.combinations(study.concepts.group_names, 2)
-                   if "+".join(pair) not in computed)
+    missing = next(
+        pair for pair in itertools.combinations(study.concepts.group_names, 2) if "+".join(pair) not in computed
+    )
     at = app("ranking", base=",".join(missing))
     assert any("No results for K=30" in i.value for i in at.info)
     full = "+".join(study.concepts.group_names)
@@ -254,8 +263,13 @@ for page in {pages!r}:
     assert not at.exception, (page, at.exception)
 print(sorted(name for name in ("torch", "faiss") if name in sys.modules))
 """
-    done = subprocess.run([sys.executable, "-c", script], env={**os.environ, "QRP_CACHE": str(root)},
-                          capture_output=True, text=True, cwd=APP.parent)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "QRP_CACHE": str(root)},
+        capture_output=True,
+        text=True,
+        cwd=APP.parent,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
 

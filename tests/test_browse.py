@@ -17,20 +17,42 @@ def _results():
     rows = []
     for model in ("combo-net", "noise-net"):
         for seed in range(3):
-            rows.append({"model": model, "k": 8, "seed": seed, "groups": "labels", "probe": f"{model}-{seed}",
-                         **{m: rng.uniform(0.1, 0.9) for m in METRICS}})
+            rows.append(
+                {
+                    "model": model,
+                    "k": 8,
+                    "seed": seed,
+                    "groups": "labels",
+                    "probe": f"{model}-{seed}",
+                    **{m: rng.uniform(0.1, 0.9) for m in METRICS},
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def test_ranking_table_summarises_significance_over_seeds_of_the_shown_probes(tiny_study, tmp_path):
     results = _results()
     rng = np.random.default_rng(1)
-    rows = [{"model": r.model, "k": r.k, "seed": r.seed, "groups": r.groups, "probe": r.probe, "metric": m,
-             "null_mean": rng.uniform(0, 0.1), "ci_low": rng.uniform(0.1, 0.3), "ci_high": rng.uniform(0.7, 0.9),
-             "p_value": rng.uniform(0, 0.05)} for r in results.itertuples() for m in METRICS]
+    rows = [
+        {
+            "model": r.model,
+            "k": r.k,
+            "seed": r.seed,
+            "groups": r.groups,
+            "probe": r.probe,
+            "metric": m,
+            "null_mean": rng.uniform(0, 0.1),
+            "ci_low": rng.uniform(0.1, 0.3),
+            "ci_high": rng.uniform(0.7, 0.9),
+            "p_value": rng.uniform(0, 0.05),
+        }
+        for r in results.itertuples()
+        for m in METRICS
+    ]
     # a stale row of a probe that is no longer in the results (e.g. earlier settings) must not count
-    rows.append({**rows[0], "seed": 9, "probe": "stale", "null_mean": 50.0, "ci_low": -50.0, "ci_high": 50.0,
-                 "p_value": 0.9})
+    rows.append(
+        {**rows[0], "seed": 9, "probe": "stale", "null_mean": 50.0, "ci_low": -50.0, "ci_high": 50.0, "p_value": 0.9}
+    )
     significance = pd.DataFrame(rows)
     cache = Cache(tmp_path)
     cache.write_table(tiny_study.name, "significance", significance, {})
@@ -40,8 +62,9 @@ def test_ranking_table_summarises_significance_over_seeds_of_the_shown_probes(ti
         for m in METRICS:
             assert table.loc[model, f"{m}_mean"] == pytest.approx(np.mean(part[m]))
             assert table.loc[model, f"{m}_std"] == pytest.approx(np.std(part[m], ddof=1))
-            sig = significance[(significance["model"] == model) & (significance["metric"] == m)
-                               & (significance["probe"] != "stale")]
+            sig = significance[
+                (significance["model"] == model) & (significance["metric"] == m) & (significance["probe"] != "stale")
+            ]
             assert len(sig) == 3
             assert table.loc[model, f"{m}_null_mean"] == pytest.approx(np.mean(sig["null_mean"]))
             assert table.loc[model, f"{m}_ci_low"] == pytest.approx(np.mean(sig["ci_low"]))
@@ -53,11 +76,14 @@ def test_ranking_table_summarises_significance_over_seeds_of_the_shown_probes(ti
 
 
 def test_wordcloud_words_are_the_largest_differences_of_concepts_present_in_either_cluster():
-    difference = pd.DataFrame({
-        "concept": ["a", "b", "c", "d", "e", "f", "g"],
-        "difference": [0.5, -2.0, 1.0, 0.0, -0.7, 3.0, -0.1],
-        "frequency_i": [0.2, 0.0, 0.5, 0.3, 0.0, 0.0, 0.1],
-        "frequency_j": [0.0, 0.4, 0.5, 0.3, 0.0, 0.2, 0.0]})
+    difference = pd.DataFrame(
+        {
+            "concept": ["a", "b", "c", "d", "e", "f", "g"],
+            "difference": [0.5, -2.0, 1.0, 0.0, -0.7, 3.0, -0.1],
+            "frequency_i": [0.2, 0.0, 0.5, 0.3, 0.0, 0.0, 0.1],
+            "frequency_j": [0.0, 0.4, 0.5, 0.3, 0.0, 0.2, 0.0],
+        }
+    )
     # e occurs in neither cluster; d has no difference; f has the largest |difference|, then b, c, a, g
     words = wordcloud_words(difference, n=4)
     assert words["concept"].tolist() == ["f", "b", "c", "a"]

@@ -57,8 +57,10 @@ def test_every_page_renders_without_errors(server, browser, tmp_path):
     shots.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 1800})
     elsewhere = []  # the app must work offline: nothing but the local server is asked for anything
-    page.on("request", lambda r: elsewhere.append(r.url) if urlsplit(r.url).netloc not in ("", urlsplit(server).netloc)
-            else None)
+    page.on(
+        "request",
+        lambda r: elsewhere.append(r.url) if urlsplit(r.url).netloc not in ("", urlsplit(server).netloc) else None,
+    )
     for path in PAGES:
         _load(page, f"{server}/{path}")
         exceptions = page.locator('[data-testid="stException"]')

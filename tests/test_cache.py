@@ -32,14 +32,19 @@ for i in range(upserts):
 def test_concurrent_upserts_lose_no_rows(tmp_path):
     """Each writer upserts its own rows one by one into the same results and analysis tables; every
     read-modify-write holds the table's lock, so all rows of all writers are there at the end."""
-    workers = [subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path), str(w), str(UPSERTS)],
-                                cwd=Path(__file__).resolve().parents[1]) for w in range(WRITERS)]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(tmp_path), str(w), str(UPSERTS)], cwd=Path(__file__).resolve().parents[1]
+        )
+        for w in range(WRITERS)
+    ]
     assert [w.wait(timeout=300) for w in workers] == [0] * WRITERS
     cache = Cache(tmp_path)
     results = load_results(cache, types.SimpleNamespace(name="s", path=tmp_path / "study.toml"))
     assert len(results) == WRITERS * UPSERTS
-    assert sorted(zip(results["model"], results["seed"])) == sorted((f"m{w}", i) for w in range(WRITERS)
-                                                                   for i in range(UPSERTS))
+    assert sorted(zip(results["model"], results["seed"])) == sorted(
+        (f"m{w}", i) for w in range(WRITERS) for i in range(UPSERTS)
+    )
     assert len(cache.read_table("s", "pairs")) == WRITERS * UPSERTS
     assert all(p.name.endswith(".lock") for p in tmp_path.rglob(".*"))  # no temporary file is left
 
@@ -113,7 +118,10 @@ def test_artefact_folder_appears_only_when_complete(tmp_path):
 
     cache.write("clusters", "k1", {"a.txt": writer, "b.txt": writer}, {})
     assert seen == [False, False]
-    assert cache.has("clusters", "k1") and cache.load_json("clusters", "k1", "manifest.json")["files"] == ["a.txt", "b.txt"]
+    assert cache.has("clusters", "k1") and cache.load_json("clusters", "k1", "manifest.json")["files"] == [
+        "a.txt",
+        "b.txt",
+    ]
 
 
 CRASHING_WRITER = """
@@ -129,8 +137,12 @@ Cache(sys.argv[1]).write("clusters", "k1", {"a.txt": first, "b.txt": second}, {}
 
 
 def test_a_writer_killed_mid_way_leaves_no_artefact_folder(tmp_path):
-    proc = subprocess.run([sys.executable, "-c", CRASHING_WRITER, str(tmp_path)],
-                          check=False, cwd=Path(__file__).resolve().parents[1], timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", CRASHING_WRITER, str(tmp_path)],
+        check=False,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=120,
+    )
     assert proc.returncode == 1
     cache = Cache(tmp_path)
     assert not cache.path("clusters", "k1").exists()

@@ -45,15 +45,30 @@ def _checkpoints(ref):
     trunk, other = _trunk(ref), {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in _trunk(ref).items()}
     projection = {"fc.0.weight": torch.randn(8, 4), "fc.2.weight": torch.randn(5, 8)}  # MoCo v2's MLP head
     return {
-        "moco-v2": {"state_dict": {**_prefixed({**trunk, **projection}, "module.encoder_q."),
-                                   **_prefixed(other, "module.encoder_k."), "module.queue": torch.randn(5, 9)}},
-        "moco-v3": {"state_dict": {**_prefixed(trunk, "module.base_encoder."),
-                                   **_prefixed(other, "module.momentum_encoder."),
-                                   "module.predictor.0.weight": torch.randn(3, 3)}},
-        "dino": {"teacher": {**_prefixed(trunk, "backbone."), "head.mlp.0.weight": torch.randn(3, 4)},
-                 "student": _prefixed(other, "module.backbone."), "epoch": 100},
-        "swav": {**_prefixed(trunk, "module."), "module.projection_head.0.weight": torch.randn(3, 4),
-                 "module.prototypes.weight": torch.randn(7, 3)},
+        "moco-v2": {
+            "state_dict": {
+                **_prefixed({**trunk, **projection}, "module.encoder_q."),
+                **_prefixed(other, "module.encoder_k."),
+                "module.queue": torch.randn(5, 9),
+            }
+        },
+        "moco-v3": {
+            "state_dict": {
+                **_prefixed(trunk, "module.base_encoder."),
+                **_prefixed(other, "module.momentum_encoder."),
+                "module.predictor.0.weight": torch.randn(3, 3),
+            }
+        },
+        "dino": {
+            "teacher": {**_prefixed(trunk, "backbone."), "head.mlp.0.weight": torch.randn(3, 4)},
+            "student": _prefixed(other, "module.backbone."),
+            "epoch": 100,
+        },
+        "swav": {
+            **_prefixed(trunk, "module."),
+            "module.projection_head.0.weight": torch.randn(3, 4),
+            "module.prototypes.weight": torch.randn(7, 3),
+        },
         "plain": dict(trunk),
     }
 
@@ -66,8 +81,13 @@ def test_each_release_loads_its_backbone_exactly(release, tmp_path):
     report = load_backbone(model, tmp_path / "ckpt.pth")
     for key, value in _trunk(ref).items():
         assert torch.equal(model.state_dict()[key], value), key
-    expected = {"moco-v2": ["encoder_k", "fc", "queue"], "moco-v3": ["momentum_encoder", "predictor"],
-                "dino": ["head"], "swav": ["projection_head", "prototypes"], "plain": []}
+    expected = {
+        "moco-v2": ["encoder_k", "fc", "queue"],
+        "moco-v3": ["momentum_encoder", "predictor"],
+        "dino": ["head"],
+        "swav": ["projection_head", "prototypes"],
+        "plain": [],
+    }
     assert report["left_out"] == expected[release]  # other encoders and heads: listed, not loaded
 
 
@@ -113,8 +133,13 @@ def test_timm_vit_with_a_dino_checkpoint(tmp_path):
     timm = optional_library("timm", reason="timm is optional (it needs torchvision, absent here)")
     torch.manual_seed(0)
     reference = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0).eval()
-    torch.save({"teacher": {**_prefixed(reference.state_dict(), "backbone."), "head.last_layer.weight": torch.randn(4, 3)},
-                "student": _prefixed(reference.state_dict(), "module.backbone.")}, tmp_path / "dino.pth")
+    torch.save(
+        {
+            "teacher": {**_prefixed(reference.state_dict(), "backbone."), "head.last_layer.weight": torch.randn(4, 3)},
+            "student": _prefixed(reference.state_dict(), "module.backbone."),
+        },
+        tmp_path / "dino.pth",
+    )
     source = get_source("timm:vit_tiny_patch16_224", weights=tmp_path / "dino.pth")
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():

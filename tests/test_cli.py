@@ -14,8 +14,7 @@ RUN_ARGS = ["--k", "8", "--seeds", "2", "--iters", "10", "--restarts", "2", "--e
 @pytest.fixture(scope="module")
 def cli_cache(tiny_study_path, tmp_path_factory):
     cache = tmp_path_factory.mktemp("cli-cache")
-    assert main(["run", str(tiny_study_path), "--cache", str(cache), "--models", "combo-net,noise-net",
-                 *RUN_ARGS]) == 0
+    assert main(["run", str(tiny_study_path), "--cache", str(cache), "--models", "combo-net,noise-net", *RUN_ARGS]) == 0
     return cache
 
 
@@ -29,8 +28,9 @@ def test_run_prints_the_ranking(cli_cache, tiny_study_path, capsys):
 
 def test_ranking_csv_has_one_row_per_seed(cli_cache, tiny_study_path, tmp_path):
     out = tmp_path / "ranking.csv"
-    assert main(["ranking", str(tiny_study_path), "--cache", str(cli_cache), "--format", "csv",
-                 "--output", str(out)]) == 0
+    assert (
+        main(["ranking", str(tiny_study_path), "--cache", str(cli_cache), "--format", "csv", "--output", str(out)]) == 0
+    )
     table = pd.read_csv(out)
     columns = list(table.columns)  # the README's order: these first, the artefact keys last
     assert columns[:10] == ["model", "k", "seed", "groups", "nmi", "ami", "top1", "map", "mi_bits", "mi_norm"]
@@ -44,10 +44,22 @@ def test_ranking_csv_has_one_row_per_seed(cli_cache, tiny_study_path, tmp_path):
 
 def test_reading_verbs_import_neither_torch_nor_faiss(cli_cache, tiny_study_path, tmp_path):
     """--help, validate, ranking and export read files only: the engine stays unloaded (they start in ~1 s)."""
-    verbs = [["validate", str(tiny_study_path)],
-             ["ranking", str(tiny_study_path), "--cache", str(cli_cache), "--format", "latex"],
-             ["export", str(tiny_study_path), "--cache", str(cli_cache), "--model", "combo-net", "--k", "8",
-              "--output", str(tmp_path / "images.csv")]]
+    verbs = [
+        ["validate", str(tiny_study_path)],
+        ["ranking", str(tiny_study_path), "--cache", str(cli_cache), "--format", "latex"],
+        [
+            "export",
+            str(tiny_study_path),
+            "--cache",
+            str(cli_cache),
+            "--model",
+            "combo-net",
+            "--k",
+            "8",
+            "--output",
+            str(tmp_path / "images.csv"),
+        ],
+    ]
     script = f"""
 import sys
 from qrp_core.cli import build_parser, main
@@ -68,22 +80,48 @@ def test_openmp_threads_spin_briefly_unless_the_user_says_otherwise():
     script = "import os, qrp_core, torch, faiss; print(os.environ['GOMP_SPINCOUNT'])"
     env = {key: value for key, value in os.environ.items() if key != "GOMP_SPINCOUNT"}
     ours = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
-    theirs = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                            env={**env, "GOMP_SPINCOUNT": "20000"})
+    theirs = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**env, "GOMP_SPINCOUNT": "20000"},
+    )
     assert (ours.stdout.strip(), theirs.stdout.strip()) == ("1000", "20000")
 
 
 def _ranking_text(cache, study, *extra):
-    result = subprocess.run([sys.executable, "-m", "qrp_core", "ranking", str(study), "--cache", str(cache),
-                             "--format", "csv", *extra], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "qrp_core", "ranking", str(study), "--cache", str(cache), "--format", "csv", *extra],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return result.stdout
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 def test_export_per_image_assignments(cli_cache, tiny_study_path, tmp_path, suffix):
     out = tmp_path / f"images{suffix}"
-    assert main(["export", str(tiny_study_path), "--cache", str(cli_cache), "--model", "combo-net", "--k", "8",
-                 "--seed", "1", "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "export",
+                str(tiny_study_path),
+                "--cache",
+                str(cli_cache),
+                "--model",
+                "combo-net",
+                "--k",
+                "8",
+                "--seed",
+                "1",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     table = pd.read_csv(out) if suffix == ".csv" else pd.read_parquet(out)
     assert list(table.columns) == ["image_id", "split", "cluster", "predicted"]
     assert len(table) == 600 and set(table["split"]) == {"train", "val", "test"}
@@ -105,8 +143,24 @@ def test_bad_input_exits_nonzero_and_leaves_cache_unchanged(cli_cache, tiny_stud
 def test_every_verb_has_help():
     parser = build_parser()
     verbs = parser._subparsers._group_actions[0].choices
-    assert set(verbs) == {"demo", "run", "ranking", "export", "validate", "ablation", "pairs", "explain",
-                          "sweep-k", "layers", "transfer", "significance", "extract", "label", "import-labels", "fetch"}
+    assert set(verbs) == {
+        "demo",
+        "run",
+        "ranking",
+        "export",
+        "validate",
+        "ablation",
+        "pairs",
+        "explain",
+        "sweep-k",
+        "layers",
+        "transfer",
+        "significance",
+        "extract",
+        "label",
+        "import-labels",
+        "fetch",
+    }
     for verb in verbs:
         with pytest.raises(SystemExit) as info:
             main([verb, "--help"])
@@ -123,6 +177,7 @@ def test_nan_features_exit_nonzero_and_leave_cache_unchanged(tiny_study_path, tm
     import shutil
 
     import numpy as np
+
     study = tmp_path / "study"
     shutil.copytree(tiny_study_path.parent, study)
     x = np.load(study / "features" / "noise-net.npy")

@@ -21,25 +21,77 @@ def _run(capsys, *argv):
 
 
 def test_ablation_pairs_explain(tiny_study_path, cache, capsys):
-    out = _run(capsys, "ablation", tiny_study_path, "--cache", cache, "--models", "combo-net",
-               "--order", "colour,texture,other", *GRID)
+    out = _run(
+        capsys,
+        "ablation",
+        tiny_study_path,
+        "--cache",
+        cache,
+        "--models",
+        "combo-net",
+        "--order",
+        "colour,texture,other",
+        *GRID,
+    )
     assert "Cumulative (Fig. 4)" in out and "labels+colour+other+texture" in out and "Per-group gain" in out
-    out = _run(capsys, "pairs", tiny_study_path, "--cache", cache, "--models", "combo-net", "--added", "colour",
-               "--top", "3", *GRID)
+    out = _run(
+        capsys,
+        "pairs",
+        tiny_study_path,
+        "--cache",
+        cache,
+        "--models",
+        "combo-net",
+        "--added",
+        "colour",
+        "--top",
+        "3",
+        *GRID,
+    )
     assert "pairs whose confusion drops most when 'colour' joins labels" in out
     assert "[Color]" in out.split("why")[1]  # the colour concepts explain the top pair
-    out = _run(capsys, "explain", tiny_study_path, "--cache", cache, "--model", "combo-net", "--k", "8",
-               "--groups", "labels+colour", "--pair", "0", "1", "--top", "3")
+    out = _run(
+        capsys,
+        "explain",
+        tiny_study_path,
+        "--cache",
+        cache,
+        "--model",
+        "combo-net",
+        "--k",
+        "8",
+        "--groups",
+        "labels+colour",
+        "--pair",
+        "0",
+        "1",
+        "--top",
+        "3",
+    )
     assert "theta_0 - theta_1" in out and "images nearest the centroid: img0-" in out
 
 
 def test_sweep_k_layers_significance(tiny_study_path, cache, capsys):
-    out = _run(capsys, "sweep-k", tiny_study_path, "--cache", cache, "--models", "combo-net", *GRID[2:],
-               "--k", "4", "8")
+    out = _run(
+        capsys, "sweep-k", tiny_study_path, "--cache", cache, "--models", "combo-net", *GRID[2:], "--k", "4", "8"
+    )
     lines = [line for line in out.splitlines() if line.startswith("combo-net")]
     assert [line.split()[2] for line in lines] == ["4", "8"]
-    out = _run(capsys, "significance", tiny_study_path, "--cache", cache, "--k", "8", "--groups", "all",
-               "--repeats", "4", "--bootstrap", "20")
+    out = _run(
+        capsys,
+        "significance",
+        tiny_study_path,
+        "--cache",
+        cache,
+        "--k",
+        "8",
+        "--groups",
+        "all",
+        "--repeats",
+        "4",
+        "--bootstrap",
+        "20",
+    )
     assert "permutation baseline (4 shuffles)" in out and "Welch" in out
     main(["layers", str(tiny_study_path), "--cache", str(cache), *GRID])
     assert "no model has `network` and `layer` metadata" in capsys.readouterr().err
@@ -52,8 +104,9 @@ def test_transfer(tmp_path, capsys):
     # by default the probe on every group but the labels transfers (paper D.5); `run` made only "all"
     assert main(["transfer", str(a), str(b), "--cache", str(tmp_path / "c")]) == 2
     assert "no source results on groups colour+other+texture" in capsys.readouterr().err
-    _run(capsys, "run", a, "--cache", tmp_path / "c", "--models", "combo-net", "--groups", "colour+other+texture",
-         *GRID)
+    _run(
+        capsys, "run", a, "--cache", tmp_path / "c", "--models", "combo-net", "--groups", "colour+other+texture", *GRID
+    )
     out = _run(capsys, "transfer", a, b, "--cache", tmp_path / "c")
     assert "Probes of synthetic-500 applied to synthetic-400" in out and "combo-net" in out
     assert "colour+other+texture" in out and "labels" not in out

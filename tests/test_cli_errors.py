@@ -81,24 +81,36 @@ def test_run_with_a_missing_feature_file(study_dir, cache, capsys):
     assert files_under(cache) == before
 
 
-@pytest.mark.parametrize("option, value, message", [
-    ("--groups", "", "empty group set"), ("--groups", "+", "empty group set"),
-    *[(option, "0", "0 is too small: give 1 or more") for option in ("--iters", "--restarts", "--epochs", "--seeds")],
-    ("--k", "1", "1 is too small: give 2 or more"), ("--k", "-3", "-3 is too small: give 2 or more"),
-    ("--iters", "ten", "invalid positive_int value: 'ten'"),
-])
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--groups", "", "empty group set"),
+        ("--groups", "+", "empty group set"),
+        *[
+            (option, "0", "0 is too small: give 1 or more")
+            for option in ("--iters", "--restarts", "--epochs", "--seeds")
+        ],
+        ("--k", "1", "1 is too small: give 2 or more"),
+        ("--k", "-3", "-3 is too small: give 2 or more"),
+        ("--iters", "ten", "invalid positive_int value: 'ten'"),
+    ],
+)
 def test_run_refuses_empty_groups_and_non_positive_counts(tiny_study_path, cache, capsys, option, value, message):
     before = files_under(cache)
-    _refused_by_parser(capsys, ["run", str(tiny_study_path), "--cache", str(cache), option, value],
-                       f"argument {option}: {message}")
+    _refused_by_parser(
+        capsys, ["run", str(tiny_study_path), "--cache", str(cache), option, value], f"argument {option}: {message}"
+    )
     assert files_under(cache) == before
 
 
 def test_k_too_large_for_the_split(tiny_study_path, cache, capsys):
     before = files_under(cache)
     assert main(["run", str(tiny_study_path), "--cache", str(cache), *RUN_ARGS, "--k", "151"]) == 2
-    _one_line_error(capsys, "study.toml: K=151 leaves too few images per cluster for the train/validation/test split",
-                    "Fix: choose K <= 150")
+    _one_line_error(
+        capsys,
+        "study.toml: K=151 leaves too few images per cluster for the train/validation/test split",
+        "Fix: choose K <= 150",
+    )
     assert files_under(cache) == before
 
 
@@ -134,16 +146,34 @@ def test_export_checks_the_model_and_suggests_a_run_that_computes_the_seed(tiny_
 
 def test_export_needs_no_feature_file(tiny_study_path, cache, study_dir, tmp_path):
     (study_dir / "features" / "combo-net.npy").unlink()  # a copy of the study: same name, same results
-    assert main(["export", str(study_dir / "study.toml"), "--cache", str(cache), "--model", "combo-net", "--k", "8",
-                 "--output", str(tmp_path / "x.csv")]) == 0
+    assert (
+        main(
+            [
+                "export",
+                str(study_dir / "study.toml"),
+                "--cache",
+                str(cache),
+                "--model",
+                "combo-net",
+                "--k",
+                "8",
+                "--output",
+                str(tmp_path / "x.csv"),
+            ]
+        )
+        == 0
+    )
 
 
 def test_ranking_accepts_all_and_lists_what_exists(tiny_study_path, cache, capsys):
     assert main(["ranking", str(tiny_study_path), "--cache", str(cache), "--groups", "all"]) == 0
     assert "combo-net" in capsys.readouterr().out
     assert main(["ranking", str(tiny_study_path), "--cache", str(cache), "--k", "9", "--groups", "labels"]) == 2
-    _one_line_error(capsys, f"{tiny_study_path}: no results for K=9, groups=labels",
-                    "Fix: choose --k from [8], --groups from ['labels+colour+other+texture'] or all")
+    _one_line_error(
+        capsys,
+        f"{tiny_study_path}: no results for K=9, groups=labels",
+        "Fix: choose --k from [8], --groups from ['labels+colour+other+texture'] or all",
+    )
 
 
 def test_ranking_per_seed_rows_in_percent(tiny_study_path, cache, capsys):
@@ -176,11 +206,13 @@ def test_demo_refuses_k_and_groups_it_would_ignore_and_names_a_custom_cache(tmp_
 def test_help_shows_defaults_and_only_options_that_mean_something():
     verbs = build_parser()._subparsers._group_actions[0].choices
     run_help, sweep_help = (" ".join(verbs[verb].format_help().split()) for verb in ("run", "sweep-k"))
-    for line in ("--k K [K ...] number(s) of clusters K (default: [1000])",
-                 "--seeds SEEDS number of clusterings (seeds 0..S-1) (default: 5)",
-                 "--iters ITERS K-means iterations (default: 100)",
-                 "--restarts RESTARTS K-means restarts (best kept) (default: 5)",
-                 "--epochs EPOCHS probe epochs (default: 100)"):
+    for line in (
+        "--k K [K ...] number(s) of clusters K (default: [1000])",
+        "--seeds SEEDS number of clusterings (seeds 0..S-1) (default: 5)",
+        "--iters ITERS K-means iterations (default: 100)",
+        "--restarts RESTARTS K-means restarts (best kept) (default: 5)",
+        "--epochs EPOCHS probe epochs (default: 100)",
+    ):
         assert line in run_help
     assert "(default: [500, 1000, 1500, 2000, 2500, 3000])" in sweep_help
     for verb in ("explain", "export"):

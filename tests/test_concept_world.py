@@ -21,10 +21,14 @@ def test_combo_code_clusters_on_combinations_that_a_forward_probe_misses(tmp_pat
     assert forward_probe_accuracy(code, colour) < 45  # colour is not (chance is 20%)
     ids = np.array([f"i{k}" for k in range(n)], dtype=object)
     concepts = pd.DataFrame({"image_id": ids, "concept": [f"[Color] {c}" for c in colour], "group": "colour"})
-    study = load_study(write_study(tmp_path, "code", ids, concepts, {"combo-code": code}, {},
-                                   labels=np.array([f"shape{s}" for s in shape])))
-    config = RunConfig(ks=(30,), seeds=(0,), kmeans=KMeansConfig(n_iter=30, n_restarts=5),
-                       probe=ProbeConfig(max_epochs=40))
+    study = load_study(
+        write_study(
+            tmp_path, "code", ids, concepts, {"combo-code": code}, {}, labels=np.array([f"shape{s}" for s in shape])
+        )
+    )
+    config = RunConfig(
+        ks=(30,), seeds=(0,), kmeans=KMeansConfig(n_iter=30, n_restarts=5), probe=ProbeConfig(max_epochs=40)
+    )
     results = Runner(study, config, Cache(tmp_path / "cache"), show_progress=False).run()
     # the reverse probe names the clusters ("red square", ...); K-means from random starts merges a few
     # of the 30 blobs, which caps top-1 a little below 1

@@ -12,7 +12,9 @@ from qrp_core.study import load_study
 def _read_back(path):
     """Background name, colour name, patterned?, count, largest radius and shape cues of a drawn image."""
     a = np.asarray(Image.open(path).convert("RGB")).astype(float)
-    border = np.concatenate([a[:2].reshape(-1, 3), a[-2:].reshape(-1, 3), a[:, :2].reshape(-1, 3), a[:, -2:].reshape(-1, 3)])
+    border = np.concatenate(
+        [a[:2].reshape(-1, 3), a[-2:].reshape(-1, 3), a[:, :2].reshape(-1, 3), a[:, -2:].reshape(-1, 3)]
+    )
     bg = np.median(border, axis=0)
     background = min(BACKGROUNDS, key=lambda n: np.abs(np.array(BACKGROUNDS[n]) - bg).max())
     fg = np.abs(a - bg).max(-1) > 45
@@ -20,7 +22,9 @@ def _read_back(path):
     darks = {n: np.array([int(v * 0.45) for v in c], float) for n, c in RGB.items()}
     names = list(RGB)
     pixels = a[fg]
-    dist = np.stack([np.abs(pixels - refs[n]).sum(1) for n in names] + [np.abs(pixels - darks[n]).sum(1) for n in names])
+    dist = np.stack(
+        [np.abs(pixels - refs[n]).sum(1) for n in names] + [np.abs(pixels - darks[n]).sum(1) for n in names]
+    )
     nearest = dist.argmin(0)
     colour = names[np.bincount(nearest % len(names), minlength=len(names)).argmax()]
     dark_fraction = float(np.mean(nearest >= len(names)))
@@ -30,8 +34,15 @@ def _read_back(path):
     rows, cols = np.nonzero(largest)
     height, width = np.ptp(rows) + 1, np.ptp(cols) + 1
     holes = ndimage.binary_fill_holes(largest).sum() / largest.sum()
-    return {"background": background, "colour": colour, "patterned": dark_fraction > 0.08, "count": len(parts),
-            "radius": max(height, width) / 2, "fill": largest.sum() / (height * width), "holes": holes}
+    return {
+        "background": background,
+        "colour": colour,
+        "patterned": dark_fraction > 0.08,
+        "count": len(parts),
+        "radius": max(height, width) / 2,
+        "fill": largest.sum() / (height * width),
+        "holes": holes,
+    }
 
 
 def test_recorded_concepts_are_the_drawn_ones(tmp_path, monkeypatch):

@@ -17,9 +17,20 @@ METRICS = ["nmi", "ami", "top1", "map", "mi_bits", "mi_norm"]
 
 def _results(models=("a-net", "b-net", "c-net"), ks=(4, 12), groups=("labels", "labels+colour"), seeds=3):
     rng = np.random.default_rng(0)
-    rows = [{"model": model, "k": k, "seed": s, "groups": g, **{m: rng.uniform(0.05, 0.95) for m in METRICS},
-             "probe": f"{model}-{k}-{s}-{g}"}
-            for model in models for k in ks for g in groups for s in range(seeds - (model == "c-net"))]
+    rows = [
+        {
+            "model": model,
+            "k": k,
+            "seed": s,
+            "groups": g,
+            **{m: rng.uniform(0.05, 0.95) for m in METRICS},
+            "probe": f"{model}-{k}-{s}-{g}",
+        }
+        for model in models
+        for k in ks
+        for g in groups
+        for s in range(seeds - (model == "c-net"))
+    ]
     return pd.DataFrame(rows)
 
 
@@ -38,10 +49,13 @@ def test_k_curve_keeps_group_sets_apart_and_filters_one():
 
 
 def test_layer_curve_orders_layers_and_leaves_out_models_without_layers():
-    study = types.SimpleNamespace(models={
-        "a-net": types.SimpleNamespace(metadata={"network": "toy", "layer": 3}),
-        "b-net": types.SimpleNamespace(metadata={"network": "toy", "layer": 1}),
-        "c-net": types.SimpleNamespace(metadata={"family": "other"})})
+    study = types.SimpleNamespace(
+        models={
+            "a-net": types.SimpleNamespace(metadata={"network": "toy", "layer": 3}),
+            "b-net": types.SimpleNamespace(metadata={"network": "toy", "layer": 1}),
+            "c-net": types.SimpleNamespace(metadata={"family": "other"}),
+        }
+    )
     results = _results(groups=("labels",))
     curve = layer_curve(study, results)
     assert set(curve["model"]) == {"a-net", "b-net"}
@@ -54,8 +68,9 @@ def test_layer_curve_orders_layers_and_leaves_out_models_without_layers():
 def test_select_results_filters_k_group_set_and_models(tiny_study):
     results = _results()
     chosen = select_results(results, tiny_study, k=12, groups="colour+labels", models=["a-net", "c-net"])
-    expected = results[(results["k"] == 12) & (results["groups"] == "labels+colour")
-                       & results["model"].isin(["a-net", "c-net"])]
+    expected = results[
+        (results["k"] == 12) & (results["groups"] == "labels+colour") & results["model"].isin(["a-net", "c-net"])
+    ]
     assert chosen.index.tolist() == expected.index.tolist() and len(chosen) == 5
     assert len(select_results(results, tiny_study)) == len(results)
     assert set(select_results(results, tiny_study, k=4)["k"]) == {4}
@@ -76,7 +91,7 @@ def test_ranking_table_text_is_mean_and_std_in_percent(capsys):
         part = results[results["model"] == model]
         for i, metric in enumerate(["nmi", "ami", "top1", "map", "mi_bits"]):
             scale = 1 if metric == "mi_bits" else 100
-            mean, pm, std = cells[3 + 3 * i: 6 + 3 * i]
+            mean, pm, std = cells[3 + 3 * i : 6 + 3 * i]
             assert pm == "±"
             assert mean == f"{scale * part[metric].mean():.2f}", (model, metric)
             assert std == f"{scale * part[metric].std(ddof=1):.2f}", (model, metric)

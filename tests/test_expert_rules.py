@@ -1,6 +1,5 @@
 """Experts' documented rules on hand-made images and hand-made model outputs, against numpy/scipy/torch references."""
 
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -37,12 +36,19 @@ def test_colour_fractions_and_the_threshold_is_inclusive():
 
 
 def test_colour_rule_borderline_cases_of_its_documented_structure():
-    pixels = np.array([[(125, 135, 150),   # bluish grey, saturation 0.17: blue already (SAT_GREY_BLUE 0.15)
-                        (150, 135, 125),   # same saturation, orange hue: grey (SAT_GREY 0.2)
-                        (250, 150, 150),   # light, weakly saturated red: pink
-                        (150, 130, 20),    # dark yellow (value 0.59 < 0.8): brown
-                        (240, 220, 30),    # bright yellow: yellow
-                        (60, 20, 20)]], np.uint8)  # dark red, value 0.24 but saturated: keeps its hue
+    pixels = np.array(
+        [
+            [
+                (125, 135, 150),  # bluish grey, saturation 0.17: blue already (SAT_GREY_BLUE 0.15)
+                (150, 135, 125),  # same saturation, orange hue: grey (SAT_GREY 0.2)
+                (250, 150, 150),  # light, weakly saturated red: pink
+                (150, 130, 20),  # dark yellow (value 0.59 < 0.8): brown
+                (240, 220, 30),  # bright yellow: yellow
+                (60, 20, 20),
+            ]
+        ],
+        np.uint8,
+    )  # dark red, value 0.24 but saturated: keeps its hue
     assert [NAMES[i] for i in rule_names(pixels)[0]] == ["blue", "grey", "pink", "brown", "yellow", "red"]
 
 
@@ -59,14 +65,22 @@ def _style_reference(images, p):
     import colorsys
 
     from scipy.ndimage import laplace
+
     out = []
     for image in images.astype(np.float64):
         hsv = np.array([colorsys.rgb_to_hsv(*(px / 255)) for px in image.reshape(-1, 3)])
         sat, val = hsv[:, 1].mean(), hsv[:, 2].mean()
         lum = image @ [0.299, 0.587, 0.114]
         lap = laplace(lum)[1:-1, 1:-1].var()
-        cues = [sat < p["grey"], p["grey"] <= sat < p["low_saturation"], sat > p["high_saturation"], lap < p["blur"],
-                val < p["dark"], val > p["bright"], (lum / 255).std() < p["low_contrast"]]
+        cues = [
+            sat < p["grey"],
+            p["grey"] <= sat < p["low_saturation"],
+            sat > p["high_saturation"],
+            lap < p["blur"],
+            val < p["dark"],
+            val > p["bright"],
+            (lum / 255).std() < p["low_contrast"],
+        ]
         out.append([i for i, c in enumerate(cues) if c])
     return out
 
@@ -77,7 +91,7 @@ def test_style_cues_match_a_hand_computation():
     grey170 = np.full((side, side, 3), 170, np.uint8)  # value 0.67: neither dark nor bright
     checker = np.where((np.indices((side, side)).sum(0) % 2)[..., None], 100, 180).astype(np.uint8).repeat(3, 2)
     blue_black = np.zeros((side, side, 3), np.uint8)
-    blue_black[:, side // 2:, 2] = 255  # luminance std 0.057 by Rec. 601 weights: low contrast
+    blue_black[:, side // 2 :, 2] = 255  # luminance std 0.057 by Rec. 601 weights: low contrast
     noisy = np.clip(128 + rng.normal(0, 2.5, (side, side, 1)), 0, 255).astype(np.uint8).repeat(3, 2)  # lap var ~ 125
     pale = np.full((side, side, 3), (200, 190, 180), np.uint8)  # saturation 0.1: low saturation
     bright = np.full((side, side, 3), (250, 250, 240), np.uint8)
@@ -147,8 +161,13 @@ class FixedDetections(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]:
         out: list[dict[str, torch.Tensor]] = []
         for _ in x:
-            out.append({"labels": torch.tensor([1, 3, 4, 2]), "scores": torch.tensor([0.5, 0.49, 0.9, 0.9]),
-                        "boxes": torch.zeros(4, 4)})
+            out.append(
+                {
+                    "labels": torch.tensor([1, 3, 4, 2]),
+                    "scores": torch.tensor([0.5, 0.49, 0.9, 0.9]),
+                    "boxes": torch.zeros(4, 4),
+                }
+            )
         return {"loss": torch.tensor(0.0)}, out
 
 
@@ -159,8 +178,9 @@ def _files(tmp_path, module):
 
 
 def test_multilabel_threshold_is_inclusive(tmp_path):
-    expert = get_expert("multilabel", **_files(tmp_path, FixedLogits([0.0, -0.01, 5.0, 0.01, -5.0])), group="scene",
-                        source="SUN")
+    expert = get_expert(
+        "multilabel", **_files(tmp_path, FixedLogits([0.0, -0.01, 5.0, 0.01, -5.0])), group="scene", source="SUN"
+    )
     assert expert.predict(np.zeros((2, 8, 8, 3), np.uint8)) == [[0, 3], [0, 3]]  # sigmoid(0) = 0.5 counts
 
 
@@ -180,8 +200,9 @@ def test_clip_probabilities_are_a_softmax_of_scaled_cosines():
     mean, std = (0.2, 0.5, 0.7), (0.3, 0.2, 0.1)
     expert = ClipStyle(model=model, tokenizer=_tokenize, preprocess_size=16, mean=mean, std=std, logit_scale=30.0)
     images = np.random.default_rng(0).integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
-    x = (torch.from_numpy(images / 255.0).float().permute(0, 3, 1, 2) - torch.tensor(mean)[:, None, None]) \
-        / torch.tensor(std)[:, None, None]
+    x = (
+        torch.from_numpy(images / 255.0).float().permute(0, 3, 1, 2) - torch.tensor(mean)[:, None, None]
+    ) / torch.tensor(std)[:, None, None]
     with torch.no_grad():
         image, text = model.encode_image(x), model.encode_text(_tokenize(list(STYLE_PROMPTS)))
         cos = F.cosine_similarity(image[:, None, :], text[None, :, :], dim=-1)
@@ -213,13 +234,17 @@ def test_labels_are_redone_when_the_expert_or_the_images_change(tmp_path):
     images = _folder(tmp_path / "imgs", [5, 30])
     loose, strict = get_expert("colour", threshold=0.1), get_expert("colour", threshold=0.5)
     for expert in (loose, strict):  # a finished table of other thresholds is not reused
-        alone = _labelled(label_images(expert, images, tmp_path / f"alone-{expert.params['threshold']}",
-                                       batch_size=2, show_progress=False))
+        alone = _labelled(
+            label_images(
+                expert, images, tmp_path / f"alone-{expert.params['threshold']}", batch_size=2, show_progress=False
+            )
+        )
         assert _labelled(label_images(expert, images, tmp_path / "shared", batch_size=2, show_progress=False)) == alone
     # an interrupted run's parts are not reused by other thresholds
     label_images(loose, images, tmp_path / "cut", batch_size=2, show_progress=False, stop_after=2)
-    assert _labelled(label_images(strict, images, tmp_path / "cut", batch_size=2, show_progress=False)) == \
-        _labelled(tmp_path / "alone-0.5" / "colour.parquet")
+    assert _labelled(label_images(strict, images, tmp_path / "cut", batch_size=2, show_progress=False)) == _labelled(
+        tmp_path / "alone-0.5" / "colour.parquet"
+    )
     # nor by other images of the same number
     others = _folder(tmp_path / "others", [30, 5], prefix="other")
     label_images(loose, images, tmp_path / "cut2", batch_size=2, show_progress=False, stop_after=2)
@@ -230,15 +255,20 @@ def test_labels_are_redone_when_the_expert_or_the_images_change(tmp_path):
 
 def test_imported_labels_are_strings_and_missing_cells_are_absent(tmp_path):
     pd.DataFrame({"image_id": [1, 2], "concept": [7, 8], "group": ["objects", "objects"], "extra": [0, 0]}).to_csv(
-        tmp_path / "long.csv", index=False)
+        tmp_path / "long.csv", index=False
+    )
     long = import_labels(tmp_path / "long.csv")
     assert list(long.columns) == ["image_id", "concept", "group"]
     assert long.values.tolist() == [["1", "7", "objects"], ["2", "8", "objects"]]
     pd.DataFrame({"image_id": ["a", "b", "c"], "sea": [1, None, 0], "sky": [None, 1, 1]}).to_csv(
-        tmp_path / "wide.csv", index=False)
+        tmp_path / "wide.csv", index=False
+    )
     wide = import_labels(tmp_path / "wide.csv", group="scene")
     assert sorted(zip(wide["image_id"], wide["concept"], wide["group"])) == [
-        ("a", "sea", "scene"), ("b", "sky", "scene"), ("c", "sky", "scene")]
+        ("a", "sea", "scene"),
+        ("b", "sky", "scene"),
+        ("c", "sky", "scene"),
+    ]
 
 
 def test_labels_are_redone_for_other_files_under_the_same_names(tmp_path):

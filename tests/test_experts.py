@@ -15,9 +15,19 @@ from qrp_core.extract import list_images, read_images
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 TABLE = SHARED / "color-names" / "w2color.npy"
-SOLID = {"black": (15, 15, 15), "blue": (30, 60, 220), "brown": (100, 60, 30), "grey": (128, 128, 128),
-         "green": (40, 170, 40), "orange": (245, 140, 20), "pink": (250, 160, 200), "purple": (130, 40, 160),
-         "red": (220, 30, 30), "white": (245, 245, 245), "yellow": (240, 220, 30)}
+SOLID = {
+    "black": (15, 15, 15),
+    "blue": (30, 60, 220),
+    "brown": (100, 60, 30),
+    "grey": (128, 128, 128),
+    "green": (40, 170, 40),
+    "orange": (245, 140, 20),
+    "pink": (250, 160, 200),
+    "purple": (130, 40, 160),
+    "red": (220, 30, 30),
+    "white": (245, 245, 245),
+    "yellow": (240, 220, 30),
+}
 
 
 DTD = SHARED / "dtd10"
@@ -117,12 +127,18 @@ def test_labelling_resumes_and_reuses(tmp_path, monkeypatch):
 
 def test_import_long_and_wide(tmp_path):
     pd.DataFrame({"image_id": ["a", "b"], "concept": ["x", "y"], "group": ["objects", "objects"]}).to_csv(
-        tmp_path / "long.csv", index=False)
+        tmp_path / "long.csv", index=False
+    )
     assert len(import_labels(tmp_path / "long.csv")) == 2
-    pd.DataFrame({"image_id": ["a", "b"], "volcano": [1, 0], "beach": [1, 1]}).to_csv(tmp_path / "wide.csv", index=False)
+    pd.DataFrame({"image_id": ["a", "b"], "volcano": [1, 0], "beach": [1, 1]}).to_csv(
+        tmp_path / "wide.csv", index=False
+    )
     wide = import_labels(tmp_path / "wide.csv", group="scene", source="Places")
-    assert sorted(zip(wide["image_id"], wide["concept"])) == [("a", "[Places] beach"), ("a", "[Places] volcano"),
-                                                              ("b", "[Places] beach")]
+    assert sorted(zip(wide["image_id"], wide["concept"])) == [
+        ("a", "[Places] beach"),
+        ("a", "[Places] volcano"),
+        ("b", "[Places] beach"),
+    ]
     with pytest.raises(InputError, match="needs the concepts' group"):
         import_labels(tmp_path / "wide.csv")
     pd.DataFrame({"image_id": ["a"], "score": [0.7]}).to_csv(tmp_path / "scores.csv", index=False)
@@ -134,12 +150,16 @@ def test_a_study_takes_several_concept_tables(tiny_study_path, tmp_path):
     import shutil
 
     from qrp_core.study import load_study
+
     root = tmp_path / "study"
     shutil.copytree(tiny_study_path.parent, root)
     ids = pd.read_csv(root / "images.csv")["image_id"][:3]
     pd.DataFrame({"image_id": ids, "concept": "[Style] dark", "group": "other"}).to_csv(root / "style.csv", index=False)
-    text = (root / "study.toml").read_text().replace('table = "concepts.parquet"',
-                                                     'tables = ["concepts.parquet", "style.csv"]')
+    text = (
+        (root / "study.toml")
+        .read_text()
+        .replace('table = "concepts.parquet"', 'tables = ["concepts.parquet", "style.csv"]')
+    )
     (root / "study.toml").write_text(text)
     study = load_study(root / "study.toml")
     dark = study.concepts.matrix[:, study.concepts.names.index("[Style] dark")]
@@ -160,10 +180,21 @@ def test_texture_head_on_dtd(texture_expert):
 
 def test_imagenet_class_names_are_readable_distinct_and_in_output_order():
     from qrp_core.experts.objects import imagenet_class_names
+
     names = imagenet_class_names()
     assert len(names) == len(set(names)) == 1000
-    imagenette = {0: "tench", 217: "English springer", 482: "cassette player", 491: "chain saw", 497: "church",
-                  566: "French horn", 569: "garbage truck", 571: "gas pump", 574: "golf ball", 701: "parachute"}
+    imagenette = {
+        0: "tench",
+        217: "English springer",
+        482: "cassette player",
+        491: "chain saw",
+        497: "church",
+        566: "French horn",
+        569: "garbage truck",
+        571: "gas pump",
+        574: "golf ball",
+        701: "parachute",
+    }
     assert {i: names[i] for i in imagenette} == imagenette  # indices as in tests/test_extract.py
     assert "crane (n02012849)" in names and "maillot (tank suit)" in names
 
@@ -172,11 +203,22 @@ def test_imagenet_class_names_are_readable_distinct_and_in_output_order():
 def test_imagenet_expert_names_the_objects_of_imagenette_photos():
     expert = get_expert("imagenet")
     images = list_images(SHARED / "imagenette-val")
-    chosen = [i for c in sorted(set(images.labels)) for i in [j for j, label in enumerate(images.labels) if label == c][:5]]
+    chosen = [
+        i for c in sorted(set(images.labels)) for i in [j for j, label in enumerate(images.labels) if label == c][:5]
+    ]
     active = expert.predict(read_images([images.paths[i] for i in chosen], expert.image_size))
-    truth = {"n01440764": "tench", "n02102040": "English springer", "n02979186": "cassette player",
-             "n03000684": "chain saw", "n03028079": "church", "n03394916": "French horn",
-             "n03417042": "garbage truck", "n03425413": "gas pump", "n03445777": "golf ball", "n03888257": "parachute"}
+    truth = {
+        "n01440764": "tench",
+        "n02102040": "English springer",
+        "n02979186": "cassette player",
+        "n03000684": "chain saw",
+        "n03028079": "church",
+        "n03394916": "French horn",
+        "n03417042": "garbage truck",
+        "n03425413": "gas pump",
+        "n03445777": "golf ball",
+        "n03888257": "parachute",
+    }
     found = [truth[images.labels[i]] in {expert.labels[c] for c in a} for i, a in zip(chosen, active)]
     print(f"ImageNet expert: the true object among the concepts of {sum(found)} of {len(found)} photos")
     assert np.mean(found) >= 0.6  # measured on these 50 photos: see the print
@@ -187,8 +229,9 @@ def test_text_is_found_on_a_page_and_not_in_plain_photos():
     data = pytest.importorskip("skimage.data")
     expert = get_expert("text")
     grey = lambda image: np.repeat(image[..., None], 3, axis=2)  # noqa: E731
-    images = read_images_from_arrays([grey(data.page()), data.coffee(), data.chelsea(), data.rocket()],
-                                     expert.image_size)
+    images = read_images_from_arrays(
+        [grey(data.page()), data.coffee(), data.chelsea(), data.rocket()], expert.image_size
+    )
     assert expert.predict(images) == [[0], [], [], []]
     assert any(score > 0.9 for _, score in expert.lines(images[0]))  # the page is read, not only detected
 
@@ -202,5 +245,6 @@ def test_haar_finds_the_astronauts_face_and_nothing_in_objects():
 
 
 def read_images_from_arrays(arrays, side):
-    return np.stack([np.asarray(Image.fromarray(a).convert("RGB").resize((side, side), Image.BILINEAR))
-                     for a in arrays])
+    return np.stack(
+        [np.asarray(Image.fromarray(a).convert("RGB").resize((side, side), Image.BILINEAR)) for a in arrays]
+    )

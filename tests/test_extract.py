@@ -16,18 +16,32 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 IMAGENETTE = SHARED / "data" / "imagenette-val"
 CIFAR = SHARED / "data" / "cifar10-test"
 RESNET20 = SHARED / "models" / "cifar10-resnet" / "resnet20-12fca82f.th"
-IMAGENET_INDEX = {"n01440764": 0, "n02102040": 217, "n02979186": 482, "n03000684": 491, "n03028079": 497,
-                  "n03394916": 566, "n03417042": 569, "n03425413": 571, "n03445777": 574, "n03888257": 701}
+IMAGENET_INDEX = {
+    "n01440764": 0,
+    "n02102040": 217,
+    "n02979186": 482,
+    "n03000684": 491,
+    "n03028079": 497,
+    "n03394916": 566,
+    "n03417042": 569,
+    "n03425413": 571,
+    "n03445777": 574,
+    "n03888257": 701,
+}
 needs_shared = pytest.mark.skipif(not IMAGENETTE.is_dir(), reason=f"needs the shared data folder {SHARED}/data")
 
 
 def _subset(images: ImageList, indices) -> ImageList:
     labels = None if images.labels is None else tuple(images.labels[i] for i in indices)
-    return ImageList(images.root, tuple(images.paths[i] for i in indices), tuple(images.ids[i] for i in indices), labels)
+    return ImageList(
+        images.root, tuple(images.paths[i] for i in indices), tuple(images.ids[i] for i in indices), labels
+    )
 
 
 def _first_per_class(images: ImageList, n: int) -> list[int]:
-    return [i for c in sorted(set(images.labels)) for i in [j for j, label in enumerate(images.labels) if label == c][:n]]
+    return [
+        i for c in sorted(set(images.labels)) for i in [j for j, label in enumerate(images.labels) if label == c][:n]
+    ]
 
 
 @needs_shared
@@ -77,7 +91,6 @@ def test_extraction_resumes_without_recomputing_and_gives_identical_features(tmp
     assert final.shape == (100, 64) and np.isfinite(final).all()
 
 
-
 @needs_shared
 def test_other_weights_in_the_same_folder_start_afresh(tmp_path):
     images = _subset(list_images(CIFAR), range(0, 10000, 250))  # 40 images
@@ -92,8 +105,10 @@ def test_other_weights_in_the_same_folder_start_afresh(tmp_path):
     alone = np.load(extract(other, images, tmp_path / "alone", batch_size=16, show_progress=False)["final"])
     np.testing.assert_array_equal(mixed, alone)
 
+
 def test_baselines_and_registry(tmp_path):
     from PIL import Image
+
     for i, colour in enumerate([(255, 0, 0), (0, 0, 255)]):
         (tmp_path / "imgs" / f"c{i}").mkdir(parents=True)
         Image.new("RGB", (40, 30), colour).save(tmp_path / "imgs" / f"c{i}" / "a.png")
@@ -130,8 +145,14 @@ def test_cifar10_demo_study_is_built_from_real_images(tmp_path):
         (images / label).mkdir(parents=True)
         for name in sorted(p.name for p in (CIFAR / label).iterdir())[:6]:
             (images / label / name).symlink_to(CIFAR / label / name)  # read in place, never copied
-    study = build_photo_study("cifar10", images, tmp_path / "study", weights_dir=RESNET20.parent,
-                              dtd_root=SHARED / "data" / "dtd10", show_progress=False)
+    study = build_photo_study(
+        "cifar10",
+        images,
+        tmp_path / "study",
+        weights_dir=RESNET20.parent,
+        dtd_root=SHARED / "data" / "dtd10",
+        show_progress=False,
+    )
     assert set(study.models) == {"resnet20", "resnet32", "resnet44", "resnet56", "resnet20-random", "pixels"}
     assert study.features("resnet56").shape == (60, 64) and study.features("pixels").shape == (60, 768)
     # ground truth; ImageNet objects; style; colour + DTD
@@ -141,24 +162,44 @@ def test_cifar10_demo_study_is_built_from_real_images(tmp_path):
     assert any(n.startswith("[DTD] ") for n in texture.names) and any(n.startswith("[Color] ") for n in texture.names)
     assert len(study.concepts.select(("labels",)).names) == 10
     assert all((tmp_path / "study" / p).stat().st_size < 5000 for p in study.image_paths)  # small thumbnails
-    config = RunConfig(ks=(10,), seeds=(0,), group_sets=(("labels",),), kmeans=KMeansConfig(n_iter=10, n_restarts=2),
-                       probe=ProbeConfig(max_epochs=10))
+    config = RunConfig(
+        ks=(10,),
+        seeds=(0,),
+        group_sets=(("labels",),),
+        kmeans=KMeansConfig(n_iter=10, n_restarts=2),
+        probe=ProbeConfig(max_epochs=10),
+    )
     results = Runner(study, config, Cache(tmp_path / "cache"), show_progress=False).run().set_index("model")
     # trained features cluster by class, random ones do not
     assert results.loc["resnet56", "nmi"] > results.loc["resnet20-random", "nmi"]
-
 
 
 def test_any_named_module_becomes_a_representation(tmp_path, capsys):
     from PIL import Image
 
     from qrp_core.cli import main
+
     rng = np.random.default_rng(0)
     (tmp_path / "imgs").mkdir()
     for i in range(6):
         Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
-    assert main(["extract", "--source", "cifar-resnet20", "--images", str(tmp_path / "imgs"), "--out",
-                 str(tmp_path / "out"), "--layers", "layer3", "layer2.1"]) == 0
+    assert (
+        main(
+            [
+                "extract",
+                "--source",
+                "cifar-resnet20",
+                "--images",
+                str(tmp_path / "imgs"),
+                "--out",
+                str(tmp_path / "out"),
+                "--layers",
+                "layer3",
+                "layer2.1",
+            ]
+        )
+        == 0
+    )
     images = pd.read_csv(tmp_path / "out" / "images.csv")  # a study's image table, paths and all
     assert images["image_id"].tolist() == [f"{i}.png" for i in range(6)]
     assert images["path"].tolist() == [str((tmp_path / "imgs" / f"{i}.png").resolve()) for i in range(6)]
@@ -167,11 +208,14 @@ def test_any_named_module_becomes_a_representation(tmp_path, capsys):
     np.testing.assert_allclose(features["layer3"], features["final"], rtol=1e-5, atol=1e-6)  # pooled layer3 is final
     with pytest.raises(InputError, match="cifar-resnet20 has no submodule 'layer9'.*top level: conv1, bn1"):
         from qrp_core.networks import with_layers
+
         with_layers(get_source("cifar-resnet20"), ["layer9"])
+
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_extraction_in_mixed_precision_matches_the_cpu(tmp_path):
     from PIL import Image
+
     rng = np.random.default_rng(0)
     (tmp_path / "imgs").mkdir()
     for i in range(40):

@@ -108,8 +108,14 @@ def test_pixels_baseline_is_the_mean_of_each_cell(tmp_path):
 def test_a_changed_image_size_starts_extraction_afresh(tmp_path):
     rng = np.random.default_rng(4)
     images = _save(tmp_path / "imgs", [rng.integers(0, 256, (40, 40, 3), dtype=np.uint8) for _ in range(4)])
-    extract(get_source("pixels", side=8, image_size=16), images, tmp_path / "out", batch_size=2, show_progress=False,
-            stop_after=1)  # interrupted
+    extract(
+        get_source("pixels", side=8, image_size=16),
+        images,
+        tmp_path / "out",
+        batch_size=2,
+        show_progress=False,
+        stop_after=1,
+    )  # interrupted
     big = get_source("pixels", side=8, image_size=40)
     mixed = np.load(extract(big, images, tmp_path / "out", batch_size=2, show_progress=False)["final"])
     alone = np.load(extract(big, images, tmp_path / "alone", batch_size=2, show_progress=False)["final"])

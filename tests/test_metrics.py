@@ -16,26 +16,38 @@ def _labelings(rng, n, k_true, k_pred, agreement):
     return true, pred
 
 
-@pytest.mark.parametrize("n,k_true,k_pred,agreement", [
-    (40, 3, 4, 0.5), (1000, 20, 30, 0.3), (5000, 200, 150, 0.6), (20000, 1000, 1000, 0.4), (300, 2, 2, 0.0),
-])
+@pytest.mark.parametrize(
+    "n,k_true,k_pred,agreement",
+    [
+        (40, 3, 4, 0.5),
+        (1000, 20, 30, 0.3),
+        (5000, 200, 150, 0.6),
+        (20000, 1000, 1000, 0.4),
+        (300, 2, 2, 0.0),
+    ],
+)
 def test_nmi_ami_equal_sklearn(n, k_true, k_pred, agreement):
     rng = np.random.default_rng(n)
     true, pred = _labelings(rng, n, k_true, k_pred, agreement)
     assert metrics.normalized_mutual_info(true, pred) == pytest.approx(
-        skm.normalized_mutual_info_score(true, pred), abs=1e-9)
+        skm.normalized_mutual_info_score(true, pred), abs=1e-9
+    )
     assert metrics.adjusted_mutual_info(true, pred) == pytest.approx(
-        skm.adjusted_mutual_info_score(true, pred), abs=1e-9)
+        skm.adjusted_mutual_info_score(true, pred), abs=1e-9
+    )
 
 
-@pytest.mark.parametrize("true,pred", [
-    ([0, 0, 0], [1, 1, 1]),  # neither splits: perfect match
-    ([0, 0, 1, 1], [0, 0, 0, 0]),  # one side constant
-    ([0, 1, 2, 3], [0, 1, 2, 3]),  # identical, all singletons
-    (list(range(10)), list(range(9, -1, -1))),  # the same singletons, renamed: MI and its expectation both log n
-    ([0, 0, 1, 1], [1, 1, 0, 0]),  # permuted
-    ([0, 1, 0, 1], [0, 0, 1, 1]),  # independent
-])
+@pytest.mark.parametrize(
+    "true,pred",
+    [
+        ([0, 0, 0], [1, 1, 1]),  # neither splits: perfect match
+        ([0, 0, 1, 1], [0, 0, 0, 0]),  # one side constant
+        ([0, 1, 2, 3], [0, 1, 2, 3]),  # identical, all singletons
+        (list(range(10)), list(range(9, -1, -1))),  # the same singletons, renamed: MI and its expectation both log n
+        ([0, 0, 1, 1], [1, 1, 0, 0]),  # permuted
+        ([0, 1, 0, 1], [0, 0, 1, 1]),  # independent
+    ],
+)
 def test_edge_cases_equal_sklearn(true, pred):
     assert metrics.normalized_mutual_info(true, pred) == pytest.approx(skm.normalized_mutual_info_score(true, pred))
     assert metrics.adjusted_mutual_info(true, pred) == pytest.approx(skm.adjusted_mutual_info_score(true, pred))
@@ -49,14 +61,18 @@ def test_contingency_and_mi_equal_sklearn():
     assert metrics.mutual_info(c) == pytest.approx(skm.mutual_info_score(true, pred), abs=1e-12)
 
 
-@pytest.mark.parametrize("n,k,concentration,window", [
-    (3000, 50, 1.0, None),
-    (60_000, 1000, 0.3, None),  # unequal clusters: the windows cut most pairs' ranges short
-    (60_000, 1000, 0.3, (0.0, 1)),  # windows far too narrow: every cut pair is summed over its whole range
-    (50_000, 3, 1.0, None),  # huge clusters, spreads of ~100 terms
-])
+@pytest.mark.parametrize(
+    "n,k,concentration,window",
+    [
+        (3000, 50, 1.0, None),
+        (60_000, 1000, 0.3, None),  # unequal clusters: the windows cut most pairs' ranges short
+        (60_000, 1000, 0.3, (0.0, 1)),  # windows far too narrow: every cut pair is summed over its whole range
+        (50_000, 3, 1.0, None),  # huge clusters, spreads of ~100 terms
+    ],
+)
 def test_expected_mutual_info_equals_sklearn(monkeypatch, n, k, concentration, window):
     from sklearn.metrics.cluster._expected_mutual_info_fast import expected_mutual_information
+
     if window is not None:
         monkeypatch.setattr(metrics, "_EMI_WINDOW", window)
     rng = np.random.default_rng(2)
@@ -110,8 +126,9 @@ def test_probe_scores_consistent():
     assert s["map"] == pytest.approx(expected_map, abs=1e-12)
     assert s["ami"] == pytest.approx(skm.adjusted_mutual_info_score(labels, logits.argmax(1)), abs=1e-12)
     # the same scores from float32 torch logits, with classes in chunks smaller than K
-    t = metrics.probe_scores(labels, torch.as_tensor(logits, dtype=torch.float32),
-                             np.bincount(labels, minlength=5), chunk_classes=2)
+    t = metrics.probe_scores(
+        labels, torch.as_tensor(logits, dtype=torch.float32), np.bincount(labels, minlength=5), chunk_classes=2
+    )
     for name in ("nmi", "ami", "top1", "map", "ce_test_nats"):
         assert t[name] == pytest.approx(s[name], rel=1e-6), name
 
@@ -135,8 +152,11 @@ def test_ranked_scores_average_precision_equals_sklearn_with_ties_and_absent_cla
     labels = rng.integers(0, k - 1, n)  # class k-1 never occurs
     scores = np.round(rng.random((n, k)) + 0.5 * np.eye(k)[labels], 1)  # many ties
     present = np.unique(labels)
-    ap = metrics.RankedScores(torch.as_tensor(labels), torch.as_tensor(scores),
-                              torch.as_tensor(present)).average_precision().numpy()
+    ap = (
+        metrics.RankedScores(torch.as_tensor(labels), torch.as_tensor(scores), torch.as_tensor(present))
+        .average_precision()
+        .numpy()
+    )
     expected = [skm.average_precision_score(labels == c, scores[:, c]) for c in present]
     np.testing.assert_allclose(ap, expected, atol=1e-12)
     assert mean_average_precision(labels, scores) == pytest.approx(np.mean(expected), abs=1e-12)
@@ -149,8 +169,7 @@ def test_weighted_map_equals_sklearn_and_repeated_samples():
     scores = np.round(rng.random((n, k)) + 0.5 * np.eye(k)[labels], 1)
     weights = rng.integers(0, 3, n)  # bootstrap-like counts, zeros included
     present = np.unique(labels[weights > 0])
-    expected = np.mean([skm.average_precision_score(labels == c, scores[:, c], sample_weight=weights)
-                        for c in present])
+    expected = np.mean([skm.average_precision_score(labels == c, scores[:, c], sample_weight=weights) for c in present])
     assert mean_average_precision(labels, scores, sample_weight=weights) == pytest.approx(expected, abs=1e-12)
     repeated = np.repeat(np.arange(n), weights)  # integer weights = repeated rows
     assert mean_average_precision(labels[repeated], scores[repeated]) == pytest.approx(expected, abs=1e-12)
@@ -166,13 +185,13 @@ def test_weighted_map_leaves_out_classes_whose_positives_all_weigh_zero():
     weights = rng.integers(1, 3, n).astype(float)
     weights[labels == 2] = 0  # class 2 is in labels_true but has no weighted positive
     weights[labels == 4] = 0
-    expected = np.mean([skm.average_precision_score(labels == c, scores[:, c], sample_weight=weights)
-                        for c in (0, 1, 3, 5)])
+    expected = np.mean(
+        [skm.average_precision_score(labels == c, scores[:, c], sample_weight=weights) for c in (0, 1, 3, 5)]
+    )
     ours = mean_average_precision(labels, scores, sample_weight=weights, chunk_classes=4)
     assert ours == pytest.approx(expected, abs=1e-12)
     missed = np.isin(labels, [2, 4])  # no class with a weighted positive at all: no mean
-    assert math.isnan(mean_average_precision(labels[missed], scores[missed],
-                                                     sample_weight=np.zeros(int(missed.sum()))))
+    assert math.isnan(mean_average_precision(labels[missed], scores[missed], sample_weight=np.zeros(int(missed.sum()))))
 
 
 def test_probe_mi_uses_the_cluster_sizes_of_the_whole_collection():

@@ -1,12 +1,13 @@
 """Known answers for confused pairs and coefficient differences (paper section 4.4) and Fig. 2."""
 
+import shutil
+
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
 from builders import make_fig2_study, make_planted_group_study
 from qrp_core.analyses.pairs import (
-    cluster_concept_counts,
     coefficient_difference,
     confusion_matrix,
     explain_pair,
@@ -18,6 +19,7 @@ from qrp_core.analyses.pairs import (
 from qrp_core.cache import Cache
 from qrp_core.config import KMeansConfig, ProbeConfig, RunConfig
 from qrp_core.pipeline import Runner
+from qrp_core.profiles import cluster_concept_counts, profile_key, save_cluster_profile
 from qrp_core.results import load_probe
 from qrp_core.study import load_study
 
@@ -27,8 +29,9 @@ CONFIG = RunConfig(ks=(8,), seeds=(0,), kmeans=KMeansConfig(n_iter=20, n_restart
 
 def test_fig2_reverse_probe_explains_combinations_a_forward_probe_misses(tmp_path):
     study = load_study(make_fig2_study(tmp_path / "fig2"))
-    config = RunConfig(ks=(4,), seeds=(0,), kmeans=KMeansConfig(n_iter=20, n_restarts=5),
-                       probe=ProbeConfig(max_epochs=30))
+    config = RunConfig(
+        ks=(4,), seeds=(0,), kmeans=KMeansConfig(n_iter=20, n_restarts=5), probe=ProbeConfig(max_epochs=30)
+    )
     results = Runner(study, config, Cache(tmp_path / "cache"), show_progress=False).run()
     assert results["top1"].iloc[0] == pytest.approx(1.0)  # reverse: shape + colour -> cluster
     x = np.asarray(study.features("xor-net"))
@@ -64,14 +67,18 @@ def _cluster_identity(study, cache, clustering):
     assignments = cache.load_array("clusterings", clustering, "assignments.npy")
     label = study.concepts.select(("labels",)).matrix.toarray().argmax(1)
     material = study.concepts.select(("material",)).matrix.toarray().argmax(1)
-    return {c: (np.bincount(label[assignments == c]).argmax(), np.bincount(material[assignments == c]).argmax())
-            for c in range(8)}
+    return {
+        c: (np.bincount(label[assignments == c]).argmax(), np.bincount(material[assignments == c]).argmax())
+        for c in range(8)
+    }
 
 
 def test_adding_the_group_removes_the_confusion_of_pairs_that_differ_only_in_it(planted):
     study, cache, pairs = planted
     pairs = pairs.sort_values("drop", ascending=False)
-    identity = _cluster_identity(study, cache, cache.manifest("probes", pairs["probe_a"].iloc[0])["inputs"]["clustering"])
+    identity = _cluster_identity(
+        study, cache, cache.manifest("probes", pairs["probe_a"].iloc[0])["inputs"]["clustering"]
+    )
     assert sorted(identity.values()) == [(a, g) for a in range(4) for g in range(2)]  # K-means found the 8
     top4 = pairs.head(4)
     for i, j in zip(top4["i"], top4["j"]):
@@ -89,12 +96,14 @@ def test_coefficient_difference_is_largest_on_the_distinguishing_concepts(plante
     explained = explain_pair(study, cache, top["probe_b"], int(top["i"]), int(top["j"]), n=5)
     assert explained["top_i"]["coefficient"].is_monotonic_decreasing
     freq = explained["difference"].set_index("concept")
-    assignments = cache.load_array("clusterings", cache.manifest("probes", top["probe_b"])["inputs"]["clustering"],
-                                   "assignments.npy")
+    assignments = cache.load_array(
+        "clusterings", cache.manifest("probes", top["probe_b"])["inputs"]["clustering"], "assignments.npy"
+    )
     members = assignments == int(top["i"])
     wood = study.concepts.matrix[:, study.concepts.names.index("[MINC] wood")].toarray().ravel()
     assert freq.loc["[MINC] wood", "frequency_i"] == pytest.approx(wood[members].mean())
     from qrp_core.browse import wordcloud_words
+
     words = wordcloud_words(explained["difference"])
     assert ((words["frequency_i"] > 0) | (words["frequency_j"] > 0)).all()
     assert len(explained["images_i"]) == 5
@@ -112,10 +121,19 @@ def test_nearest_images_and_over_represented_concepts(planted):
     counts = cluster_concept_counts(study, cache, clustering).toarray()
     brute = np.stack([study.concepts.matrix[assignments == c].toarray().sum(0) for c in range(8)])
     np.testing.assert_array_equal(counts, brute)
+    profile = cache.path("profiles", profile_key(study, clustering))
+    assert (profile / "manifest.json").is_file()  # the run wrote it with the clustering
+    shutil.rmtree(profile)
+    np.testing.assert_array_equal(cluster_concept_counts(study, cache, clustering).toarray(), brute)
+    assert not profile.exists()  # reading (the app) computes what is missing and writes nothing
+    save_cluster_profile(study, cache, clustering)
+    np.testing.assert_array_equal(cluster_concept_counts(study, cache, clustering).toarray(), brute)
     label, material = _cluster_identity(study, cache, clustering)[3]
     over = over_represented(study, cache, clustering, 3, n=2)
-    assert set(over["concept"]) == {study.concepts.select(("labels",)).names[label],
-                                    ["[MINC] metal", "[MINC] wood"][material]}
+    assert set(over["concept"]) == {
+        study.concepts.select(("labels",)).names[label],
+        ["[MINC] metal", "[MINC] wood"][material],
+    }
     assert (over["in_cluster"] > 0.9).all() and (over["lift"] > 1.5).all()
     # asked for every concept, it lists exactly those more frequent in the cluster than overall
     everything = over_represented(study, cache, clustering, 3, n=10_000)
@@ -127,6 +145,7 @@ def test_nearest_images_and_over_represented_concepts(planted):
 
 def test_pairs_table_is_cached_and_rerun_trains_nothing(planted, monkeypatch):
     import qrp_core.pipeline as pipeline
+
     study, cache, pairs = planted
     monkeypatch.setattr(pipeline, "train_probes", lambda *a, **k: pytest.fail("retrained a cached probe"))
     again = run_pairs(study, CONFIG, cache, base=("labels",), added="material", show_progress=False)

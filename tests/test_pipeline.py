@@ -25,8 +25,10 @@ def test_results_table_covers_the_grid(tiny_cache, tiny_study):
     assert set(results["groups"]) == {"+".join(tiny_study.concepts.group_names)}
     stored = load_results(cache, tiny_study)
     stored = stored[stored["groups"] == results["groups"].iloc[0]]  # other tests add ablation rows
-    assert stored[["model", "seed", "nmi"]].sort_values(["model", "seed"]).values.tolist() == \
-        results[["model", "seed", "nmi"]].sort_values(["model", "seed"]).values.tolist()
+    assert (
+        stored[["model", "seed", "nmi"]].sort_values(["model", "seed"]).values.tolist()
+        == results[["model", "seed", "nmi"]].sort_values(["model", "seed"]).values.tolist()
+    )
 
 
 def test_every_number_is_reproducible_from_its_artefacts(tiny_cache, tiny_study):
@@ -93,8 +95,9 @@ def test_changed_features_recompute_and_same_inputs_give_identical_numbers(tiny_
 
 
 def test_group_ablation_shows_the_planted_combination(tiny_study, tmp_path):
-    config = pipeline.RunConfig(**{**TINY_RUN.__dict__, "models": ("combo-net",),
-                                   "group_sets": (("labels",), ("labels", "colour"))})
+    config = pipeline.RunConfig(
+        **{**TINY_RUN.__dict__, "models": ("combo-net",), "group_sets": (("labels",), ("labels", "colour"))}
+    )
     results = Runner(tiny_study, config, Cache(tmp_path), show_progress=False).run()
     table = ranking(results).set_index("groups")
     # combo-net clusters are shape x colour: shape labels alone cannot explain them
@@ -119,6 +122,7 @@ def test_a_killed_writers_temporary_folder_is_removed_once_stale(tmp_path):
     import time
 
     from qrp_core.cache import STALE_SECONDS
+
     cache = Cache(tmp_path)
     cache.write("probes", "done", {"a.npy": lambda p: np.save(p, np.zeros(3))}, {})
     old, recent = tmp_path / "probes" / ".tmp-x-1", tmp_path / "clusterings" / ".tmp-y-2"
@@ -145,8 +149,9 @@ def test_probes_are_stacked_only_where_it_pays():
 
 def test_one_group_set_has_one_name_whatever_the_order(tiny_study, tiny_cache):
     cache, results = tiny_cache
-    config = pipeline.RunConfig(**{**TINY_RUN.__dict__, "models": ("combo-net",),
-                                   "group_sets": (("texture", "labels", "other", "colour"),)})
+    config = pipeline.RunConfig(
+        **{**TINY_RUN.__dict__, "models": ("combo-net",), "group_sets": (("texture", "labels", "other", "colour"),)}
+    )
     again = Runner(tiny_study, config, cache, show_progress=False).run()
     assert set(again["groups"]) == {"labels+colour+other+texture"}
     assert set(again["probe"]) <= set(results["probe"])  # the same probes as the main run's
@@ -156,6 +161,7 @@ def test_a_models_clusterings_share_its_features_on_the_device(tiny_study, tmp_p
     """Where torch runs K-means on a GPU, a model's standardised features go to the device once for all
     its clusterings (emulated on the CPU), with the same clusterings as reading the file each time."""
     import qrp_core.quantize as quantize
+
     monkeypatch.setattr(quantize, "resolve_backend", lambda device: ("torch", "cpu"))
     built = []
     monkeypatch.setattr(quantize, "fits_on_device", lambda shape, device, sample_rows: built.append(shape) or True)
@@ -168,8 +174,10 @@ def test_a_models_clusterings_share_its_features_on_the_device(tiny_study, tmp_p
     cache = Cache(tmp_path / "resident")
     for key in resident["clustering"]:
         assert cache.manifest("clusterings", key)["stats"]["features_resident_on_device"]
-        np.testing.assert_array_equal(cache.load_array("clusterings", key, "assignments.npy"),
-                                      Cache(tmp_path / "read").load_array("clusterings", key, "assignments.npy"))
+        np.testing.assert_array_equal(
+            cache.load_array("clusterings", key, "assignments.npy"),
+            Cache(tmp_path / "read").load_array("clusterings", key, "assignments.npy"),
+        )
 
 
 def test_a_mean_over_seeds_never_mixes_settings(tiny_study_path, tmp_path, capsys):
@@ -177,17 +185,27 @@ def test_a_mean_over_seeds_never_mixes_settings(tiny_study_path, tmp_path, capsy
     group set), and says so; other K and group sets keep theirs; the same settings add seeds back."""
     study = load_study(tiny_study_path)
     cache = Cache(tmp_path)
-    config = dataclasses.replace(TINY_RUN, models=("combo-net",), ks=(8, 12), seeds=(0, 1, 2),
-                                 group_sets=(("labels",), ("labels", "colour")))
+    config = dataclasses.replace(
+        TINY_RUN, models=("combo-net",), ks=(8, 12), seeds=(0, 1, 2), group_sets=(("labels",), ("labels", "colour"))
+    )
     Runner(study, config, cache, show_progress=False).run()
-    smoke = dataclasses.replace(config, ks=(8,), seeds=(0,), group_sets=(("labels", "colour"),),
-                                probe=dataclasses.replace(config.probe, max_epochs=1))
+    smoke = dataclasses.replace(
+        config,
+        ks=(8,),
+        seeds=(0,),
+        group_sets=(("labels", "colour"),),
+        probe=dataclasses.replace(config.probe, max_epochs=1),
+    )
     Runner(study, smoke, cache, show_progress=False).run()
     assert "dropped the results of combo-net K=8 on labels+colour for seed(s) 1, 2" in capsys.readouterr().err
     stored = load_results(cache, study)
     seeds = stored.groupby(["k", "groups"])["seed"].apply(sorted).to_dict()
-    assert seeds == {(8, "labels"): [0, 1, 2], (8, "labels+colour"): [0], (12, "labels"): [0, 1, 2],
-                     (12, "labels+colour"): [0, 1, 2]}
+    assert seeds == {
+        (8, "labels"): [0, 1, 2],
+        (8, "labels+colour"): [0],
+        (12, "labels"): [0, 1, 2],
+        (12, "labels+colour"): [0, 1, 2],
+    }
     assert stored.groupby(["k", "groups"])["settings"].nunique().eq(1).all()
     assert ranking(stored).set_index(["k", "groups"]).loc[(8, "labels+colour"), "n_seeds"] == 1
 
@@ -206,8 +224,12 @@ def _changed(value):
 def _keys(runner, model, k, seed, groups) -> dict[str, str]:
     clustering = runner.clustering_key(model, k, seed)
     split = runner.split_key(clustering, seed)
-    return {"clustering": clustering, "split": split, "probe": runner.probe_key(split, groups, seed),
-            "settings": runner.settings_key(model, groups)}
+    return {
+        "clustering": clustering,
+        "split": split,
+        "probe": runner.probe_key(split, groups, seed),
+        "settings": runner.settings_key(model, groups),
+    }
 
 
 def test_every_parameter_changes_exactly_the_keys_that_depend_on_it(tiny_study, tmp_path):
@@ -217,20 +239,45 @@ def test_every_parameter_changes_exactly_the_keys_that_depend_on_it(tiny_study, 
     model, groups = "combo-net", tiny_study.concepts.group_names
     cache = Cache(tmp_path)
     base = _keys(Runner(tiny_study, TINY_RUN, cache, show_progress=False), model, 8, 0, groups)
-    downstream = {"kmeans": {"clustering", "split", "probe", "settings"}, "split": {"split", "probe", "settings"},
-                  "probe": {"probe", "settings"}}
-    cases = [(f"{step}.{f.name}", dataclasses.replace(TINY_RUN, **{step: dataclasses.replace(
-                 getattr(TINY_RUN, step), **{f.name: _changed(getattr(getattr(TINY_RUN, step), f.name))})}),
-              (8, 0, groups), downstream[step])
-             for step in downstream for f in dataclasses.fields(getattr(TINY_RUN, step))
-             if f.name not in ("device", "n_clusters")]  # K is the run's --k, below
+    downstream = {
+        "kmeans": {"clustering", "split", "probe", "settings"},
+        "split": {"split", "probe", "settings"},
+        "probe": {"probe", "settings"},
+    }
+    cases = [
+        (
+            f"{step}.{f.name}",
+            dataclasses.replace(
+                TINY_RUN,
+                **{
+                    step: dataclasses.replace(
+                        getattr(TINY_RUN, step), **{f.name: _changed(getattr(getattr(TINY_RUN, step), f.name))}
+                    )
+                },
+            ),
+            (8, 0, groups),
+            downstream[step],
+        )
+        for step in downstream
+        for f in dataclasses.fields(getattr(TINY_RUN, step))
+        if f.name not in ("device", "n_clusters")
+    ]  # K is the run's --k, below
     assert len(cases) >= 4 + 2 + 7  # K-means, split and probe fields
-    cases += [("K", TINY_RUN, (9, 0, groups), {"clustering", "split", "probe"}),
-              ("seed", TINY_RUN, (8, 1, groups), {"clustering", "split", "probe"}),
-              ("groups", TINY_RUN, (8, 0, groups[:2]), {"probe", "settings"}),
-              ("device", dataclasses.replace(TINY_RUN, kmeans=dataclasses.replace(TINY_RUN.kmeans, device="cpu"),
-                                             probe=dataclasses.replace(TINY_RUN.probe, device="cpu")),
-               (8, 0, groups), set())]
+    cases += [
+        ("K", TINY_RUN, (9, 0, groups), {"clustering", "split", "probe"}),
+        ("seed", TINY_RUN, (8, 1, groups), {"clustering", "split", "probe"}),
+        ("groups", TINY_RUN, (8, 0, groups[:2]), {"probe", "settings"}),
+        (
+            "device",
+            dataclasses.replace(
+                TINY_RUN,
+                kmeans=dataclasses.replace(TINY_RUN.kmeans, device="cpu"),
+                probe=dataclasses.replace(TINY_RUN.probe, device="cpu"),
+            ),
+            (8, 0, groups),
+            set(),
+        ),
+    ]
     for name, config, (k, seed, group_set), expected in cases:
         keys = _keys(Runner(tiny_study, config, cache, show_progress=False), model, k, seed, group_set)
         assert {kind for kind in base if keys[kind] != base[kind]} == expected, name

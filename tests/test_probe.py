@@ -42,8 +42,9 @@ def test_sparse_forward_equals_dense_linear():
     logits = probe_logits(probe.weight.weight.detach().numpy(), probe.bias.detach().numpy(), concepts, chunk=64)
     np.testing.assert_allclose(logits, dense_out.numpy(), rtol=1e-5, atol=1e-5)
     test = rng.random(concepts.shape[0]) < 0.3
-    predictions, test_logits = probe_outputs(probe.weight.weight.detach().numpy(), probe.bias.detach().numpy(),
-                                             concepts, test, chunk=17)  # chunks cut through test runs
+    predictions, test_logits = probe_outputs(
+        probe.weight.weight.detach().numpy(), probe.bias.detach().numpy(), concepts, test, chunk=17
+    )  # chunks cut through test runs
     np.testing.assert_array_equal(predictions, logits.argmax(1))
     np.testing.assert_allclose(test_logits.cpu().numpy(), logits[test], rtol=1e-6, atol=1e-6)
 
@@ -129,7 +130,6 @@ def test_probes_trained_together_equal_probes_trained_alone():
         assert together[p].history[-1]["val_loss"] == pytest.approx(alone.history[-1]["val_loss"], rel=1e-5)
 
 
-
 def _eager_and_graphed(concepts, targets, n_clusters, masks, lrs, batch_size, compile_steps=False):
     """The same epochs through train_one_epoch (autograd, torch.optim.SGD) and the engine's fixed-shape steps."""
     rows = SparseRows.from_scipy(concepts, torch.device("cpu"))
@@ -138,20 +138,42 @@ def _eager_and_graphed(concepts, targets, n_clusters, masks, lrs, batch_size, co
     eager = ReverseProbe(concepts.shape[1], n_clusters, len(masks))
     graphed = ReverseProbe(concepts.shape[1], n_clusters, len(masks))
     optimizer = torch.optim.SGD(eager.parameters(), lr=lrs[0], momentum=0.9, weight_decay=1e-3)
-    epochs = FixedShapeEpochs(graphed, rows, targets, batch_size=batch_size, momentum=0.9, weight_decay=1e-3,
-                              grad_mask=grad_mask, compile_steps=compile_steps)
+    epochs = FixedShapeEpochs(
+        graphed,
+        rows,
+        targets,
+        batch_size=batch_size,
+        momentum=0.9,
+        weight_decay=1e-3,
+        grad_mask=grad_mask,
+        compile_steps=compile_steps,
+    )
     eager_gen, graphed_gen = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     losses, capacities = [], []
     for lr in lrs:
         optimizer.param_groups[0]["lr"] = lr
-        losses.append((train_one_epoch(eager, optimizer, rows, targets, batch_size=batch_size, generator=eager_gen,
-                                       grad_mask=grad_mask), epochs.run(graphed_gen, lr)))
+        losses.append(
+            (
+                train_one_epoch(
+                    eager, optimizer, rows, targets, batch_size=batch_size, generator=eager_gen, grad_mask=grad_mask
+                ),
+                epochs.run(graphed_gen, lr),
+            )
+        )
         capacities.append(epochs.capacity)
     return eager, graphed, losses, capacities, epochs
 
 
-@pytest.mark.parametrize("compile_steps", [False, pytest.param(True, marks=pytest.mark.skipif(
-    not shutil.which("g++"), reason="torch.compile on a CPU needs a C++ compiler"))])  # plain ops; compiled kernels
+@pytest.mark.parametrize(
+    "compile_steps",
+    [
+        False,
+        pytest.param(
+            True,
+            marks=pytest.mark.skipif(not shutil.which("g++"), reason="torch.compile on a CPU needs a C++ compiler"),
+        ),
+    ],
+)  # plain ops; compiled kernels
 def test_fixed_shape_steps_equal_autograd_steps(compile_steps):
     rng = np.random.default_rng(0)
     keep = np.arange(1000) % 37 != 0  # images without any concept: empty bags
@@ -162,8 +184,9 @@ def test_fixed_shape_steps_equal_autograd_steps(compile_steps):
     masks = np.ones((3, 40), dtype=bool)
     masks[1, 20:] = False
     masks[2, ::3] = False
-    eager, graphed, losses, _, epochs = _eager_and_graphed(concepts, targets, 7, masks, [0.5, 0.5, 0.05],
-                                                           batch_size=64, compile_steps=compile_steps)
+    eager, graphed, losses, _, epochs = _eager_and_graphed(
+        concepts, targets, 7, masks, [0.5, 0.5, 0.05], batch_size=64, compile_steps=compile_steps
+    )
     assert epochs.mode == ("compiled fixed-shape steps" if compile_steps else "fixed-shape steps")
     assert epochs.compile_failure is None
     assert len(losses[0][1]) == 3 and concepts[::37].nnz == 0  # 15 full batches and one of 40 rows
@@ -195,15 +218,18 @@ def test_steps_that_fail_to_compile_run_uncompiled(monkeypatch):
     def no_compiler(fn, **kwargs):
         def fail(*args):
             raise RuntimeError("no working C compiler")
+
         return fail
+
     monkeypatch.setattr(probe_steps.torch, "compile", no_compiler)
     rng = np.random.default_rng(2)
     concepts = _random_concepts(rng, 300, 20, 0.2)
     targets = rng.integers(0, 4, 300)
     masks = np.ones((1, 20), dtype=bool)
     with pytest.warns(RuntimeWarning, match="uncompiled"):
-        eager, graphed, _, _, epochs = _eager_and_graphed(concepts, targets, 4, masks, [0.5] * 2, batch_size=32,
-                                                          compile_steps=True)
+        eager, graphed, _, _, epochs = _eager_and_graphed(
+            concepts, targets, 4, masks, [0.5] * 2, batch_size=32, compile_steps=True
+        )
     assert epochs.compile_failure == "RuntimeError: no working C compiler"
     assert epochs.mode == "fixed-shape steps"
     torch.testing.assert_close(graphed.weight.weight, eager.weight.weight, rtol=1e-5, atol=1e-6)
@@ -215,9 +241,12 @@ def test_gpu_probes_replay_cuda_graphs_and_equal_the_cpu():
     split, _ = stratified_split(clusters, seed=0)
     masks = np.ones((2, 12), dtype=bool)
     masks[1, 8:] = False
-    results = {device: train_probes(concepts, masks, clusters, split, 16,
-                                    ProbeConfig(max_epochs=6, lr_milestones=(4,), device=device), seed=1)
-               for device in ("cpu", "cuda", "cuda:0")}
+    results = {
+        device: train_probes(
+            concepts, masks, clusters, split, 16, ProbeConfig(max_epochs=6, lr_milestones=(4,), device=device), seed=1
+        )
+        for device in ("cpu", "cuda", "cuda:0")
+    }
     for first, again in zip(results["cuda"], results["cuda:0"]):  # deterministic: the same bits twice
         np.testing.assert_array_equal(first.weight, again.weight)
     for cpu, gpu in zip(results["cpu"], results["cuda"]):
@@ -232,8 +261,9 @@ def test_train_probe_equals_a_dense_sgd_loop_with_the_papers_schedule():
     decay, ``MultiStepLR``, the same seeded batch order, and the epoch of lowest validation loss kept."""
     concepts, clusters = _combination_world(n=1200, seed=6)
     split, _ = stratified_split(clusters, seed=2)
-    config = ProbeConfig(lr=0.8, momentum=0.9, weight_decay=1e-2, batch_size=100, max_epochs=7,
-                         lr_milestones=(3, 5), lr_gamma=0.2)
+    config = ProbeConfig(
+        lr=0.8, momentum=0.9, weight_decay=1e-2, batch_size=100, max_epochs=7, lr_milestones=(3, 5), lr_gamma=0.2
+    )
     result = train_probe(concepts, clusters, split, 16, config, seed=11)
 
     dense = torch.as_tensor(concepts.toarray(), dtype=torch.float32)
@@ -242,15 +272,16 @@ def test_train_probe_equals_a_dense_sgd_loop_with_the_papers_schedule():
     linear = torch.nn.Linear(concepts.shape[1], 16)
     torch.nn.init.zeros_(linear.weight)
     torch.nn.init.zeros_(linear.bias)
-    optimizer = torch.optim.SGD(linear.parameters(), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
+    optimizer = torch.optim.SGD(
+        linear.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_milestones), config.lr_gamma)
     generator = torch.Generator().manual_seed(11)
     best = (np.inf, None, None, -1)
     for epoch in range(config.max_epochs):
         order = train[torch.randperm(len(train), generator=generator)]
         for start in range(0, len(order), config.batch_size):
-            batch = order[start:start + config.batch_size]
+            batch = order[start : start + config.batch_size]
             optimizer.zero_grad()
             torch.nn.functional.cross_entropy(linear(dense[batch]), targets[batch]).backward()
             optimizer.step()

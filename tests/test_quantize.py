@@ -52,6 +52,7 @@ def test_kmeans_forces_every_iteration_records_restarts_and_assigns_nearest():
 
 def test_restarts_escape_local_minima_and_recover_planted_blobs():
     from sklearn.metrics import adjusted_rand_score
+
     x, truth = _blobs()
     one = kmeans(x, KMeansConfig(n_clusters=5, n_iter=20, n_restarts=1), seed=1)
     ten = kmeans(x, KMeansConfig(n_clusters=5, n_iter=20, n_restarts=10), seed=1)
@@ -105,6 +106,7 @@ def test_torch_lloyd_follows_faiss_from_the_same_centroids():
     import torch
 
     from qrp_core.torch_kmeans import lloyd
+
     x, _ = _blobs(n=3000, d=16, k=12, seed=3)
     x = standardise(x, x.mean(0), x.std(0))
     init = x[np.random.default_rng(0).choice(len(x), 30, replace=False)]
@@ -118,6 +120,7 @@ def test_torch_lloyd_follows_faiss_from_the_same_centroids():
 
 def test_torch_backend_gives_the_faiss_clustering(monkeypatch):
     import qrp_core.quantize as quantize
+
     x, _ = _blobs(n=3000, d=16, k=12, seed=4)
     config = KMeansConfig(n_clusters=12, n_iter=12, n_restarts=3, max_points_per_centroid=200)
     faiss_result = kmeans(x, dataclasses.replace(config, device="cpu"), seed=2)
@@ -125,8 +128,11 @@ def test_torch_backend_gives_the_faiss_clustering(monkeypatch):
     torch_result = kmeans(x, config, seed=2, chunk_rows=700)
     assert torch_result.stats["backend"] == "torch" and faiss_result.stats["backend"] == "faiss"
     np.testing.assert_array_equal(torch_result.assignments, faiss_result.assignments)
-    np.testing.assert_allclose([r["objective"] for r in torch_result.stats["restarts"]],
-                               [r["objective"] for r in faiss_result.stats["restarts"]], rtol=1e-5)
+    np.testing.assert_allclose(
+        [r["objective"] for r in torch_result.stats["restarts"]],
+        [r["objective"] for r in faiss_result.stats["restarts"]],
+        rtol=1e-5,
+    )
     np.testing.assert_allclose(torch_result.distances, faiss_result.distances, rtol=1e-4, atol=1e-4)
 
 
@@ -135,6 +141,7 @@ def test_torch_lloyd_stops_early_when_faiss_does():
     import torch
 
     from qrp_core.torch_kmeans import lloyd
+
     for seed in range(3):
         x, _ = _blobs(seed=seed)
         init = x[np.random.default_rng(seed).choice(len(x), 5, replace=False)]
@@ -149,6 +156,7 @@ def test_torch_lloyd_splits_empty_clusters_like_faiss():
     import torch
 
     from qrp_core.torch_kmeans import lloyd, nearest_centroids
+
     x, _ = _blobs(n=4000, d=6, k=3, seed=5)
     init = np.concatenate([np.repeat(x[:1], 5, axis=0), x[1:40]])  # 4 duplicates of centroid 0: empty
     km = faiss.Kmeans(6, len(init), niter=8, max_points_per_centroid=len(x), early_stop_threshold=-1.0)
@@ -162,6 +170,7 @@ def test_torch_lloyd_splits_empty_clusters_like_faiss():
 
 def test_chunked_reads_of_a_memory_map_equal_indexing_and_leave_no_resident_pages(tmp_path):
     from qrp_core.features import read_rows, standardised_rows, take_rows
+
     x = np.random.default_rng(0).normal(size=(40_000, 256)).astype(np.float32)  # 41 MB
     np.save(tmp_path / "x.npy", x)
     mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
@@ -176,8 +185,9 @@ def test_chunked_reads_of_a_memory_map_equal_indexing_and_leave_no_resident_page
     rows = np.sort(np.random.default_rng(1).choice(len(x), 500, replace=False))
     np.testing.assert_array_equal(take_rows(mapped, rows), x[rows])
     mean, std = x.mean(0).astype(np.float64), x.std(0).astype(np.float64)
-    np.testing.assert_array_equal(standardised_rows(mapped, mean, std, rows, chunk_rows=64),
-                                  standardise(x[rows], mean, std))
+    np.testing.assert_array_equal(
+        standardised_rows(mapped, mean, std, rows, chunk_rows=64), standardise(x[rows], mean, std)
+    )
 
 
 def _bf16_products(a, b):
@@ -188,6 +198,7 @@ def _bf16_products(a, b):
 
 def _overlapping_blobs():
     import torch
+
     x, _ = _blobs(n=6000, d=64, k=40, seed=6)
     x = standardise(x, x.mean(0), x.std(0)) + np.random.default_rng(7).normal(size=(6000, 64)).astype(np.float32)
     centroids = x[np.random.default_rng(8).choice(6000, 200, replace=False)]
@@ -197,6 +208,7 @@ def _overlapping_blobs():
 def _assert_same_search(labels, distances, x, centroids):
     """Equal to the float32 search, except between centroids whose float32 distances tie to 1e-5."""
     from qrp_core.torch_kmeans import nearest_centroids
+
     exact_labels, exact_distances, recomputed = nearest_centroids(x, centroids)
     assert recomputed == 0
     np.testing.assert_allclose(distances.numpy(), exact_distances.numpy(), rtol=1e-5, atol=1e-3)
@@ -208,9 +220,11 @@ def _assert_same_search(labels, distances, x, centroids):
 
 def test_low_precision_products_with_float32_where_ambiguous_give_the_float32_search():
     from qrp_core.torch_kmeans import nearest_centroids
+
     x, centroids = _overlapping_blobs()
-    labels, distances, recomputed = nearest_centroids(x, centroids, chunk_rows=1000,
-                                                      coarse_products=(_bf16_products, 2.0 ** -6))
+    labels, distances, recomputed = nearest_centroids(
+        x, centroids, chunk_rows=1000, coarse_products=(_bf16_products, 2.0**-6)
+    )
     assert 0 < recomputed < 0.75 * len(x)  # many rows settled by the coarse products, some recomputed
     _assert_same_search(labels, distances, x, centroids)
     # the coarse products alone pick other centroids: without the recomputation the test fails
@@ -224,6 +238,7 @@ def test_tf32_search_on_cuda_gives_the_float32_search():
     import torch
 
     from qrp_core.torch_kmeans import lloyd, nearest_centroids
+
     x, centroids = _overlapping_blobs()
     labels, distances, recomputed = nearest_centroids(x.cuda(), centroids.cuda(), chunk_rows=1000)
     assert recomputed > 0
@@ -238,6 +253,7 @@ def test_tf32_search_on_cuda_gives_the_float32_search():
 def test_kmeans_on_features_resident_on_the_device_equals_reading_them(monkeypatch, tmp_path, max_points_per_centroid):
     import qrp_core.quantize as quantize
     from qrp_core.quantize import standardised_on_device
+
     x, _ = _blobs(n=3000, d=16, k=12, seed=9)
     np.save(tmp_path / "x.npy", x * 3 + 1)
     x = np.load(tmp_path / "x.npy", mmap_mode="r")
@@ -256,6 +272,7 @@ def test_kmeans_on_features_resident_on_the_device_equals_reading_them(monkeypat
 
 def test_resident_features_budget_counts_the_sample_and_its_sorted_copy():
     from qrp_core.quantize import resident_bytes
+
     gib = 2**30
     # ImageNet: 1.28M x 2048 features (9.8 GiB) + a 256k-row sample + its sorted copy (2 x 2 GiB)
     assert resident_bytes((1_281_167, 2048), 256_000) / gib == pytest.approx(9.7745 + 2 * 1.9531, abs=1e-3)
@@ -269,6 +286,7 @@ def test_faiss_trains_on_the_whole_sample_beyond_its_default_256_points_per_cent
     over all rows of the squared distance to the nearest (converged) centroid, and the torch backend,
     which never subsamples, gives the same centroids."""
     import qrp_core.quantize as quantize
+
     x, _ = _blobs(n=3000, d=8, k=5, seed=11)
     config = KMeansConfig(n_clusters=5, n_iter=30, n_restarts=2, max_points_per_centroid=1000, device="cpu")
     result = kmeans(x, config, seed=0)

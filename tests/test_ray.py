@@ -96,26 +96,49 @@ def ray_cluster():
     temp = Path(tempfile.mkdtemp(prefix="qrp-ray-", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
     port = _free_port(HEAD_IP)
     address = f"{HEAD_IP}:{port}"
-    env = {**os.environ, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",  # SIGTERM stops a node at once
-           # a driver without RAY_AUTH_MODE sends no token, whatever ~/.ray holds: the nodes must match it
-           "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
+    env = {
+        **os.environ,
+        "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",  # SIGTERM stops a node at once
+        # a driver without RAY_AUTH_MODE sends no token, whatever ~/.ray holds: the nodes must match it
+        "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
+    }
     common = ["--block", "--disable-usage-stats", "--object-store-memory=100000000"]
     starters = []
     try:
         head_log = temp / "head.log"
-        starters.append(subprocess.Popen(
-            [RAY, "start", "--head", *common, f"--port={port}", "--num-cpus=2", f"--node-ip-address={HEAD_IP}",
-             "--include-dashboard=false", f"--temp-dir={temp}"],
-            stdout=head_log.open("w"), stderr=subprocess.STDOUT, env=env))
+        starters.append(
+            subprocess.Popen(
+                [
+                    RAY,
+                    "start",
+                    "--head",
+                    *common,
+                    f"--port={port}",
+                    "--num-cpus=2",
+                    f"--node-ip-address={HEAD_IP}",
+                    "--include-dashboard=false",
+                    f"--temp-dir={temp}",
+                ],
+                stdout=head_log.open("w"),
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        )
         _wait_for(lambda: _port_open(HEAD_IP, port), 60, "head node not up", head_log)
         worker_log = temp / "worker.log"
-        starters.append(subprocess.Popen(
-            [RAY, "start", *common, f"--address={address}", "--num-cpus=1", f"--node-ip-address={WORKER_IP}"],
-            stdout=worker_log.open("w"), stderr=subprocess.STDOUT, env=env))
+        starters.append(
+            subprocess.Popen(
+                [RAY, "start", *common, f"--address={address}", "--num-cpus=1", f"--node-ip-address={WORKER_IP}"],
+                stdout=worker_log.open("w"),
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        )
         ray.init(address=address, logging_level="WARNING")
         try:
-            _wait_for(lambda: ray.cluster_resources().get("CPU") == CLUSTER_CPUS, 60, "worker node not joined",
-                      worker_log)
+            _wait_for(
+                lambda: ray.cluster_resources().get("CPU") == CLUSTER_CPUS, 60, "worker node not joined", worker_log
+            )
             assert sorted(n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]) == [HEAD_IP, WORKER_IP]
         finally:
             ray.shutdown()
@@ -143,8 +166,13 @@ def _stop(starters: list[subprocess.Popen]) -> None:
 
 def _published(cache: Cache) -> set[str]:
     """kind/key of every published artefact (temporary folders start with a dot)."""
-    return {f"{kind.name}/{art.name}" for kind in cache.root.iterdir() if kind.name in ("clusterings", "splits", "probes")
-            for art in kind.iterdir() if not art.name.startswith(".")}
+    return {
+        f"{kind.name}/{art.name}"
+        for kind in cache.root.iterdir()
+        if kind.name in ("clusterings", "splits", "probes")
+        for art in kind.iterdir()
+        if not art.name.startswith(".")
+    }
 
 
 def assert_same_artefacts(ray_cache: Cache, local_cache: Cache, results: pd.DataFrame) -> None:
@@ -186,14 +214,18 @@ def test_ray_run_equals_the_in_process_run(ray_cluster, tiny_cache, tiny_study, 
     pd.testing.assert_frame_equal(again.results, local, check_exact=True)
 
 
-def test_a_worker_killed_mid_task_is_retried_and_the_numbers_do_not_change(ray_cluster, tiny_cache, tiny_study,
-                                                                         tmp_path, capfd):
+def test_a_worker_killed_mid_task_is_retried_and_the_numbers_do_not_change(
+    ray_cluster, tiny_cache, tiny_study, tmp_path, capfd
+):
     address, starters = ray_cluster
     local_cache, local = tiny_cache
     cache = Cache(tmp_path / "cache")
     outcome = {}
-    driver = threading.Thread(target=lambda: outcome.update(
-        run=run_on_ray(tiny_study, TINY_RUN, cache, RayOptions(address=address), show_progress=False)))
+    driver = threading.Thread(
+        target=lambda: outcome.update(
+            run=run_on_ray(tiny_study, TINY_RUN, cache, RayOptions(address=address), show_progress=False)
+        )
+    )
     driver.start()
     killed = None
     while driver.is_alive() and killed is None:
@@ -214,8 +246,9 @@ def test_a_worker_killed_mid_task_is_retried_and_the_numbers_do_not_change(ray_c
 RUN_ARGS = ["--k", "8", "--seeds", "2", "--iters", "10", "--restarts", "2", "--epochs", "15"]  # TINY_RUN
 
 
-def test_a_unit_that_keeps_failing_is_reported_and_the_others_land(ray_cluster, tiny_cache, tiny_study,
-                                                                   tiny_study_path, tmp_path, capsys):
+def test_a_unit_that_keeps_failing_is_reported_and_the_others_land(
+    ray_cluster, tiny_cache, tiny_study, tiny_study_path, tmp_path, capsys
+):
     address, _ = ray_cluster
     local_cache, local = tiny_cache
     damaged = local[(local["model"] == "combo-net") & (local["seed"] == 1)].iloc[0]
@@ -223,8 +256,22 @@ def test_a_unit_that_keeps_failing_is_reported_and_the_others_land(ray_cluster, 
     folder = cache.path("clusterings", damaged["clustering"])
     shutil.copytree(local_cache.path("clusterings", damaged["clustering"]), folder)
     (folder / "assignments.npy").unlink()  # a published clustering that lost a file on the shared disk
-    assert main(["run", str(tiny_study_path), "--cache", str(cache.root), *RUN_ARGS,
-                 "--executor", "ray", "--address", address]) == 1
+    assert (
+        main(
+            [
+                "run",
+                str(tiny_study_path),
+                "--cache",
+                str(cache.root),
+                *RUN_ARGS,
+                "--executor",
+                "ray",
+                "--address",
+                address,
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert "failed: combo-net K=8 seed=1 (clustering): FileNotFoundError" in err and "assignments.npy" in err
     assert "1 unit(s) failed" in err
@@ -238,9 +285,28 @@ def test_default_is_a_private_local_ray_that_leaves_nothing_running(tiny_cache, 
     home.mkdir()
     env = {**os.environ, "HOME": str(home)}
     env.pop("RAY_ADDRESS", None)
-    run = subprocess.run([sys.executable, "-m", "qrp_core", "run", str(tiny_study_path), "--cache",
-                          str(tmp_path / "cache"), "--models", "shape-net", *RUN_ARGS, "--executor", "ray"],
-                         cwd=Path(__file__).parent.parent, env=env, capture_output=True, text=True, timeout=300, check=False)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qrp_core",
+            "run",
+            str(tiny_study_path),
+            "--cache",
+            str(tmp_path / "cache"),
+            "--models",
+            "shape-net",
+            *RUN_ARGS,
+            "--executor",
+            "ray",
+        ],
+        cwd=Path(__file__).parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "done=4 running=0 failed=0" in run.stderr  # one progress bar over 2 units x 2 tasks
     stored = load_results(Cache(tmp_path / "cache"), load_study(tiny_study_path))
@@ -258,12 +324,15 @@ def _environ(pid: int) -> bytes:
         return b""
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--executor", "ray", "--address", "127.0.0.2:6379", "--cache", "relative/cache"], "is a relative path"),
-    (["--address", "127.0.0.2:6379"], "--address is for --executor ray"),
-    (["--executor", "ray", "--address", "no-port"], "is not HOST:PORT"),
-    (["--executor", "ray", "--device", "cuda", "--task-gpus", "0"], "tasks that reserve no GPU"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--executor", "ray", "--address", "127.0.0.2:6379", "--cache", "relative/cache"], "is a relative path"),
+        (["--address", "127.0.0.2:6379"], "--address is for --executor ray"),
+        (["--executor", "ray", "--address", "no-port"], "is not HOST:PORT"),
+        (["--executor", "ray", "--device", "cuda", "--task-gpus", "0"], "tasks that reserve no GPU"),
+    ],
+)
 def test_bad_ray_options_stop_with_a_fix(tiny_study_path, extra, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["run", str(tiny_study_path), *RUN_ARGS, "--cache", str(tmp_path / "cache"), *extra]) == 2
@@ -275,8 +344,22 @@ def test_bad_ray_options_stop_with_a_fix(tiny_study_path, extra, message, capsys
 def test_an_address_where_no_cluster_answers_fails_fast(tiny_study_path, tmp_path, capsys):
     port = _free_port(HEAD_IP)  # nothing listens there
     start = time.monotonic()
-    assert main(["run", str(tiny_study_path), *RUN_ARGS, "--cache", str(tmp_path / "cache"), "--executor", "ray",
-                 "--address", f"{HEAD_IP}:{port}"]) == 2
+    assert (
+        main(
+            [
+                "run",
+                str(tiny_study_path),
+                *RUN_ARGS,
+                "--cache",
+                str(tmp_path / "cache"),
+                "--executor",
+                "ray",
+                "--address",
+                f"{HEAD_IP}:{port}",
+            ]
+        )
+        == 2
+    )
     assert time.monotonic() - start < 30
     assert f"no Ray cluster answers at {HEAD_IP}:{port}" in capsys.readouterr().err
     assert not (tmp_path / "cache").exists()

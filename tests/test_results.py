@@ -16,8 +16,16 @@ def _results(seed=0, n_seeds=3):
     for model, level in (("moco_v2", 0.62), ("dino & co", 0.55), ("random", 0.20)):
         for s in range(n_seeds):
             metrics = {m: level + 0.02 * rng.standard_normal() for m in ("nmi", "ami", "top1", "map", "mi_norm")}
-            rows.append({"model": model, "k": 50, "seed": s, "groups": "labels+scene",
-                         "mi_bits": 4 * level + 0.1 * rng.standard_normal(), **metrics})
+            rows.append(
+                {
+                    "model": model,
+                    "k": 50,
+                    "seed": s,
+                    "groups": "labels+scene",
+                    "mi_bits": 4 * level + 0.1 * rng.standard_normal(),
+                    **metrics,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -60,14 +68,34 @@ def test_compare_models_is_welchs_t_test_between_neighbours():
 
 def test_ranking_orders_by_k_then_group_set_then_best_nmi_and_counts_each_rows_seeds():
     rows = []
-    for k, groups, model, nmis in ((100, "a", "x", [0.5, 0.7]), (100, "a", "y", [0.9, 0.8, 0.85]),
-                                   (20, "b", "x", [0.1, 0.3, 0.2]), (20, "b", "y", [0.05]),
-                                   (100, "b", "x", [0.4]), (20, "a", "y", [0.6, 0.2])):
-        rows += [{"model": model, "k": k, "seed": s, "groups": groups, "nmi": v,
-                  **{m: v / 2 for m in ("ami", "top1", "map", "mi_bits", "mi_norm")}} for s, v in enumerate(nmis)]
+    for k, groups, model, nmis in (
+        (100, "a", "x", [0.5, 0.7]),
+        (100, "a", "y", [0.9, 0.8, 0.85]),
+        (20, "b", "x", [0.1, 0.3, 0.2]),
+        (20, "b", "y", [0.05]),
+        (100, "b", "x", [0.4]),
+        (20, "a", "y", [0.6, 0.2]),
+    ):
+        rows += [
+            {
+                "model": model,
+                "k": k,
+                "seed": s,
+                "groups": groups,
+                "nmi": v,
+                **{m: v / 2 for m in ("ami", "top1", "map", "mi_bits", "mi_norm")},
+            }
+            for s, v in enumerate(nmis)
+        ]
     ranked = ranking(pd.DataFrame(rows))
     assert list(zip(ranked["k"], ranked["groups"], ranked["model"])) == [
-        (20, "a", "y"), (20, "b", "x"), (20, "b", "y"), (100, "a", "y"), (100, "a", "x"), (100, "b", "x")]
+        (20, "a", "y"),
+        (20, "b", "x"),
+        (20, "b", "y"),
+        (100, "a", "y"),
+        (100, "a", "x"),
+        (100, "b", "x"),
+    ]
     assert ranked["n_seeds"].tolist() == [2, 3, 1, 3, 2, 1]
     assert ranked["nmi_mean"].tolist() == pytest.approx([0.4, 0.2, 0.05, 0.85, 0.6, 0.4])
     assert ranked["nmi_std"].iloc[:2].tolist() == pytest.approx([np.std([0.6, 0.2], ddof=1), 0.1])
@@ -116,7 +144,8 @@ def test_per_image_table_names_each_images_split_cluster_and_prediction(tiny_stu
     split = cache.load_array("splits", row["split"], "split.npy")  # 0 train, 1 val, 2 test
     assert table["image_id"].tolist() == list(tiny_study.image_ids)
     assert table["split"].tolist() == [("train", "val", "test")[s] for s in split]
-    np.testing.assert_array_equal(table["cluster"], cache.load_array("clusterings", row["clustering"],
-                                                                     "assignments.npy"))
+    np.testing.assert_array_equal(
+        table["cluster"], cache.load_array("clusterings", row["clustering"], "assignments.npy")
+    )
     test = table["split"] == "test"
     assert np.mean(table.loc[test, "cluster"] == table.loc[test, "predicted"]) == pytest.approx(row["top1"])

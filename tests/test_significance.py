@@ -17,8 +17,13 @@ def small(tmp_path_factory):
     """A small study and cheap probes: 199 permutations must fit in seconds."""
     root = tmp_path_factory.mktemp("sig")
     study = load_study(make_synthetic_study(root / "study", n_images=400, dim=8, seed=1))
-    config = RunConfig(ks=(6,), seeds=(0, 1, 2), models=("shape-net", "noise-net"),
-                       kmeans=KMeansConfig(n_iter=10, n_restarts=2), probe=ProbeConfig(max_epochs=5))
+    config = RunConfig(
+        ks=(6,),
+        seeds=(0, 1, 2),
+        models=("shape-net", "noise-net"),
+        kmeans=KMeansConfig(n_iter=10, n_restarts=2),
+        probe=ProbeConfig(max_epochs=5),
+    )
     cache = Cache(root / "cache")
     return study, cache, Runner(study, config, cache, show_progress=False).run()
 
@@ -49,8 +54,10 @@ def test_bootstrap_interval_brackets_the_observed_score_and_matches_a_direct_res
     truth = cache.load_array("clusterings", row.clustering, "assignments.npy")[split == 2]
     predicted = cache.load_array("probes", row.probe, "predictions.npy")[split == 2]
     rng = np.random.default_rng(3)
-    draws = [skm.normalized_mutual_info_score(truth[i], predicted[i])
-             for i in (rng.integers(0, len(truth), len(truth)) for _ in range(100))]
+    draws = [
+        skm.normalized_mutual_info_score(truth[i], predicted[i])
+        for i in (rng.integers(0, len(truth), len(truth)) for _ in range(100))
+    ]
     bias = np.mean(draws) - row.nmi
     assert ci["nmi"]["bias"] == pytest.approx(bias, abs=1e-9)
     assert ci["nmi"]["low"] == pytest.approx(np.percentile(draws, 2.5) - bias, abs=1e-9)
@@ -69,10 +76,12 @@ def test_significance_table_and_model_comparison(small):
     a = results.loc[results["model"] == "shape-net", "nmi"]
     b = results.loc[results["model"] == "noise-net", "nmi"]
     from scipy import stats
+
     assert row["p_value"] == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue)
     assert row["distinguishable"]
-    same = pd.concat([results[results["model"] == "noise-net"].assign(model="twin"),
-                      results[results["model"] == "noise-net"]])
+    same = pd.concat(
+        [results[results["model"] == "noise-net"].assign(model="twin"), results[results["model"] == "noise-net"]]
+    )
     assert not compare_models(same)["distinguishable"].iloc[0]  # identical scores: not distinguishable
 
 
@@ -80,7 +89,7 @@ def _row_keys(matrix) -> list:
     """Each row of a sparse concept matrix as a hashable tuple of its column indices."""
     m = matrix.tocsr()
     m.sort_indices()
-    return [tuple(m.indices[m.indptr[i]:m.indptr[i + 1]]) for i in range(m.shape[0])]
+    return [tuple(m.indices[m.indptr[i] : m.indptr[i + 1]]) for i in range(m.shape[0])]
 
 
 def test_permutation_p_value_counts_ties_and_shuffles_concept_rows_only(small, monkeypatch):

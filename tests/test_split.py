@@ -43,9 +43,18 @@ def test_custom_fractions():
     assert stats["n_test"] == 500 and stats["n_val"] == 50
 
 
-@pytest.mark.parametrize("size,test_fraction,n_test", [
-    (5, 0.5, 3), (9, 0.5, 5), (1, 0.5, 1), (10, 0.25, 3), (2, 0.25, 1), (7, 0.5, 4), (6, 0.25, 2),
-])
+@pytest.mark.parametrize(
+    "size,test_fraction,n_test",
+    [
+        (5, 0.5, 3),
+        (9, 0.5, 5),
+        (1, 0.5, 1),
+        (10, 0.25, 3),
+        (2, 0.25, 1),
+        (7, 0.5, 4),
+        (6, 0.25, 2),
+    ],
+)
 def test_half_ties_round_up(size, test_fraction, n_test):
     """size * test_fraction = x.5 gives x + 1 test images (half up, never to the even neighbour)."""
     split, stats = stratified_split(np.zeros(size, dtype=int), SplitConfig(test_fraction, 0.0), seed=0)

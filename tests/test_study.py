@@ -60,8 +60,9 @@ def test_long_table_order_and_sparse_matrix_give_the_same_concepts(tiny_study, s
     pd.DataFrame({"concept": a.names, "group": a.groups}).to_csv(study_dir / "names.csv", index=False)
     text = (study_dir / "study.toml").read_text()
     (study_dir / "csv.toml").write_text(text.replace("concepts.parquet", "concepts.csv"))
-    (study_dir / "npz.toml").write_text(text.replace('table = "concepts.parquet"',
-                                                     'matrix = "concepts.npz"\nnames = "names.csv"'))
+    (study_dir / "npz.toml").write_text(
+        text.replace('table = "concepts.parquet"', 'matrix = "concepts.npz"\nnames = "names.csv"')
+    )
     for variant in ("csv.toml", "npz.toml"):
         assert load_study(study_dir / variant).concepts.content_hash() == tiny_study.concepts.content_hash()
 
@@ -93,8 +94,9 @@ def test_unknown_image_ids_are_blamed_on_the_table_that_holds_them(study_dir):
     foreign.iloc[3, foreign.columns.get_loc("image_id")] = "elsewhere"
     foreign.to_parquet(study_dir / "colour.parquet")
     toml = study_dir / "study.toml"
-    toml.write_text(toml.read_text().replace('table = "concepts.parquet"',
-                                             'tables = ["rest.parquet", "colour.parquet"]'))
+    toml.write_text(
+        toml.read_text().replace('table = "concepts.parquet"', 'tables = ["rest.parquet", "colour.parquet"]')
+    )
     with pytest.raises(InputError, match="1 image ids are not in the study's image table") as info:
         load_study(toml)
     assert str(info.value).startswith(f"{study_dir / 'colour.parquet'}:"), str(info.value)
@@ -131,8 +133,10 @@ def test_unknown_model(study_dir):
 def test_empty_and_unknown_groups(tiny_study):
     with pytest.raises(InputError, match="unknown concept group 'scene'"):
         tiny_study.concepts.select(("labels", "scene"))
-    table = concepts_from_long_table(pd.DataFrame({"image_id": ["a", "b"], "concept": ["x", "y"], "group": "g"}),
-                                     np.array(["a", "b", "c"], dtype=object))
+    table = concepts_from_long_table(
+        pd.DataFrame({"image_id": ["a", "b"], "concept": ["x", "y"], "group": "g"}),
+        np.array(["a", "b", "c"], dtype=object),
+    )
     empty = type(table)(table.matrix.multiply(0).tocsr(), table.names, table.groups)
     with pytest.raises(InputError, match="concept group 'g' is empty"):
         empty.select(("g",))
@@ -151,8 +155,11 @@ def test_an_empty_group_cell_is_named_with_its_file_and_row(study_dir, suffix, p
     getattr(table, "to_csv" if suffix == ".csv" else "to_parquet")(study_dir / f"broken{suffix}", index=False)
     text = (study_dir / "study.toml").read_text().replace("concepts.parquet", f"broken{suffix}")
     (study_dir / "study.toml").write_text(text)
-    _expect(study_dir / "study.toml", rf"broken\{suffix}: empty `group` cell in {place} \(1 empty in all\)\. "
-            r"Fix: fill in every row's group")
+    _expect(
+        study_dir / "study.toml",
+        rf"broken\{suffix}: empty `group` cell in {place} \(1 empty in all\)\. "
+        r"Fix: fill in every row's group",
+    )
 
 
 def test_a_missing_feature_file_is_reported_when_the_model_is_chosen(study_dir):
@@ -174,6 +181,7 @@ def test_missing_study_keys_and_bad_toml(tmp_path):
 
 def test_concept_groups_summary_equals_a_dense_count(tiny_study):
     from qrp_core.browse import concept_groups
+
     table = concept_groups(tiny_study).set_index("group")
     dense = tiny_study.concepts.matrix.toarray() != 0
     groups = np.asarray(tiny_study.concepts.groups)
@@ -187,9 +195,13 @@ def test_concept_groups_summary_equals_a_dense_count(tiny_study):
 
 def test_long_table_columns_are_ordered_by_group_then_concept_and_repeats_count_once():
     ids = np.array(["a", "b", "c"], dtype=object)
-    table = pd.DataFrame({"image_id": ["a", "b", "a", "c", "a", "b"],
-                          "concept": ["zeta", "beta", "alpha", "zeta", "zeta", "beta"],
-                          "group": ["alpha", "omega", "alpha", "alpha", "alpha", "omega"]})
+    table = pd.DataFrame(
+        {
+            "image_id": ["a", "b", "a", "c", "a", "b"],
+            "concept": ["zeta", "beta", "alpha", "zeta", "zeta", "beta"],
+            "group": ["alpha", "omega", "alpha", "alpha", "alpha", "omega"],
+        }
+    )
     concepts = concepts_from_long_table(table, ids)
     assert concepts.names == ("alpha", "zeta", "beta") and concepts.groups == ("alpha", "alpha", "omega")
     assert concepts.group_names == ("alpha", "omega")
@@ -203,13 +215,16 @@ def test_long_table_columns_are_ordered_by_group_then_concept_and_repeats_count_
 def _small_study(root, *, concepts, base_group=None, models=""):
     """A three-image study with labels, the given long concept table and a 2-D feature file."""
     root.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"image_id": ["i0", "i1", "i2"], "label": ["dog", "cat", "dog"]}).to_csv(root / "images.csv",
-                                                                                          index=False)
+    pd.DataFrame({"image_id": ["i0", "i1", "i2"], "label": ["dog", "cat", "dog"]}).to_csv(
+        root / "images.csv", index=False
+    )
     concepts.to_csv(root / "concepts.csv", index=False)
     np.save(root / "f.npy", np.arange(6, dtype=np.float32).reshape(3, 2))
     head = f'base_group = "{base_group}"\n' if base_group else ""
-    (root / "study.toml").write_text(f'name = "small"\nimages = "images.csv"\n{head}[concepts]\n'
-                                     f'table = "concepts.csv"\n[models.m]\nfeatures = "f.npy"\n{models}')
+    (root / "study.toml").write_text(
+        f'name = "small"\nimages = "images.csv"\n{head}[concepts]\n'
+        f'table = "concepts.csv"\n[models.m]\nfeatures = "f.npy"\n{models}'
+    )
     return root / "study.toml"
 
 
@@ -222,8 +237,7 @@ def test_labels_become_the_base_group_named_in_the_study_file(tmp_path):
     assert study.concepts.names == ("[shapes] cat", "[shapes] dog", "blue", "red")
     np.testing.assert_array_equal(study.concepts.matrix.toarray(), [[0, 1, 0, 1], [1, 0, 0, 0], [0, 1, 1, 0]])
     # where the concept table already has the base group, the labels are not added a second time
-    given = pd.concat([concepts, pd.DataFrame({"image_id": ["i1"], "concept": ["[labels] own"],
-                                               "group": ["labels"]})])
+    given = pd.concat([concepts, pd.DataFrame({"image_id": ["i1"], "concept": ["[labels] own"], "group": ["labels"]})])
     study = load_study(_small_study(tmp_path / "b", concepts=given))
     assert study.concepts.names == ("blue", "red", "[labels] own")
     assert study.concepts.group_names == ("colour", "labels")
@@ -234,7 +248,8 @@ def test_given_cluster_ids_are_matched_by_image_id_and_coded_from_zero(tmp_path)
     models = '[models.table]\nassignments = "clusters.csv"\n[models.array]\nassignments = "clusters.npy"\n'
     path = _small_study(tmp_path, concepts=concepts, models=models)
     pd.DataFrame({"image_id": ["i2", "i0", "i1"], "cluster": ["zebra", "ant", "zebra"]}).to_csv(
-        tmp_path / "clusters.csv", index=False)
+        tmp_path / "clusters.csv", index=False
+    )
     np.save(tmp_path / "clusters.npy", np.array([9, 5, 9]))
     study = load_study(path)
     np.testing.assert_array_equal(study.cluster_ids("table"), [0, 1, 1])  # i0: ant, i1 and i2: zebra

@@ -18,9 +18,14 @@ def test_probe_transfers_to_a_second_collection_without_retraining(tmp_path):
     cache = Cache(tmp_path / "cache")
     experts = default_transfer_groups(source)
     assert experts == "colour+other+texture"  # every group but the labels
-    config = RunConfig(ks=(30,), seeds=(0,), models=("combo-net", "noise-net"),
-                       group_sets=(source.concepts.group_names, tuple(experts.split("+"))),
-                       kmeans=KMeansConfig(n_iter=20, n_restarts=3), probe=ProbeConfig(max_epochs=40))
+    config = RunConfig(
+        ks=(30,),
+        seeds=(0,),
+        models=("combo-net", "noise-net"),
+        group_sets=(source.concepts.group_names, tuple(experts.split("+"))),
+        kmeans=KMeansConfig(n_iter=20, n_restarts=3),
+        probe=ProbeConfig(max_epochs=40),
+    )
     Runner(source, config, cache, show_progress=False).run()
 
     # the paper's Table 7: the probe on the experts only; combo-net's clusters are (shape, colour) and
@@ -76,8 +81,12 @@ def test_transfer_of_a_study_to_itself_scores_the_probe_against_its_own_clusters
     # change cluster if the features were not centred on the source's mean
     exact, fifth, moved = [], [], []
     for row in table.itertuples():
-        source = results[(results["model"] == row.model) & (results["k"] == row.k) & (results["seed"] == row.seed)
-                         & (results["groups"] == row.groups)]
+        source = results[
+            (results["model"] == row.model)
+            & (results["k"] == row.k)
+            & (results["seed"] == row.seed)
+            & (results["groups"] == row.groups)
+        ]
         assert len(source) == 1 and source["probe"].iloc[0] == row.probe
         source = source.iloc[0]
         assert (row.source_top1, row.source_nmi, row.source_ami) == (source["top1"], source["nmi"], source["ami"])
@@ -100,8 +109,9 @@ def test_transfer_of_a_study_to_itself_scores_the_probe_against_its_own_clusters
         probe = load_probe(cache, row.probe)
         assert list(probe["names"]) == list(concepts.names)
         assert row.shared_concepts == row.probe_concepts == len(concepts.names)
-        logits = concepts.matrix.toarray().astype(np.float64) @ probe["weight"].astype(np.float64) \
-            + probe["bias"].astype(np.float64)
+        logits = concepts.matrix.toarray().astype(np.float64) @ probe["weight"].astype(np.float64) + probe[
+            "bias"
+        ].astype(np.float64)
         predicted = logits.argmax(1)
         truth_logit = logits[np.arange(len(logits)), assignments][:, None]
         above = (logits > truth_logit + 1e-5).sum(1)  # classes scored clearly above the truth

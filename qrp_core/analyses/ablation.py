@@ -24,8 +24,9 @@ def group_order(study: Study, order: tuple[str, ...] | None = None) -> tuple[str
     order = PAPER_ORDER if order is None else order
     for g in order:
         if g not in present and g != study.base_group and order is not PAPER_ORDER:
-            raise InputError(f"group {g!r} is not in the study", where=study.path,
-                             fix=f"order the study's groups: {present}")
+            raise InputError(
+                f"group {g!r} is not in the study", where=study.path, fix=f"order the study's groups: {present}"
+            )
     named = [g for g in order if g in present]
     return tuple(named + sorted(g for g in present if g not in named))
 
@@ -43,13 +44,17 @@ def cumulative_sets(study: Study, order: tuple[str, ...]) -> list[tuple[str, tup
 def gain_sets(study: Study, order: tuple[str, ...]) -> list[tuple[str, ...]]:
     base = study.base_group
     if base not in study.concepts.group_names:
-        raise InputError(f"the study has no base group {base!r}", where=study.path,
-                         fix="add a `label` column to the image table or set `base_group`")
+        raise InputError(
+            f"the study has no base group {base!r}",
+            where=study.path,
+            fix="add a `label` column to the image table or set `base_group`",
+        )
     return [(base,)] + [(base, g) for g in order]
 
 
-def run_ablation(study: Study, config: RunConfig, cache: Cache, *, order: tuple[str, ...] | None = None,
-                 show_progress: bool = True) -> dict[str, pd.DataFrame]:
+def run_ablation(
+    study: Study, config: RunConfig, cache: Cache, *, order: tuple[str, ...] | None = None, show_progress: bool = True
+) -> dict[str, pd.DataFrame]:
     """Train the ablation probes (cached) and return the ``cumulative`` and ``gain`` tables.
 
     cumulative: one row per model, K, seed, variant and prefix step, with every metric.
@@ -62,8 +67,7 @@ def run_ablation(study: Study, config: RunConfig, cache: Cache, *, order: tuple[
     has_base = study.base_group in study.concepts.group_names
     gains = gain_sets(study, order) if has_base else []
     all_sets = tuple(dict.fromkeys([groups for _, groups in cumulative] + gains))
-    results = Runner(study, dataclasses.replace(config, group_sets=all_sets), cache,
-                     show_progress=show_progress).run()
+    results = Runner(study, dataclasses.replace(config, group_sets=all_sets), cache, show_progress=show_progress).run()
     rows = []
     for variant, groups in cumulative:
         part = results[results["groups"] == groups_label(study.concepts.canonical(groups))]
@@ -75,16 +79,19 @@ def run_ablation(study: Study, config: RunConfig, cache: Cache, *, order: tuple[
     if has_base:
         base = results[results["groups"] == study.base_group].set_index(["model", "k", "seed"])
         for groups in gains[1:]:
-            part = results[results["groups"] == groups_label(study.concepts.canonical(groups))]\
-                .set_index(["model", "k", "seed"])
+            part = results[results["groups"] == groups_label(study.concepts.canonical(groups))].set_index(
+                ["model", "k", "seed"]
+            )
             delta = part[METRIC_COLUMNS] - base[METRIC_COLUMNS]
             delta.columns = [f"delta_{c}" for c in METRIC_COLUMNS]
-            gain_rows.append(delta.assign(added=groups[-1], base_nmi=base["nmi"], probe=part["probe"],
-                                          base_probe=base["probe"]).reset_index())
+            gain_rows.append(
+                delta.assign(
+                    added=groups[-1], base_nmi=base["nmi"], probe=part["probe"], base_probe=base["probe"]
+                ).reset_index()
+            )
     gain_table = pd.concat(gain_rows, ignore_index=True) if gain_rows else pd.DataFrame()
     params = {"order": list(order), "ks": list(config.ks), "seeds": list(config.seeds)}
-    cache.write_table(study.name, "ablation-cumulative", cumulative_table, params,
-                      keys=["model", "k", "seed"])
+    cache.write_table(study.name, "ablation-cumulative", cumulative_table, params, keys=["model", "k", "seed"])
     if has_base:
         cache.write_table(study.name, "ablation-gain", gain_table, params, keys=["model", "k", "seed"])
     return {"cumulative": cumulative_table, "gain": gain_table}

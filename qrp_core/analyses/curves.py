@@ -22,8 +22,12 @@ def k_curve(results: pd.DataFrame, *, groups: str | None = None) -> pd.DataFrame
 
 def layer_curve(study: Study, results: pd.DataFrame) -> pd.DataFrame:
     """Per network, the measure at each layer in order: models whose metadata has ``network`` and ``layer``."""
-    meta = pd.DataFrame([{"model": name, "network": spec.metadata.get("network"), "layer": spec.metadata.get("layer")}
-                         for name, spec in study.models.items()]).dropna()
+    meta = pd.DataFrame(
+        [
+            {"model": name, "network": spec.metadata.get("network"), "layer": spec.metadata.get("layer")}
+            for name, spec in study.models.items()
+        ]
+    ).dropna()
     if meta.empty:
         return pd.DataFrame(columns=["network", "layer", "model"])
     table = mean_std(results.merge(meta, on="model"), ["network", "layer", "model", "k", "groups"])
@@ -44,7 +48,10 @@ def run_layer_curve(study: Study, config: RunConfig, cache: Cache, *, show_progr
 
     models = tuple(m for m, spec in study.models.items() if "layer" in spec.metadata and "network" in spec.metadata)
     if not models:
-        raise InputError("no model has `network` and `layer` metadata", where=study.path,
-                         fix='add network = "name" and layer = <int> to each layer\'s [models.NAME] table')
+        raise InputError(
+            "no model has `network` and `layer` metadata",
+            where=study.path,
+            fix='add network = "name" and layer = <int> to each layer\'s [models.NAME] table',
+        )
     results = Runner(study, dataclasses.replace(config, models=models), cache, show_progress=show_progress).run()
     return layer_curve(study, results)

@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..cache import Cache, save_npy, stable_hash
+from ..cache import Cache
 from ..config import RunConfig
 from ..errors import InputError
+from ..profiles import cluster_concept_counts
 from ..results import ProbeRun, groups_label, load_probe, load_probe_run
 from ..split import TEST
 from ..study import Study
@@ -39,8 +40,9 @@ def pairwise_confusion(confusion: sp.spmatrix) -> pd.DataFrame:
     sym = sp.coo_matrix((c.data[off], (i, j)), shape=confusion.shape).tocsr()
     sym.sum_duplicates()
     sym = sym.tocoo()
-    return pd.DataFrame({"i": sym.row, "j": sym.col, "confused": sym.data,
-                         "confusion": sym.data / (sizes[sym.row] + sizes[sym.col])})
+    return pd.DataFrame(
+        {"i": sym.row, "j": sym.col, "confused": sym.data, "confusion": sym.data / (sizes[sym.row] + sizes[sym.col])}
+    )
 
 
 def _test_confusion(run: ProbeRun) -> sp.csr_matrix:
@@ -55,8 +57,10 @@ def confusion_drop(cache: Cache, probe_a: str, probe_b: str) -> pd.DataFrame:
     """
     run_a, run_b = load_probe_run(cache, probe_a), load_probe_run(cache, probe_b)
     if (run_a.clustering, run_a.manifest["inputs"]["split"]) != (run_b.clustering, run_b.manifest["inputs"]["split"]):
-        raise InputError("the two probes were trained on different clusterings or splits",
-                         fix="compare probes of the same model, K and seed")
+        raise InputError(
+            "the two probes were trained on different clusterings or splits",
+            fix="compare probes of the same model, K and seed",
+        )
     a = pairwise_confusion(_test_confusion(run_a)).set_index(["i", "j"])["confusion"]
     b = pairwise_confusion(_test_confusion(run_b)).set_index(["i", "j"])["confusion"]
     table = pd.concat({"confusion_a": a, "confusion_b": b}, axis=1).fillna(0.0)
@@ -71,8 +75,15 @@ def coefficient_difference(probe: dict, i: int, j: int) -> pd.DataFrame:
     """
     weight = probe["weight"]
     diff = weight[:, i] - weight[:, j]
-    table = pd.DataFrame({"concept": probe["names"], "group": probe["groups"], "difference": diff,
-                          "theta_i": weight[:, i], "theta_j": weight[:, j]})
+    table = pd.DataFrame(
+        {
+            "concept": probe["names"],
+            "group": probe["groups"],
+            "difference": diff,
+            "theta_i": weight[:, i],
+            "theta_j": weight[:, j],
+        }
+    )
     return table.reindex(np.argsort(-np.abs(diff), kind="stable")).reset_index(drop=True)
 
 
@@ -80,8 +91,13 @@ def top_concepts(probe: dict, cluster: int, n: int = 10) -> pd.DataFrame:
     """The concepts with the largest probe coefficients for one cluster."""
     column = probe["weight"][:, cluster]
     order = np.argsort(-column, kind="stable")[:n]
-    return pd.DataFrame({"concept": np.asarray(probe["names"])[order], "group": np.asarray(probe["groups"])[order],
-                         "coefficient": column[order]})
+    return pd.DataFrame(
+        {
+            "concept": np.asarray(probe["names"])[order],
+            "group": np.asarray(probe["groups"])[order],
+            "coefficient": column[order],
+        }
+    )
 
 
 def nearest_images(cache: Cache, clustering_key: str, cluster: int, n: int = 32) -> np.ndarray:
@@ -93,21 +109,6 @@ def nearest_images(cache: Cache, clustering_key: str, cluster: int, n: int = 32)
         distances = np.load(distances_path)[members]
         members = members[np.argsort(distances, kind="stable")]
     return members if n is None else members[:n]
-
-
-def cluster_concept_counts(study: Study, cache: Cache, clustering_key: str) -> sp.csr_matrix:
-    """(K, n_concepts) counts of each concept in each cluster, cached per clustering and concept table."""
-    key = stable_hash({"clustering": clustering_key, "concepts": study.concepts.content_hash()})
-    if not cache.has("profiles", key):
-        assignments = cache.load_array("clusterings", clustering_key, "assignments.npy")
-        k = int(cache.manifest("clusterings", clustering_key)["params"]["n_clusters"])
-        onehot = sp.csr_matrix((np.ones(len(assignments), np.int64), (assignments, np.arange(len(assignments)))),
-                               shape=(k, len(assignments)))
-        counts = (onehot @ study.concepts.matrix.astype(np.int64)).tocsr()
-        cache.write("profiles", key, {"counts.npz": lambda p: sp.save_npz(p, counts),
-                                      "cluster_sizes.npy": save_npy(np.bincount(assignments, minlength=k))},
-                    {"inputs": {"clustering": clustering_key, "concepts_sha256": study.concepts.content_hash()}})
-    return sp.load_npz(cache.path("profiles", key) / "counts.npz").tocsr()
 
 
 def over_represented(study: Study, cache: Cache, clustering_key: str, cluster: int, n: int = 10) -> pd.DataFrame:
@@ -126,10 +127,16 @@ def over_represented(study: Study, cache: Cache, clustering_key: str, cluster: i
     score = in_cluster * np.log(in_cluster / base)
     over = np.flatnonzero(score > 0)
     order = over[np.argsort(-score[over], kind="stable")][:n]
-    return pd.DataFrame({"concept": np.asarray(study.concepts.names)[row.indices[order]],
-                         "group": np.asarray(study.concepts.groups)[row.indices[order]],
-                         "in_cluster": in_cluster[order], "overall": base[order],
-                         "lift": in_cluster[order] / base[order], "score": score[order]})
+    return pd.DataFrame(
+        {
+            "concept": np.asarray(study.concepts.names)[row.indices[order]],
+            "group": np.asarray(study.concepts.groups)[row.indices[order]],
+            "in_cluster": in_cluster[order],
+            "overall": base[order],
+            "lift": in_cluster[order] / base[order],
+            "score": score[order],
+        }
+    )
 
 
 def explain_pair(study: Study, cache: Cache, probe_key: str, i: int, j: int, *, n: int = 10) -> dict:
@@ -148,34 +155,49 @@ def explain_pair(study: Study, cache: Cache, probe_key: str, i: int, j: int, *, 
     difference["frequency_j"] = counts[1, index] / sizes[1]
     return {
         "difference": difference,
-        "top_i": top_concepts(probe, i, n), "top_j": top_concepts(probe, j, n),
-        "images_i": nearest_images(cache, clustering, i, n), "images_j": nearest_images(cache, clustering, j, n),
+        "top_i": top_concepts(probe, i, n),
+        "top_j": top_concepts(probe, j, n),
+        "images_i": nearest_images(cache, clustering, i, n),
+        "images_j": nearest_images(cache, clustering, j, n),
         "over_i": over_represented(study, cache, clustering, i, n),
         "over_j": over_represented(study, cache, clustering, j, n),
     }
 
 
-def run_pairs(study: Study, config: RunConfig, cache: Cache, *, base: tuple[str, ...], added: str,
-              show_progress: bool = True) -> pd.DataFrame:
+def run_pairs(
+    study: Study, config: RunConfig, cache: Cache, *, base: tuple[str, ...], added: str, show_progress: bool = True
+) -> pd.DataFrame:
     """Train (or reuse) the probes on ``base`` and ``base + added`` for every model, K and seed of
     ``config`` and rank each clustering's pairs by the drop in confusion. Stored as the study's
     ``pairs`` analysis table, one row per pair and comparison."""
     from ..pipeline import Runner  # torch and faiss load here, not when the app reads pairs
 
     if added in base:
-        raise InputError(f"group {added!r} is already among the base groups {list(base)}",
-                         fix="add a group that the base set lacks")
+        raise InputError(
+            f"group {added!r} is already among the base groups {list(base)}", fix="add a group that the base set lacks"
+        )
     base = study.concepts.canonical(base)
     with_added = study.concepts.canonical((*base, added))
-    results = Runner(study, dataclasses.replace(config, group_sets=(base, with_added)), cache,
-                     show_progress=show_progress).run()
+    results = Runner(
+        study, dataclasses.replace(config, group_sets=(base, with_added)), cache, show_progress=show_progress
+    ).run()
     probes = results.pivot_table(index=["model", "k", "seed"], columns="groups", values="probe", aggfunc="first")
     tables = []
     for (model, k, seed), row in probes.iterrows():
         table = confusion_drop(cache, row[groups_label(base)], row[groups_label(with_added)])
-        tables.append(table.assign(model=model, k=k, seed=seed, base=groups_label(base), added=added,
-                                   probe_a=row[groups_label(base)], probe_b=row[groups_label(with_added)]))
+        tables.append(
+            table.assign(
+                model=model,
+                k=k,
+                seed=seed,
+                base=groups_label(base),
+                added=added,
+                probe_a=row[groups_label(base)],
+                probe_b=row[groups_label(with_added)],
+            )
+        )
     pairs = pd.concat(tables, ignore_index=True)
-    cache.write_table(study.name, "pairs", pairs, {"base": list(base), "added": added},
-                      keys=["model", "k", "seed", "base", "added"])
+    cache.write_table(
+        study.name, "pairs", pairs, {"base": list(base), "added": added}, keys=["model", "k", "seed", "base", "added"]
+    )
     return pairs

@@ -34,8 +34,9 @@ from ..split import TEST
 from ..study import Study
 
 
-def permutation_baseline(study: Study, cache: Cache, probe_key: str, *, repeats: int = 20, seed: int = 0,
-                         progress=None) -> dict:
+def permutation_baseline(
+    study: Study, cache: Cache, probe_key: str, *, repeats: int = 20, seed: int = 0, progress=None
+) -> dict:
     """Scores of ``repeats`` probes trained on concepts shuffled across images; cached per probe."""
     key = stable_hash({"probe": probe_key, "repeats": repeats, "seed": seed, "test": "permutation"})
     if cache.has("significance", key):
@@ -61,18 +62,34 @@ def permutation_baseline(study: Study, cache: Cache, probe_key: str, *, repeats:
     out = {"observed": {m: observed[m] for m in METRIC_COLUMNS}, "repeats": repeats, "seed": seed}
     for m in METRIC_COLUMNS:
         values = np.array([s[m] for s in null])
-        out[m] = {"null": values.tolist(), "mean": float(values.mean()), "std": float(values.std(ddof=1)),
-                  "p_value": float((1 + np.sum(values >= observed[m])) / (repeats + 1))}
-    cache.write("significance", key, {"permutation.json": save_json(out)},
-                {"inputs": {"probe": probe_key}, "params": {"repeats": repeats, "seed": seed}})
+        out[m] = {
+            "null": values.tolist(),
+            "mean": float(values.mean()),
+            "std": float(values.std(ddof=1)),
+            "p_value": float((1 + np.sum(values >= observed[m])) / (repeats + 1)),
+        }
+    cache.write(
+        "significance",
+        key,
+        {"permutation.json": save_json(out)},
+        {"inputs": {"probe": probe_key}, "params": {"repeats": repeats, "seed": seed}},
+    )
     return out
 
 
-def bootstrap_ci(study: Study, cache: Cache, probe_key: str, *, n_boot: int = 200, seed: int = 0,
-                 level: float = 0.95) -> dict:
+def bootstrap_ci(
+    study: Study, cache: Cache, probe_key: str, *, n_boot: int = 200, seed: int = 0, level: float = 0.95
+) -> dict:
     """Percentile confidence intervals of every metric over test images resampled with replacement."""
-    key = stable_hash({"probe": probe_key, "n_boot": n_boot, "seed": seed, "level": level,
-                      "test": "bootstrap, percentile shifted by the bias"})
+    key = stable_hash(
+        {
+            "probe": probe_key,
+            "n_boot": n_boot,
+            "seed": seed,
+            "level": level,
+            "test": "bootstrap, percentile shifted by the bias",
+        }
+    )
     if cache.has("significance", key):
         return cache.load_json("significance", key, "bootstrap.json")
     run = load_probe_run(cache, probe_key)
@@ -108,37 +125,80 @@ def bootstrap_ci(study: Study, cache: Cache, probe_key: str, *, n_boot: int = 20
         # plug-in NMI/AMI/MI are biased upwards, more so on resamples (repeated images): re-centre
         # the percentile interval by the bootstrap estimate of that bias
         bias = float(np.mean(values)) - observed[m]
-        out[m] = {"low": float(np.percentile(values, tail)) - bias, "high": float(np.percentile(values, 100 - tail)) - bias,
-                  "bias": bias}
+        out[m] = {
+            "low": float(np.percentile(values, tail)) - bias,
+            "high": float(np.percentile(values, 100 - tail)) - bias,
+            "bias": bias,
+        }
     out.update(n_boot=n_boot, seed=seed, level=level)
-    cache.write("significance", key, {"bootstrap.json": save_json(out)},
-                {"inputs": {"probe": probe_key}, "params": {"n_boot": n_boot, "seed": seed, "level": level}})
+    cache.write(
+        "significance",
+        key,
+        {"bootstrap.json": save_json(out)},
+        {"inputs": {"probe": probe_key}, "params": {"n_boot": n_boot, "seed": seed, "level": level}},
+    )
     return out
 
 
-def significance_table(study: Study, cache: Cache, results: pd.DataFrame, *, repeats: int = 20,
-                       n_boot: int = 200, seed: int = 0, progress=None) -> pd.DataFrame:
+def significance_table(
+    study: Study,
+    cache: Cache,
+    results: pd.DataFrame,
+    *,
+    repeats: int = 20,
+    n_boot: int = 200,
+    seed: int = 0,
+    progress=None,
+) -> pd.DataFrame:
     """One row per result row and metric: observed, permutation mean/std/p-value, bootstrap CI."""
     rows = []
     for row in results.itertuples():
         perm = permutation_baseline(study, cache, row.probe, repeats=repeats, seed=seed)
         boot = bootstrap_ci(study, cache, row.probe, n_boot=n_boot, seed=seed)
         for m in METRIC_COLUMNS:
-            rows.append({"model": row.model, "k": row.k, "seed": row.seed, "groups": row.groups, "metric": m,
-                         "observed": getattr(row, m), "null_mean": perm[m]["mean"], "null_std": perm[m]["std"],
-                         "p_value": perm[m]["p_value"], "ci_low": boot[m]["low"], "ci_high": boot[m]["high"],
-                         "repeats": repeats, "n_boot": n_boot, "probe": row.probe})
+            rows.append(
+                {
+                    "model": row.model,
+                    "k": row.k,
+                    "seed": row.seed,
+                    "groups": row.groups,
+                    "metric": m,
+                    "observed": getattr(row, m),
+                    "null_mean": perm[m]["mean"],
+                    "null_std": perm[m]["std"],
+                    "p_value": perm[m]["p_value"],
+                    "ci_low": boot[m]["low"],
+                    "ci_high": boot[m]["high"],
+                    "repeats": repeats,
+                    "n_boot": n_boot,
+                    "probe": row.probe,
+                }
+            )
         if progress is not None:
             progress()
     table = pd.DataFrame(rows)
-    cache.write_table(study.name, "significance", table, {"repeats": repeats, "n_boot": n_boot, "seed": seed},
-                      keys=["model", "k", "seed", "groups"])
+    cache.write_table(
+        study.name,
+        "significance",
+        table,
+        {"repeats": repeats, "n_boot": n_boot, "seed": seed},
+        keys=["model", "k", "seed", "groups"],
+    )
     return table
 
 
 def significance_summary(table: pd.DataFrame, metric: str = "nmi") -> pd.DataFrame:
     """One row per model, K and group set of ``significance_table``'s ``metric``: the observed score, the
     permutation mean and the bootstrap interval as means over seeds, and the largest p-value over seeds."""
-    return table[table["metric"] == metric].groupby(["model", "k", "groups"]).agg(
-        observed=("observed", "mean"), null_mean=("null_mean", "mean"), max_p=("p_value", "max"),
-        ci_low=("ci_low", "mean"), ci_high=("ci_high", "mean")).reset_index()
+    return (
+        table[table["metric"] == metric]
+        .groupby(["model", "k", "groups"])
+        .agg(
+            observed=("observed", "mean"),
+            null_mean=("null_mean", "mean"),
+            max_p=("p_value", "max"),
+            ci_low=("ci_low", "mean"),
+            ci_high=("ci_high", "mean"),
+        )
+        .reset_index()
+    )

@@ -30,11 +30,15 @@ def concepts_by_name(study: Study, names: list[str]) -> tuple[sp.csr_matrix, int
     index = {name: i for i, name in enumerate(study.concepts.names)}
     found = [(target, index[name]) for target, name in enumerate(names) if name in index]
     if not found:
-        raise InputError("the two studies share no concept names", where=study.path,
-                         fix="label both collections with the same experts (same concept names)")
+        raise InputError(
+            "the two studies share no concept names",
+            where=study.path,
+            fix="label both collections with the same experts (same concept names)",
+        )
     target, source = map(np.array, zip(*found))
-    selector = sp.csr_matrix((np.ones(len(found), bool), (source, target)),
-                             shape=(len(study.concepts.names), len(names)))
+    selector = sp.csr_matrix(
+        (np.ones(len(found), bool), (source, target)), shape=(len(study.concepts.names), len(names))
+    )
     return (study.concepts.matrix.astype(np.float32) @ selector.astype(np.float32)).astype(bool).tocsr(), len(found)
 
 
@@ -45,14 +49,18 @@ def transfer_probe(source: Study, target: Study, cache: Cache, probe_key: str) -
     cluster_manifest = cache.manifest("clusterings", clustering)
     model = cluster_manifest["params"]["model"]
     if "centroids.npy" not in cluster_manifest["files"]:
-        raise InputError(f"model {model!r} has given cluster ids, no centroids to assign new images to",
-                         fix="transfer models whose clusters come from K-means")
+        raise InputError(
+            f"model {model!r} has given cluster ids, no centroids to assign new images to",
+            fix="transfer models whose clusters come from K-means",
+        )
     features = target.features(model)
     centroids = cache.load_array("clusterings", clustering, "centroids.npy")
     if features.shape[1] != centroids.shape[1]:
-        raise InputError(f"target features have {features.shape[1]} dimensions, the source clustering "
-                         f"{centroids.shape[1]}", where=target.model(model).features,
-                         fix="extract both collections' features with the same model and layer")
+        raise InputError(
+            f"target features have {features.shape[1]} dimensions, the source clustering {centroids.shape[1]}",
+            where=target.model(model).features,
+            fix="extract both collections' features with the same model and layer",
+        )
     mean = cache.load_array("clusterings", clustering, "mean.npy")
     std = cache.load_array("clusterings", clustering, "std.npy")
     truth, _ = assign(features, centroids, (mean, std))
@@ -61,24 +69,33 @@ def transfer_probe(source: Study, target: Study, cache: Cache, probe_key: str) -
     logits = probe_logits(probe["weight"], probe["bias"], concepts)
     top5 = np.argsort(-logits, axis=1, kind="stable")[:, :5]  # ties to the lower id, as argmax
     predicted = top5[:, 0]
-    return {"model": model, "top1": top1_accuracy(truth, predicted),
-            "top5": float(np.mean((top5 == truth[:, None]).any(axis=1))),
-            "nmi": normalized_mutual_info(truth, predicted), "ami": adjusted_mutual_info(truth, predicted),
-            "n_images": int(len(truth)), "shared_concepts": n_shared, "probe_concepts": len(probe["names"])}
+    return {
+        "model": model,
+        "top1": top1_accuracy(truth, predicted),
+        "top5": float(np.mean((top5 == truth[:, None]).any(axis=1))),
+        "nmi": normalized_mutual_info(truth, predicted),
+        "ami": adjusted_mutual_info(truth, predicted),
+        "n_images": int(len(truth)),
+        "shared_concepts": n_shared,
+        "probe_concepts": len(probe["names"]),
+    }
 
 
 def default_transfer_groups(source: Study) -> str:
     """Every concept group of ``source`` but its base group (the ground-truth labels), as ``a+b``."""
     groups = [g for g in source.concepts.group_names if g != source.base_group]
     if not groups:
-        raise InputError(f"the study's only concept group is its labels ({source.base_group})", where=source.path,
-                         fix="add expert concepts to the study, or transfer the label probe with --groups "
-                             + source.base_group)
+        raise InputError(
+            f"the study's only concept group is its labels ({source.base_group})",
+            where=source.path,
+            fix="add expert concepts to the study, or transfer the label probe with --groups " + source.base_group,
+        )
     return "+".join(groups)
 
 
-def run_transfer(source: Study, target: Study, cache: Cache, *, k: int | None = None,
-                 groups: str | None = None) -> pd.DataFrame:
+def run_transfer(
+    source: Study, target: Study, cache: Cache, *, k: int | None = None, groups: str | None = None
+) -> pd.DataFrame:
     """Transfer the probes of ``source``'s results on one group set (``a+b``; default
     ``default_transfer_groups``), every seed and K (or one K), to ``target``; also reports the
     source's own test scores side by side. Stored as ``transfer-<target>``."""
@@ -86,22 +103,40 @@ def run_transfer(source: Study, target: Study, cache: Cache, *, k: int | None = 
     results = result_rows(load_results(cache, source), k=k, groups=groups)
     if results.empty:
         at_k, k_option = (f" at K={k}", f" --k {k}") if k is not None else ("", "")
-        raise InputError(f"no source results on groups {groups}{at_k}", where=source.path,
-                         fix=f"run `python -m qrp_core run {source.path} --groups {groups}{k_option}` first, "
-                             "or choose computed groups with --groups")
+        raise InputError(
+            f"no source results on groups {groups}{at_k}",
+            where=source.path,
+            fix=f"run `python -m qrp_core run {source.path} --groups {groups}{k_option}` first, "
+            "or choose computed groups with --groups",
+        )
     rows = []
     for row in results.itertuples():
         if not target.model(row.model).has_features:
             continue
         scores = transfer_probe(source, target, cache, row.probe)
-        rows.append({"model": row.model, "k": row.k, "seed": row.seed, "groups": row.groups,
-                     "source_top1": row.top1, "source_nmi": row.nmi, "source_ami": row.ami,
-                     **{f"target_{m}": scores[m] for m in ("top1", "top5", "nmi", "ami")},
-                     "shared_concepts": scores["shared_concepts"], "probe_concepts": scores["probe_concepts"],
-                     "probe": row.probe})
+        rows.append(
+            {
+                "model": row.model,
+                "k": row.k,
+                "seed": row.seed,
+                "groups": row.groups,
+                "source_top1": row.top1,
+                "source_nmi": row.nmi,
+                "source_ami": row.ami,
+                **{f"target_{m}": scores[m] for m in ("top1", "top5", "nmi", "ami")},
+                "shared_concepts": scores["shared_concepts"],
+                "probe_concepts": scores["probe_concepts"],
+                "probe": row.probe,
+            }
+        )
     table = pd.DataFrame(rows)
-    cache.write_table(source.name, f"transfer-{target.name}", table, {"target": str(target.path)},
-                      keys=["model", "k", "seed", "groups"])
+    cache.write_table(
+        source.name,
+        f"transfer-{target.name}",
+        table,
+        {"target": str(target.path)},
+        keys=["model", "k", "seed", "groups"],
+    )
     return table
 
 

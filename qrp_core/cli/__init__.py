@@ -10,11 +10,22 @@ from . import analysis_verbs, verbs
 from .parser import build_parser
 
 VERBS = {
-    "validate": verbs.validate, "extract": verbs.extract, "fetch": verbs.fetch, "label": verbs.label,
-    "import-labels": verbs.import_labels, "demo": verbs.demo, "run": verbs.run, "ranking": verbs.ranking,
-    "export": verbs.export, "ablation": analysis_verbs.ablation, "pairs": analysis_verbs.pairs,
-    "explain": analysis_verbs.explain, "sweep-k": analysis_verbs.sweep_k, "layers": analysis_verbs.layers,
-    "transfer": analysis_verbs.transfer, "significance": analysis_verbs.significance,
+    "validate": verbs.validate,
+    "extract": verbs.extract,
+    "fetch": verbs.fetch,
+    "label": verbs.label,
+    "import-labels": verbs.import_labels,
+    "demo": verbs.demo,
+    "run": verbs.run,
+    "ranking": verbs.ranking,
+    "export": verbs.export,
+    "ablation": analysis_verbs.ablation,
+    "pairs": analysis_verbs.pairs,
+    "explain": analysis_verbs.explain,
+    "sweep-k": analysis_verbs.sweep_k,
+    "layers": analysis_verbs.layers,
+    "transfer": analysis_verbs.transfer,
+    "significance": analysis_verbs.significance,
 }
 
 

@@ -39,10 +39,14 @@ def pairs(args: argparse.Namespace) -> int:
     table = run_pairs(study, run_config(args, study), cache, base=base, added=args.added)
     for (model, k, seed), part in table.groupby(["model", "k", "seed"]):
         top = part.sort_values("drop", ascending=False).head(args.top)
-        print(f"\n{model} K={k} seed={seed}: pairs whose confusion drops most when {args.added!r} joins "
-              f"{'+'.join(base)}")
-        print(percent(top[["i", "j", "confusion_a", "confusion_b", "drop"]], ["confusion_a", "confusion_b", "drop"])
-              .to_string(index=False))
+        print(
+            f"\n{model} K={k} seed={seed}: pairs whose confusion drops most when {args.added!r} joins {'+'.join(base)}"
+        )
+        print(
+            percent(
+                top[["i", "j", "confusion_a", "confusion_b", "drop"]], ["confusion_a", "confusion_b", "drop"]
+            ).to_string(index=False)
+        )
         best = top.iloc[0]
         diff = explain_pair(study, cache, best["probe_b"], int(best["i"]), int(best["j"]), n=args.top)["difference"]
         print(f"  why {int(best['i'])} vs {int(best['j'])}: theta_i - theta_j, largest first")
@@ -72,9 +76,13 @@ def sweep_k(args: argparse.Namespace) -> int:
     study = load_study(args.study)
     curve = run_k_curve(study, run_config(args, study), Cache(args.cache))
     print("Varying K (Fig. 6, 7): mean over seeds")
-    print(percent(curve[["model", "groups", "k", "nmi_mean", "ami_mean", "top1_mean"]],
-                  ["nmi_mean", "ami_mean", "top1_mean"]).assign(mi_bits=curve["mi_bits_mean"].round(3))
-          .to_string(index=False))
+    print(
+        percent(
+            curve[["model", "groups", "k", "nmi_mean", "ami_mean", "top1_mean"]], ["nmi_mean", "ami_mean", "top1_mean"]
+        )
+        .assign(mi_bits=curve["mi_bits_mean"].round(3))
+        .to_string(index=False)
+    )
     return 0
 
 
@@ -83,8 +91,12 @@ def layers(args: argparse.Namespace) -> int:
 
     study = load_study(args.study)
     curve = run_layer_curve(study, run_config(args, study), Cache(args.cache))
-    print(percent(curve[["network", "layer", "model", "k", "nmi_mean", "ami_mean", "top1_mean"]],
-                  ["nmi_mean", "ami_mean", "top1_mean"]).to_string(index=False))
+    print(
+        percent(
+            curve[["network", "layer", "model", "k", "nmi_mean", "ami_mean", "top1_mean"]],
+            ["nmi_mean", "ami_mean", "top1_mean"],
+        ).to_string(index=False)
+    )
     return 0
 
 
@@ -106,10 +118,13 @@ def significance(args: argparse.Namespace) -> int:
     models = [m for m in args.models.split(",") if m] or None
     results = select_results(load_results(cache, study), study, k=args.k, groups=args.groups, models=models)
     with tqdm(total=len(results), desc="permutations and bootstrap") as bar:
-        table = significance_table(study, cache, results, repeats=args.repeats, n_boot=args.bootstrap,
-                                   progress=lambda: bar.update(1))
-    print(f"{args.metric}: observed vs permutation baseline ({args.repeats} shuffles), "
-          f"bootstrap 95% CI ({args.bootstrap} resamples); mean over seeds, largest p over seeds")
+        table = significance_table(
+            study, cache, results, repeats=args.repeats, n_boot=args.bootstrap, progress=lambda: bar.update(1)
+        )
+    print(
+        f"{args.metric}: observed vs permutation baseline ({args.repeats} shuffles), "
+        f"bootstrap 95% CI ({args.bootstrap} resamples); mean over seeds, largest p over seeds"
+    )
     print(significance_summary(table, args.metric).round(4).to_string(index=False))
     print("\nEach model against the next one down (Welch's t-test over seeds)")
     print(compare_models(results, metric=args.metric).round(4).to_string(index=False))

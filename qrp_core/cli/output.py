@@ -16,13 +16,16 @@ PERCENT_METRICS = ("nmi", "ami", "top1", "map")
 ARTEFACT_COLUMNS = ["clustering", "split", "probe", "settings"]
 
 
-def print_ranking(results: pd.DataFrame, *, rows: str | None = None, format: str = "table",
-                  output: Path | None = None) -> None:
+def print_ranking(
+    results: pd.DataFrame, *, rows: str | None = None, format: str = "table", output: Path | None = None
+) -> None:
     """Mean ± std over seeds, or one row per seed (default: mean for a table or LaTeX, seeds for csv and json)."""
     per_seed = (rows or ("mean" if format in ("table", "latex") else "seeds")) == "seeds"
     if per_seed and format == "latex":
-        raise InputError("--format latex shows mean ± std over seeds, not one row per seed",
-                         fix="drop --rows seeds, or use --format csv for one row per seed")
+        raise InputError(
+            "--format latex shows mean ± std over seeds, not one row per seed",
+            fix="drop --rows seeds, or use --format csv for one row per seed",
+        )
     first = ["model", "k", "seed", "groups", *METRIC_COLUMNS]  # then the other recorded values, the artefact keys
     keys = [c for c in ARTEFACT_COLUMNS if c in results]
     table = results[first + sorted(set(results) - set(first) - set(keys)) + keys]
@@ -46,8 +49,10 @@ def _pretty(table: pd.DataFrame) -> str:
     """Percent-style mean ± std like the paper's Table 2 (MI in bits)."""
     out = table[["model", "k", "groups"]].copy()
     for metric in PERCENT_METRICS:
-        out[metric] = [f"{100 * m:6.2f} ± {100 * s:4.2f}" for m, s in
-                       zip(table[f"{metric}_mean"], table[f"{metric}_std"].fillna(0))]
+        out[metric] = [
+            f"{100 * m:6.2f} ± {100 * s:4.2f}"
+            for m, s in zip(table[f"{metric}_mean"], table[f"{metric}_std"].fillna(0))
+        ]
     out["mi_bits"] = [f"{m:5.2f} ± {s:4.2f}" for m, s in zip(table["mi_bits_mean"], table["mi_bits_std"].fillna(0))]
     out["seeds"] = table["n_seeds"]
     return out.to_string(index=False)
@@ -76,5 +81,8 @@ def write_output(path: Path, write: Callable[[Path], None]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         write(path)
     except OSError as exc:
-        raise InputError(f"cannot write here ({exc.strerror or exc})", where=path,
-                         fix="choose an --output path in a folder you can write to") from None
+        raise InputError(
+            f"cannot write here ({exc.strerror or exc})",
+            where=path,
+            fix="choose an --output path in a folder you can write to",
+        ) from None

@@ -66,38 +66,71 @@ def _probe_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--groups", type=group_set, default="all", help="'all' or groups joined by '+'")
 
 
-def _grid_options(p: argparse.ArgumentParser, *, ks: tuple[int, ...] | None = (1000,),
-                  k_help: str = "number(s) of clusters K", choose_groups: bool = True) -> None:
+def _grid_options(
+    p: argparse.ArgumentParser,
+    *,
+    ks: tuple[int, ...] | None = (1000,),
+    k_help: str = "number(s) of clusters K",
+    choose_groups: bool = True,
+) -> None:
     """The run grid; a verb that sets the group sets itself offers no --groups."""
     p.add_argument("--models", default="", help="comma-separated model names (default: all)")
     p.add_argument("--k", type=cluster_count, nargs="+", default=list(ks) if ks else None, help=k_help)
     p.add_argument("--seeds", type=positive_int, default=5, help="number of clusterings (seeds 0..S-1)")
     p.set_defaults(groups=None)
     if choose_groups:
-        p.add_argument("--groups", type=group_set, action="append", default=None,
-                       help="concept groups of one probe, joined by '+', or 'all' (repeatable; default: all)")
+        p.add_argument(
+            "--groups",
+            type=group_set,
+            action="append",
+            default=None,
+            help="concept groups of one probe, joined by '+', or 'all' (repeatable; default: all)",
+        )
     p.add_argument("--iters", type=positive_int, default=KMeansConfig.n_iter, help="K-means iterations")
-    p.add_argument("--restarts", type=positive_int, default=KMeansConfig.n_restarts,
-                   help="K-means restarts (best kept)")
-    p.add_argument("--max-points-per-centroid", type=positive_int, default=KMeansConfig.max_points_per_centroid,
-                   help="K-means training sample = K x this")
-    p.add_argument("--early-stop", action="store_true",
-                   help="let faiss stop K-means when the objective stalls (default: run every iteration)")
+    p.add_argument(
+        "--restarts", type=positive_int, default=KMeansConfig.n_restarts, help="K-means restarts (best kept)"
+    )
+    p.add_argument(
+        "--max-points-per-centroid",
+        type=positive_int,
+        default=KMeansConfig.max_points_per_centroid,
+        help="K-means training sample = K x this",
+    )
+    p.add_argument(
+        "--early-stop",
+        action="store_true",
+        help="let faiss stop K-means when the objective stalls (default: run every iteration)",
+    )
     p.add_argument("--epochs", type=positive_int, default=ProbeConfig.max_epochs, help="probe epochs")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to compute")
 
 
 def _executor_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--executor", choices=["local", "ray"], default="local",
-                   help="local: everything in this process (default); ray: one Ray task per clustering and one per "
-                   "batch of probes sharing it, on a cluster (README: Running on a Ray cluster)")
-    p.add_argument("--address", default=None, metavar="HOST:PORT",
-                   help="ray: the head node of a running cluster; --cache must then be an absolute path that every "
-                   "node mounts (default: a private local Ray for this run)")
+    p.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="local: everything in this process (default); ray: one Ray task per clustering and one per "
+        "batch of probes sharing it, on a cluster (README: Running on a Ray cluster)",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        metavar="HOST:PORT",
+        help="ray: the head node of a running cluster; --cache must then be an absolute path that every "
+        "node mounts (default: a private local Ray for this run)",
+    )
     p.add_argument("--task-cpus", type=float, default=1.0, help="ray: CPUs per task, also its torch/faiss threads")
-    p.add_argument("--task-gpus", type=float, default=None, help="ray: GPUs per task (default: 1 with --device cuda, else 0)")
-    p.add_argument("--task-memory", type=float, default=None, metavar="GB",
-                   help="ray: memory per task in GiB, for scheduling (default: none reserved)")
+    p.add_argument(
+        "--task-gpus", type=float, default=None, help="ray: GPUs per task (default: 1 with --device cuda, else 0)"
+    )
+    p.add_argument(
+        "--task-memory",
+        type=float,
+        default=None,
+        metavar="GB",
+        help="ray: memory per task in GiB, for scheduling (default: none reserved)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,30 +141,60 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("demo", help="build a demo study, measure and analyse its models")
     p.add_argument("--out", type=Path, default=None, help="where to write the study (default: <cache>/demo)")
     p.add_argument("--n-images", type=positive_int, default=None, help="images of a built world (default 1500 / 3000)")
-    p.add_argument("--study", choices=["concepts", "synthetic", "imagenette", "cifar10"], default="concepts",
-                   help="concepts: drawn images seen by EfficientNet-Lite0 and baselines (default); synthetic: "
-                   "planted features (seconds); imagenette, cifar10: real photos from --images")
-    p.add_argument("--images", type=Path, default=None,
-                   help="folder of class folders (imagenette: ../shared/data/imagenette-val here)")
+    p.add_argument(
+        "--study",
+        choices=["concepts", "synthetic", "imagenette", "cifar10"],
+        default="concepts",
+        help="concepts: drawn images seen by EfficientNet-Lite0 and baselines (default); synthetic: "
+        "planted features (seconds); imagenette, cifar10: real photos from --images",
+    )
+    p.add_argument(
+        "--images",
+        type=Path,
+        default=None,
+        help="folder of class folders (imagenette: ../shared/data/imagenette-val here)",
+    )
     p.add_argument("--weights-dir", type=Path, default=None, help="cifar10: folder of the CIFAR ResNet .th files")
-    p.add_argument("--dtd", type=Path, default=None,
-                   help="imagenette, cifar10: DTD class folders; adds the texture expert (trained on them)")
+    p.add_argument(
+        "--dtd",
+        type=Path,
+        default=None,
+        help="imagenette, cifar10: DTD class folders; adds the texture expert (trained on them)",
+    )
     _common(p)
-    _grid_options(p, ks=None, choose_groups=False, k_help=f"imagenette, cifar10: number(s) of clusters K (default: "
-                  f"{DEMO_K}); the concepts and synthetic demos fix K (their views show K={DEMO_K})")
+    _grid_options(
+        p,
+        ks=None,
+        choose_groups=False,
+        k_help=f"imagenette, cifar10: number(s) of clusters K (default: "
+        f"{DEMO_K}); the concepts and synthetic demos fix K (their views show K={DEMO_K})",
+    )
 
     p = verbs.add_parser("extract", help="run a model source over a folder of images (resumable)")
-    p.add_argument("--source", required=True, help="efficientnet-lite0/1/2, cifar-resnet20/32/44/56, pixels, "
-                   "colour-histogram, or torchvision:ARCH / timm:ARCH with --weights (MoCo, DINO, SwAV, ... "
-                   "checkpoints; needs torchvision or timm installed)")
+    p.add_argument(
+        "--source",
+        required=True,
+        help="efficientnet-lite0/1/2, cifar-resnet20/32/44/56, pixels, "
+        "colour-histogram, or torchvision:ARCH / timm:ARCH with --weights (MoCo, DINO, SwAV, ... "
+        "checkpoints; needs torchvision or timm installed)",
+    )
     p.add_argument("--images", type=Path, required=True, help="folder of images or of class folders")
     p.add_argument("--out", type=Path, required=True, help="folder for <layer>.npy and images.csv")
-    p.add_argument("--weights", type=Path, default=None,
-                   help="checkpoint: CIFAR ResNet state dict, or a torchvision/timm backbone's (self-supervised) weights")
+    p.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        help="checkpoint: CIFAR ResNet state dict, or a torchvision/timm backbone's (self-supervised) weights",
+    )
     p.add_argument("--random-init", action="store_true", help="EfficientNet without its ImageNet weights")
     p.add_argument("--blocks", type=int, nargs="*", default=[], help="EfficientNet blocks to keep as layers too")
-    p.add_argument("--layers", nargs="*", default=[], metavar="MODULE",
-                   help="more representations: outputs of these named submodules (e.g. layer3, blocks.6)")
+    p.add_argument(
+        "--layers",
+        nargs="*",
+        default=[],
+        metavar="MODULE",
+        help="more representations: outputs of these named submodules (e.g. layer3, blocks.6)",
+    )
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to compute")
 
@@ -145,10 +208,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study", type=Path, help="study .toml file")
     p.add_argument("--k", type=positive_int, default=None, help="only this K")
     p.add_argument("--groups", type=group_set, default=None, help="only this group set ('a+b' or 'all')")
-    p.add_argument("--rows", choices=["mean", "seeds"], default=None,
-                   help="mean ± std over seeds, or one row per seed (default: mean for table/latex, seeds for csv/json)")
-    p.add_argument("--format", choices=["table", "csv", "json", "latex"], default="table",
-                   help="latex: a booktabs table per K and group set, best in bold")
+    p.add_argument(
+        "--rows",
+        choices=["mean", "seeds"],
+        default=None,
+        help="mean ± std over seeds, or one row per seed (default: mean for table/latex, seeds for csv/json)",
+    )
+    p.add_argument(
+        "--format",
+        choices=["table", "csv", "json", "latex"],
+        default="table",
+        help="latex: a booktabs table per K and group set, best in bold",
+    )
     p.add_argument("--output", type=Path, default=None, help="write to this file instead of stdout")
     _common(p)
 
@@ -159,18 +230,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("label", help="label a folder of images with offline experts (resumable)")
     p.add_argument("--images", type=Path, required=True, help="folder of images or of class folders")
-    p.add_argument("--experts", default="colour,style", help="comma-separated, from: colour, haar, imagenet, style, text, texture")
+    p.add_argument(
+        "--experts", default="colour,style", help="comma-separated, from: colour, haar, imagenet, style, text, texture"
+    )
     p.add_argument("--out", type=Path, required=True, help="folder for <expert>.parquet and <expert>.json")
-    p.add_argument("--colour-table", type=Path, default=None,
-                   help="van de Weijer colour-name table (w2color.npy) instead of the project's rule")
+    p.add_argument(
+        "--colour-table",
+        type=Path,
+        default=None,
+        help="van de Weijer colour-name table (w2color.npy) instead of the project's rule",
+    )
     p.add_argument("--dtd", type=Path, default=None, help="texture: DTD class folders to train its head on")
-    p.add_argument("--adapter", nargs=5, action="append", default=[],
-                   metavar=("KIND", "MODEL", "LABELS", "GROUP", "SOURCE"),
-                   help="one of the paper's experts from its exported model (.pt2 or TorchScript) and label file; "
-                        "KIND: classifier, multilabel, detector or segmenter; e.g. --adapter classifier "
-                        "places365.pt2 categories_places365.txt scene Places (repeatable)")
-    p.add_argument("--clip", nargs=2, default=None, metavar=("ARCH", "WEIGHTS"),
-                   help="CLIP photographic style via open_clip, e.g. --clip ViT-B-32 clip-vit-b-32.bin")
+    p.add_argument(
+        "--adapter",
+        nargs=5,
+        action="append",
+        default=[],
+        metavar=("KIND", "MODEL", "LABELS", "GROUP", "SOURCE"),
+        help="one of the paper's experts from its exported model (.pt2 or TorchScript) and label file; "
+        "KIND: classifier, multilabel, detector or segmenter; e.g. --adapter classifier "
+        "places365.pt2 categories_places365.txt scene Places (repeatable)",
+    )
+    p.add_argument(
+        "--clip",
+        nargs=2,
+        default=None,
+        metavar=("ARCH", "WEIGHTS"),
+        help="CLIP photographic style via open_clip, e.g. --clip ViT-B-32 clip-vit-b-32.bin",
+    )
 
     p = verbs.add_parser("fetch", help="download a public image archive for a demo study (md5-checked)")
     p.add_argument("dataset", choices=["imagenette"])
@@ -189,10 +276,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _analysis_verbs(verbs) -> None:
-    p = verbs.add_parser("ablation", help="expert-group ablations: cumulative prefixes (Fig. 4), per-group gain (Table 3)")
+    p = verbs.add_parser(
+        "ablation", help="expert-group ablations: cumulative prefixes (Fig. 4), per-group gain (Table 3)"
+    )
     p.add_argument("study", type=Path, help="study .toml file")
-    p.add_argument("--order", default=None,
-                   help="comma-separated group order after the base group (default: objects,scene,material,texture,other)")
+    p.add_argument(
+        "--order",
+        default=None,
+        help="comma-separated group order after the base group (default: objects,scene,material,texture,other)",
+    )
     _common(p)
     _grid_options(p, choose_groups=False)  # --order sets the probes' groups
 
@@ -206,8 +298,14 @@ def _analysis_verbs(verbs) -> None:
 
     p = verbs.add_parser("explain", help="why a probe tells two clusters apart: coefficients, concepts, images")
     _probe_options(p)
-    p.add_argument("--pair", type=non_negative_int, nargs=2, required=True, metavar=("I", "J"),
-                   help="the two clusters to tell apart (ids 0..K-1, as in export's cluster column)")
+    p.add_argument(
+        "--pair",
+        type=non_negative_int,
+        nargs=2,
+        required=True,
+        metavar=("I", "J"),
+        help="the two clusters to tell apart (ids 0..K-1, as in export's cluster column)",
+    )
     p.add_argument("--top", type=positive_int, default=10, help="coefficients, concepts and images to print")
     _common(p)
 
@@ -216,7 +314,9 @@ def _analysis_verbs(verbs) -> None:
     _common(p)
     _grid_options(p, ks=(500, 1000, 1500, 2000, 2500, 3000))
 
-    p = verbs.add_parser("layers", help="the measure per layer of each network (models with network and layer metadata)")
+    p = verbs.add_parser(
+        "layers", help="the measure per layer of each network (models with network and layer metadata)"
+    )
     p.add_argument("study", type=Path, help="study .toml file")
     _common(p)
     _grid_options(p)
@@ -225,15 +325,20 @@ def _analysis_verbs(verbs) -> None:
     p.add_argument("source", type=Path, help="study whose results hold the probes")
     p.add_argument("target", type=Path, help="study of the other collection (same model names)")
     p.add_argument("--k", type=positive_int, default=None, help="only the probes of this K (default: every K)")
-    p.add_argument("--groups", type=group_set, default=None, help="the probes' group set ('a+b'); default: every "
-                   "group but the base group (the labels), as in the paper")
+    p.add_argument(
+        "--groups",
+        type=group_set,
+        default=None,
+        help="the probes' group set ('a+b'); default: every group but the base group (the labels), as in the paper",
+    )
     _common(p)
 
     p = verbs.add_parser("significance", help="permutation baseline, bootstrap CIs and model comparisons")
     p.add_argument("study", type=Path, help="study .toml file")
     p.add_argument("--k", type=positive_int, default=None, help="only this K (default: every K)")
-    p.add_argument("--groups", type=group_set, default=None, help="only this group set ('a+b' or 'all'; "
-                   "default: every group set)")
+    p.add_argument(
+        "--groups", type=group_set, default=None, help="only this group set ('a+b' or 'all'; default: every group set)"
+    )
     p.add_argument("--models", default="", help="comma-separated (default: all in the results)")
     p.add_argument("--repeats", type=positive_int, default=20, help="permutation repeats R (p-value >= 1/(R+1))")
     p.add_argument("--bootstrap", type=positive_int, default=200, help="bootstrap resamples of the test images")
@@ -247,8 +352,17 @@ def run_config(args, study: Study | None) -> RunConfig:
     models = tuple(m for m in args.models.split(",") if m)
     groups = tuple(parse_groups(g, study) for g in args.groups) if args.groups else ()
     return RunConfig(
-        models=models, ks=tuple(args.k), seeds=tuple(range(args.seeds)), group_sets=groups,
-        kmeans=KMeansConfig(n_iter=args.iters, n_restarts=args.restarts,
-                            max_points_per_centroid=args.max_points_per_centroid,
-                            early_stop_threshold=0.0 if args.early_stop else -1.0, device=args.device),
-        split=SplitConfig(), probe=ProbeConfig(max_epochs=args.epochs, device=args.device))
+        models=models,
+        ks=tuple(args.k),
+        seeds=tuple(range(args.seeds)),
+        group_sets=groups,
+        kmeans=KMeansConfig(
+            n_iter=args.iters,
+            n_restarts=args.restarts,
+            max_points_per_centroid=args.max_points_per_centroid,
+            early_stop_threshold=0.0 if args.early_stop else -1.0,
+            device=args.device,
+        ),
+        split=SplitConfig(),
+        probe=ProbeConfig(max_epochs=args.epochs, device=args.device),
+    )

@@ -80,8 +80,10 @@ def import_labels(args: argparse.Namespace) -> int:
     table = long_table(args.labels, group=args.group, source=args.source)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_parquet(args.out, index=False) if args.out.suffix == ".parquet" else table.to_csv(args.out, index=False)
-    print(f"{len(table)} labels of {table['concept'].nunique()} concepts in {sorted(table['group'].unique())} "
-          f"-> {args.out}")
+    print(
+        f"{len(table)} labels of {table['concept'].nunique()} concepts in {sorted(table['group'].unique())} "
+        f"-> {args.out}"
+    )
     return 0
 
 
@@ -91,10 +93,15 @@ def label(args: argparse.Namespace) -> int:
     from ..extract import list_images
 
     images = list_images(args.images)
-    experts = [(name, {"colour": {"table": args.colour_table}, "texture": {"dtd_root": args.dtd}}.get(name, {}))
-               for name in args.experts.split(",") if name]
-    experts += [(kind, {"weights": Path(model), "labels": Path(labels), "group": group, "source": source})
-                for kind, model, labels, group, source in args.adapter]
+    experts = [
+        (name, {"colour": {"table": args.colour_table}, "texture": {"dtd_root": args.dtd}}.get(name, {}))
+        for name in args.experts.split(",")
+        if name
+    ]
+    experts += [
+        (kind, {"weights": Path(model), "labels": Path(labels), "group": group, "source": source})
+        for kind, model, labels, group, source in args.adapter
+    ]
     if args.clip:
         experts.append(("clip", {"architecture": args.clip[0], "weights": Path(args.clip[1])}))
     written = []
@@ -102,8 +109,10 @@ def label(args: argparse.Namespace) -> int:
         expert = get_expert(name, **options)
         written.append(label_images(expert, images, args.out))
         table = pd.read_parquet(written[-1])
-        print(f"{expert.name}: {table['concept'].nunique()} concepts, {len(table) / len(images.ids):.2f} per image "
-              f"-> {written[-1]}")
+        print(
+            f"{expert.name}: {table['concept'].nunique()} concepts, {len(table) / len(images.ids):.2f} per image "
+            f"-> {written[-1]}"
+        )
     print("add to the study file: [concepts] tables = [..., " + ", ".join(f'"{p}"' for p in written) + "]")
     return 0
 
@@ -119,16 +128,28 @@ def demo(args: argparse.Namespace) -> int:
         if args.images is None:
             raise InputError(f"--study {args.study} needs --images", fix="pass the folder of class folders")
         args.k = args.k or [DEMO_K]
-        study = build_photo_study(args.study, args.images, args.out or cache.root / args.study,
-                                  weights_dir=args.weights_dir, dtd_root=args.dtd)
+        study = build_photo_study(
+            args.study,
+            args.images,
+            args.out or cache.root / args.study,
+            weights_dir=args.weights_dir,
+            dtd_root=args.dtd,
+        )
         print_ranking(Runner(study, run_config(args, study), cache).run())
         return 0
     if args.k is not None:
-        raise InputError(f"the {args.study} demo fixes K at {DEMO_K}",
-                         fix="drop --k (it is for --study imagenette and cifar10)")
+        raise InputError(
+            f"the {args.study} demo fixes K at {DEMO_K}", fix="drop --k (it is for --study imagenette and cifar10)"
+        )
     args.k = [DEMO_K]
-    study = build_demo(cache, run_config(args, None), world=args.study, n_images=args.n_images, out=args.out,
-                       on_stage=lambda text, _: print(f"demo: {text}", file=sys.stderr))
+    study = build_demo(
+        cache,
+        run_config(args, None),
+        world=args.study,
+        n_images=args.n_images,
+        out=args.out,
+        on_stage=lambda text, _: print(f"demo: {text}", file=sys.stderr),
+    )
     print_ranking(result_rows(load_results(cache, study), k=DEMO_K, groups="+".join(study.concepts.group_names)))
     print(f"\nbrowse it: {app_command(cache)}   (study file: {study.path})", file=sys.stderr)
     return 0
@@ -147,8 +168,9 @@ def run(args: argparse.Namespace) -> int:
         print_ranking(Runner(study, config, cache).run())
         return 0
     gpus = default_task_gpus(args.device) if args.task_gpus is None else args.task_gpus
-    options = RayOptions(address=args.address, task_cpus=args.task_cpus, task_gpus=gpus,
-                         task_memory_gb=args.task_memory)
+    options = RayOptions(
+        address=args.address, task_cpus=args.task_cpus, task_gpus=gpus, task_memory_gb=args.task_memory
+    )
     outcome = run_on_ray(study, config, cache, options)
     if not outcome.results.empty:
         print_ranking(outcome.results)
@@ -166,8 +188,11 @@ def ranking(args: argparse.Namespace) -> int:
 def export(args: argparse.Namespace) -> int:
     suffix = args.output.suffix.lower()
     if suffix not in EXPORT_SUFFIXES:
-        raise InputError(f"cannot write {suffix or 'a file without a suffix'}", where=args.output,
-                         fix=f"end --output with {' or '.join(EXPORT_SUFFIXES)}")
+        raise InputError(
+            f"cannot write {suffix or 'a file without a suffix'}",
+            where=args.output,
+            fix=f"end --output with {' or '.join(EXPORT_SUFFIXES)}",
+        )
     study, cache = load_study(args.study), Cache(args.cache)
     table = per_image_table(study, cache, probe_of(args, study, cache))
     if suffix == ".parquet":

@@ -24,9 +24,16 @@ from .synthetic import make_synthetic_study
 DEMO_SWEEP = (10, 60)  # extra K for the varying-K view
 
 
-def build_demo(cache: Cache, config: RunConfig, *, world: str = "concepts", n_images: int | None = None,
-               out: Path | None = None, on_stage: Callable[[str, float], None] | None = None,
-               show_progress: bool = True) -> Study:
+def build_demo(
+    cache: Cache,
+    config: RunConfig,
+    *,
+    world: str = "concepts",
+    n_images: int | None = None,
+    out: Path | None = None,
+    on_stage: Callable[[str, float], None] | None = None,
+    show_progress: bool = True,
+) -> Study:
     """Write a demo study and compute what every view shows: the ranking at K=30, a K sweep, group
     ablations, the pairs that colour explains, significance, and transfer to a second collection.
 
@@ -49,11 +56,15 @@ def build_demo(cache: Cache, config: RunConfig, *, world: str = "concepts", n_im
     main = dataclasses.replace(config, ks=(DEMO_K,))
     stages = [
         ("clustering and probing", lambda: Runner(study, main, cache, show_progress=show_progress).run()),
-        ("varying K", lambda: Runner(study, dataclasses.replace(config, ks=DEMO_SWEEP), cache,
-                                     show_progress=show_progress).run()),
+        (
+            "varying K",
+            lambda: Runner(study, dataclasses.replace(config, ks=DEMO_SWEEP), cache, show_progress=show_progress).run(),
+        ),
         ("expert-group ablations", lambda: run_ablation(study, main, cache, order=order, show_progress=show_progress)),
-        ("confused pairs", lambda: run_pairs(study, main, cache, base=("labels",), added="colour",
-                                             show_progress=show_progress)),
+        (
+            "confused pairs",
+            lambda: run_pairs(study, main, cache, base=("labels",), added="colour", show_progress=show_progress),
+        ),
         ("significance", lambda: _significance(study, cache, main, show_progress)),
         ("transfer", lambda: _transfer(study, cache, out, world, n_images, show_progress)),
     ]

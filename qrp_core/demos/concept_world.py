@@ -29,9 +29,12 @@ from .shapes import BACKGROUNDS, SIZES, draw_scene
 from .study_files import write_study
 from .synthetic import COLOURS, SHAPES, TEXTURES
 
-JOBS = {"lite0": ("efficientnet-lite0", {}), "lite0-random": ("efficientnet-lite0", {"pretrained": False}),
-        "pixels": ("pixels", {"side": 16, "image_size": 96}),
-        "colour-histogram": ("colour-histogram", {"image_size": 96})}
+JOBS = {
+    "lite0": ("efficientnet-lite0", {}),
+    "lite0-random": ("efficientnet-lite0", {"pretrained": False}),
+    "pixels": ("pixels", {"side": 16, "image_size": 96}),
+    "colour-histogram": ("colour-histogram", {"image_size": 96}),
+}
 
 
 def combo_code(shape: np.ndarray, colour: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -50,8 +53,7 @@ def forward_probe_accuracy(x: np.ndarray, y: np.ndarray, *, seed: int = 0) -> fl
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    x_train, x_test, y_train, y_test = train_test_split(np.asarray(x), y, test_size=0.2, random_state=seed,
-                                                        stratify=y)
+    x_train, x_test, y_train, y_test = train_test_split(np.asarray(x), y, test_size=0.2, random_state=seed, stratify=y)
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     return 100 * float(model.fit(x_train, y_train).score(x_test, y_test))
 
@@ -69,45 +71,79 @@ def linear_accuracies(features: dict[str, Path], labels: np.ndarray, store: Path
     return {name: known[name]["linear_acc"] for name in features}
 
 
-def make_concept_world(out: str | Path, *, n_images: int = 1500, seed: int = 0, image_seed: int = 0,
-                       show_progress: bool = True) -> Path:
+def make_concept_world(
+    out: str | Path, *, n_images: int = 1500, seed: int = 0, image_seed: int = 0, show_progress: bool = True
+) -> Path:
     """Draw the images, extract every representation (resumable) and write the study; returns study.toml."""
     from ..extract import ImageList, extract
     from ..networks import get_source
 
     out = Path(out)
     rng = np.random.default_rng([seed, image_seed])
-    factors = {"shape": rng.integers(len(SHAPES), size=n_images), "colour": rng.integers(len(COLOURS), size=n_images),
-               "texture": rng.integers(len(TEXTURES), size=n_images),
-               "background": rng.integers(len(BACKGROUNDS), size=n_images),
-               "size": rng.integers(len(SIZES), size=n_images), "count": rng.integers(1, 3, size=n_images)}
+    factors = {
+        "shape": rng.integers(len(SHAPES), size=n_images),
+        "colour": rng.integers(len(COLOURS), size=n_images),
+        "texture": rng.integers(len(TEXTURES), size=n_images),
+        "background": rng.integers(len(BACKGROUNDS), size=n_images),
+        "size": rng.integers(len(SIZES), size=n_images),
+        "count": rng.integers(1, 3, size=n_images),
+    }
     ids = np.array([f"scene{image_seed}-{i:05d}" for i in range(n_images)], dtype=object)
     paths = np.array([f"images/{i}.jpg" for i in ids], dtype=object)
     (out / "images").mkdir(parents=True, exist_ok=True)
     backgrounds, sizes = list(BACKGROUNDS), list(SIZES)
     for i, path in enumerate(paths):
         if not (out / path).is_file():
-            draw_scene(SHAPES[factors["shape"][i]], COLOURS[factors["colour"][i]], TEXTURES[factors["texture"][i]],
-                       backgrounds[factors["background"][i]], sizes[factors["size"][i]], int(factors["count"][i]),
-                       rng).save(out / path, quality=90)
+            draw_scene(
+                SHAPES[factors["shape"][i]],
+                COLOURS[factors["colour"][i]],
+                TEXTURES[factors["texture"][i]],
+                backgrounds[factors["background"][i]],
+                sizes[factors["size"][i]],
+                int(factors["count"][i]),
+                rng,
+            ).save(out / path, quality=90)
 
-    concepts = pd.concat([
-        pd.DataFrame({"image_id": ids, "concept": [f"[Color] {COLOURS[c]}" for c in factors["colour"]], "group": "colour"}),
-        pd.DataFrame({"image_id": ids, "concept": [f"[Texture] {TEXTURES[t]}" for t in factors["texture"]],
-                      "group": "texture"}),
-        pd.DataFrame({"image_id": ids, "concept": [f"[Background] {backgrounds[b]}" for b in factors["background"]],
-                      "group": "scene"}),
-        pd.DataFrame({"image_id": ids, "concept": [f"[Size] {sizes[s]}" for s in factors["size"]], "group": "other"}),
-        pd.DataFrame({"image_id": ids, "concept": [f"[Count] {'one' if c == 1 else 'two'}" for c in factors["count"]],
-                      "group": "other"}),
-    ], ignore_index=True)
+    concepts = pd.concat(
+        [
+            pd.DataFrame(
+                {"image_id": ids, "concept": [f"[Color] {COLOURS[c]}" for c in factors["colour"]], "group": "colour"}
+            ),
+            pd.DataFrame(
+                {
+                    "image_id": ids,
+                    "concept": [f"[Texture] {TEXTURES[t]}" for t in factors["texture"]],
+                    "group": "texture",
+                }
+            ),
+            pd.DataFrame(
+                {
+                    "image_id": ids,
+                    "concept": [f"[Background] {backgrounds[b]}" for b in factors["background"]],
+                    "group": "scene",
+                }
+            ),
+            pd.DataFrame(
+                {"image_id": ids, "concept": [f"[Size] {sizes[s]}" for s in factors["size"]], "group": "other"}
+            ),
+            pd.DataFrame(
+                {
+                    "image_id": ids,
+                    "concept": [f"[Count] {'one' if c == 1 else 'two'}" for c in factors["count"]],
+                    "group": "other",
+                }
+            ),
+        ],
+        ignore_index=True,
+    )
 
     images = ImageList(out, tuple(out / p for p in paths), tuple(ids), None)
     features, metadata = {}, {}
     for name, (source_name, options) in JOBS.items():
         source = get_source(source_name, **options)
-        features[name] = extract(source, images, out / "features", prefix=f"{name}--", batch_size=50,
-                                 show_progress=show_progress)["final"]
+        features[name] = extract(
+            source, images, out / "features", prefix=f"{name}--", batch_size=50, show_progress=show_progress
+        )["final"]
         metadata[name] = dict(source.metadata)
     code = combo_code(factors["shape"], factors["colour"], np.random.default_rng(seed))
     np.save(out / "features" / "combo-code.npy", code.astype(np.float32))

@@ -1,6 +1,6 @@
 """Public image archives for the demo studies, fetched once with a checksum (for machines with internet).
 
-    python -m qrp_core fetch imagenette --out data     # -> data/imagenette2/val (3,925 photos, 10 classes)
+python -m qrp_core fetch imagenette --out data     # -> data/imagenette2/val (3,925 photos, 10 classes)
 """
 
 from __future__ import annotations
@@ -26,8 +26,11 @@ class Archive:
 
 
 ARCHIVES = {
-    "imagenette": Archive("https://s3.amazonaws.com/fast-ai-imageclas/imagenette2.tgz",
-                          "fe2fc210e6bb7c5664d602c3cd71e612", "imagenette2/val"),
+    "imagenette": Archive(
+        "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2.tgz",
+        "fe2fc210e6bb7c5664d602c3cd71e612",
+        "imagenette2/val",
+    ),
 }
 
 
@@ -49,29 +52,42 @@ def fetch(archive: Archive, out: str | Path, *, show_progress: bool = True) -> P
         try:
             with urllib.request.urlopen(archive.url) as response, open(path, "wb") as f:
                 size = int(response.headers.get("Content-Length") or 0) or None
-                with tqdm(total=size, unit="B", unit_scale=True, desc=Path(archive.url).name,
-                          disable=not show_progress) as bar:
+                with tqdm(
+                    total=size, unit="B", unit_scale=True, desc=Path(archive.url).name, disable=not show_progress
+                ) as bar:
                     for block in iter(lambda: response.read(1 << 20), b""):
                         f.write(block)
                         digest.update(block)
                         bar.update(len(block))
         except OSError as exc:
-            raise InputError(f"cannot download ({exc})", where=archive.url,
-                             fix="check the internet connection, or download the archive by hand and pass its "
-                                 "unpacked image folder with --images") from exc
+            raise InputError(
+                f"cannot download ({exc})",
+                where=archive.url,
+                fix="check the internet connection, or download the archive by hand and pass its "
+                "unpacked image folder with --images",
+            ) from exc
         if digest.hexdigest() != archive.md5:
-            raise InputError(f"md5 {digest.hexdigest()} differs from the published {archive.md5}", where=archive.url,
-                             fix="the download is corrupt or the archive changed: fetch again")
+            raise InputError(
+                f"md5 {digest.hexdigest()} differs from the published {archive.md5}",
+                where=archive.url,
+                fix="the download is corrupt or the archive changed: fetch again",
+            )
         unpacked = Path(tmp) / "unpacked"
         try:
             with tarfile.open(path) as tar:
                 tar.extractall(unpacked, filter="data")  # refuses absolute paths and links out of the folder
         except (tarfile.TarError, OSError) as exc:
-            raise InputError(f"cannot unpack the archive safely ({type(exc).__name__}: {exc})", where=archive.url,
-                             fix="the archive is damaged or holds paths outside its folder: do not use it") from exc
+            raise InputError(
+                f"cannot unpack the archive safely ({type(exc).__name__}: {exc})",
+                where=archive.url,
+                fix="the archive is damaged or holds paths outside its folder: do not use it",
+            ) from exc
         top = archive.folder.split("/")[0]
         if not (unpacked / archive.folder).is_dir():
-            raise InputError(f"the archive holds no {archive.folder}/", where=archive.url,
-                             fix="the archive's layout changed: pass its image folder with --images")
+            raise InputError(
+                f"the archive holds no {archive.folder}/",
+                where=archive.url,
+                fix="the archive's layout changed: pass its image folder with --images",
+            )
         shutil.move(str(unpacked / top), str(out / top))
     return target

@@ -17,33 +17,59 @@ from ..networks import get_source
 from ..study import Study, load_study
 from .study_files import write_study
 
-IMAGENETTE_CLASSES = {"n01440764": "tench", "n02102040": "English springer", "n02979186": "cassette player",
-                      "n03000684": "chain saw", "n03028079": "church", "n03394916": "French horn",
-                      "n03417042": "garbage truck", "n03425413": "gas pump", "n03445777": "golf ball",
-                      "n03888257": "parachute"}
+IMAGENETTE_CLASSES = {
+    "n01440764": "tench",
+    "n02102040": "English springer",
+    "n02979186": "cassette player",
+    "n03000684": "chain saw",
+    "n03028079": "church",
+    "n03394916": "French horn",
+    "n03417042": "garbage truck",
+    "n03425413": "gas pump",
+    "n03445777": "golf ball",
+    "n03888257": "parachute",
+}
 # plus "texture" when a DTD folder is given (it trains on it); CIFAR's 32-px images hold no readable text or faces
-PHOTO_EXPERTS = {"imagenette": ("imagenet", "haar", "text", "colour", "style"), "cifar10": ("imagenet", "colour", "style")}
+PHOTO_EXPERTS = {
+    "imagenette": ("imagenet", "haar", "text", "colour", "style"),
+    "cifar10": ("imagenet", "colour", "style"),
+}
 # extraction jobs (one pass of a network each) and the representations they give:
 # job -> (source, options); representation -> (job, layer, metadata)
 PHOTO_JOBS = {
-    "imagenette": {"lite0": ("efficientnet-lite0", {"blocks": (3, 7, 11)}), "lite1": ("efficientnet-lite1", {}),
-                   "lite2": ("efficientnet-lite2", {}), "lite0-random": ("efficientnet-lite0", {"pretrained": False}),
-                   "pixels": ("pixels", {"side": 16})},
-    "cifar10": {**{f"resnet{d}": (f"cifar-resnet{d}", {"weights": f"resnet{d}"}) for d in (20, 32, 44, 56)},
-                "resnet20-random": ("cifar-resnet20", {}), "pixels": ("pixels", {"side": 16, "image_size": 32})},
+    "imagenette": {
+        "lite0": ("efficientnet-lite0", {"blocks": (3, 7, 11)}),
+        "lite1": ("efficientnet-lite1", {}),
+        "lite2": ("efficientnet-lite2", {}),
+        "lite0-random": ("efficientnet-lite0", {"pretrained": False}),
+        "pixels": ("pixels", {"side": 16}),
+    },
+    "cifar10": {
+        **{f"resnet{d}": (f"cifar-resnet{d}", {"weights": f"resnet{d}"}) for d in (20, 32, 44, 56)},
+        "resnet20-random": ("cifar-resnet20", {}),
+        "pixels": ("pixels", {"side": 16, "image_size": 32}),
+    },
 }
 PHOTO_MODELS = {
     "imagenette": {
         **{f"lite{v}": (f"lite{v}", "final", {"network": f"lite{v}", "layer": 16}) for v in (0, 1, 2)},
         **{f"lite0-block{b}": ("lite0", f"block{b}", {"network": "lite0", "layer": b}) for b in (3, 7, 11)},
-        "lite0-random": ("lite0-random", "final", {}), "pixels": ("pixels", "final", {}),
+        "lite0-random": ("lite0-random", "final", {}),
+        "pixels": ("pixels", "final", {}),
     },
     "cifar10": {job: (job, "final", {}) for job in PHOTO_JOBS["cifar10"]},
 }
 
 
-def build_photo_study(name: str, images_root: Path, out: Path, *, weights_dir: Path | None = None,
-                      dtd_root: Path | None = None, show_progress: bool = True) -> Study:
+def build_photo_study(
+    name: str,
+    images_root: Path,
+    out: Path,
+    *,
+    weights_dir: Path | None = None,
+    dtd_root: Path | None = None,
+    show_progress: bool = True,
+) -> Study:
     """A study of a folder of class folders (Imagenette, CIFAR-10): thumbnails, the ground-truth labels
     as the base group, the concepts of the offline experts in ``PHOTO_EXPERTS``, and the features of
     every representation in ``PHOTO_MODELS[name]``, extracted once per network and resumably."""
@@ -61,8 +87,11 @@ def build_photo_study(name: str, images_root: Path, out: Path, *, weights_dir: P
         if "weights" in options:
             matches = sorted((weights_dir or Path()).glob(f"{options['weights']}-*.th"))
             if not matches:
-                raise InputError(f"no {options['weights']} weights", where=weights_dir or Path(),
-                                 fix="pass --weights-dir with the CIFAR ResNet .th files")
+                raise InputError(
+                    f"no {options['weights']} weights",
+                    where=weights_dir or Path(),
+                    fix="pass --weights-dir with the CIFAR ResNet .th files",
+                )
             options["weights"] = matches[0]
         sources[job] = get_source(source_name, **options)
         files[job] = extract(sources[job], images, out / "features", prefix=f"{job}--", show_progress=show_progress)
@@ -71,8 +100,16 @@ def build_photo_study(name: str, images_root: Path, out: Path, *, weights_dir: P
     experts = [get_expert(e) for e in PHOTO_EXPERTS[name]]
     if dtd_root is not None:
         experts.append(get_expert("texture", dtd_root=dtd_root))
-    concepts = pd.concat([pd.read_parquet(label_images(expert, images, out / "experts", show_progress=show_progress))
-                          for expert in experts], ignore_index=True)
+    concepts = pd.concat(
+        [
+            pd.read_parquet(label_images(expert, images, out / "experts", show_progress=show_progress))
+            for expert in experts
+        ],
+        ignore_index=True,
+    )
     labels = np.array([IMAGENETTE_CLASSES.get(label, label) for label in images.labels], dtype=object)
-    return load_study(write_study(out, name, np.array(images.ids, dtype=object), concepts, features, metadata,
-                                  labels=labels, paths=paths))
+    return load_study(
+        write_study(
+            out, name, np.array(images.ids, dtype=object), concepts, features, metadata, labels=labels, paths=paths
+        )
+    )

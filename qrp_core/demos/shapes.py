@@ -7,8 +7,13 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw
 
-RGB = {"red": (215, 40, 40), "green": (40, 160, 60), "blue": (40, 80, 210), "yellow": (235, 200, 30),
-       "purple": (140, 60, 170)}
+RGB = {
+    "red": (215, 40, 40),
+    "green": (40, 160, 60),
+    "blue": (40, 80, 210),
+    "yellow": (235, 200, 30),
+    "purple": (140, 60, 170),
+}
 
 
 def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
@@ -17,13 +22,29 @@ def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, fl
     if shape == "triangle":
         return [(cx + r * math.cos(a), cy + r * math.sin(a)) for a in np.radians([-90, 30, 150])]
     if shape == "star":
-        return [(cx + (r if i % 2 == 0 else r / 2.4) * math.cos(math.radians(-90 + 36 * i)),
-                 cy + (r if i % 2 == 0 else r / 2.4) * math.sin(math.radians(-90 + 36 * i))) for i in range(10)]
+        return [
+            (
+                cx + (r if i % 2 == 0 else r / 2.4) * math.cos(math.radians(-90 + 36 * i)),
+                cy + (r if i % 2 == 0 else r / 2.4) * math.sin(math.radians(-90 + 36 * i)),
+            )
+            for i in range(10)
+        ]
     if shape == "cross":
         t = r / 3
-        return [(cx - t, cy - r), (cx + t, cy - r), (cx + t, cy - t), (cx + r, cy - t), (cx + r, cy + t),
-                (cx + t, cy + t), (cx + t, cy + r), (cx - t, cy + r), (cx - t, cy + t), (cx - r, cy + t),
-                (cx - r, cy - t), (cx - t, cy - t)]
+        return [
+            (cx - t, cy - r),
+            (cx + t, cy - r),
+            (cx + t, cy - t),
+            (cx + r, cy - t),
+            (cx + r, cy + t),
+            (cx + t, cy + t),
+            (cx + t, cy + r),
+            (cx - t, cy + r),
+            (cx - t, cy + t),
+            (cx - r, cy + t),
+            (cx - r, cy - t),
+            (cx - t, cy - t),
+        ]
     raise ValueError(f"no polygon for {shape!r}")
 
 
@@ -76,8 +97,17 @@ BACKGROUNDS = {"white": (238, 238, 238), "grey": (140, 140, 140), "sky": (175, 2
 SIZES = {"small": (0.13, 0.18), "large": (0.26, 0.33)}  # radius as a fraction of the image side
 
 
-def draw_scene(shape: str, colour: str, texture: str, background: str, size: str, count: int,
-               rng: np.random.Generator, *, image_size: int = 96) -> Image.Image:
+def draw_scene(
+    shape: str,
+    colour: str,
+    texture: str,
+    background: str,
+    size: str,
+    count: int,
+    rng: np.random.Generator,
+    *,
+    image_size: int = 96,
+) -> Image.Image:
     """``count`` copies of one shape (one colour, one texture, one size) on a plain background."""
     base = np.array(BACKGROUNDS[background]) + rng.integers(-12, 13, 3)
     image = Image.new("RGB", (image_size, image_size), tuple(int(v) for v in np.clip(base, 0, 255)))

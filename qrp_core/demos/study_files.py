@@ -11,9 +11,17 @@ import pandas as pd
 from ..cache import atomic_write_bytes
 
 
-def write_study(out: Path, name: str, ids: np.ndarray, concepts: pd.DataFrame, features: dict[str, np.ndarray],
-                metadata: dict[str, dict], *, labels: np.ndarray | None = None,
-                paths: np.ndarray | None = None) -> Path:
+def write_study(
+    out: Path,
+    name: str,
+    ids: np.ndarray,
+    concepts: pd.DataFrame,
+    features: dict[str, np.ndarray],
+    metadata: dict[str, dict],
+    *,
+    labels: np.ndarray | None = None,
+    paths: np.ndarray | None = None,
+) -> Path:
     """Write the files of a study (image table, long concept table, one .npy per model, study.toml).
 
     A feature value that is a path to a file inside ``out`` is referenced, not copied.
@@ -34,8 +42,14 @@ def write_study(out: Path, name: str, ids: np.ndarray, concepts: pd.DataFrame, f
         images["path"] = paths
     atomic_write_bytes(out / "images.csv", images.to_csv(index=False).encode())
     atomic_write_bytes(out / "concepts.parquet", concepts.to_parquet(index=False))
-    lines = [f'name = "{name}"', 'images = "images.csv"', 'base_group = "labels"', "",
-             "[concepts]", 'table = "concepts.parquet"']
+    lines = [
+        f'name = "{name}"',
+        'images = "images.csv"',
+        'base_group = "labels"',
+        "",
+        "[concepts]",
+        'table = "concepts.parquet"',
+    ]
     for model in features:
         lines += ["", f"[models.{model}]", f'features = "{feature_files[model]}"']
         lines += [f"{k} = {json.dumps(v)}" for k, v in metadata.get(model, {}).items()]

@@ -31,8 +31,9 @@ MODELS = {
 }
 
 
-def make_synthetic_study(out_dir: str | Path, *, n_images: int = 3000, dim: int = 32, seed: int = 0,
-                         image_seed: int = 0) -> Path:
+def make_synthetic_study(
+    out_dir: str | Path, *, n_images: int = 3000, dim: int = 32, seed: int = 0, image_seed: int = 0
+) -> Path:
     """Write a complete study (image table, long concept table, features, study.toml) and return its path.
 
     ``seed`` fixes the three "networks" (their planted centres); ``image_seed`` the images drawn,
@@ -49,13 +50,14 @@ def make_synthetic_study(out_dir: str | Path, *, n_images: int = 3000, dim: int 
     other = rng.random((n_images, N_OTHER)) < 0.15
     ids = np.array([f"img{image_seed}-{i:06d}" for i in range(n_images)], dtype=object)
 
-    long_rows = [pd.DataFrame({"image_id": ids, "concept": [f"[Color] {COLOURS[c]}" for c in colour],
-                               "group": "colour"}),
-                 pd.DataFrame({"image_id": ids, "concept": [f"[Texture] {TEXTURES[t]}" for t in texture],
-                               "group": "texture"})]
+    long_rows = [
+        pd.DataFrame({"image_id": ids, "concept": [f"[Color] {COLOURS[c]}" for c in colour], "group": "colour"}),
+        pd.DataFrame({"image_id": ids, "concept": [f"[Texture] {TEXTURES[t]}" for t in texture], "group": "texture"}),
+    ]
     rows, cols = np.nonzero(other)
-    long_rows.append(pd.DataFrame({"image_id": ids[rows], "concept": [f"[Other] bit{c:02d}" for c in cols],
-                                   "group": "other"}))
+    long_rows.append(
+        pd.DataFrame({"image_id": ids[rows], "concept": [f"[Other] bit{c:02d}" for c in cols], "group": "other"})
+    )
     concepts = pd.concat(long_rows, ignore_index=True)
 
     features = {
@@ -69,5 +71,6 @@ def make_synthetic_study(out_dir: str | Path, *, n_images: int = 3000, dim: int 
     draw_rng = np.random.default_rng([seed, image_seed, 1])
     for path, s, c, t in zip(paths, shape, colour, texture):
         draw_image(SHAPES[s], COLOURS[c], TEXTURES[t], draw_rng).save(out / path, quality=85)
-    return write_study(out, f"synthetic-{n_images}", ids, concepts, features, MODELS,
-                       labels=np.array(SHAPES)[shape], paths=paths)
+    return write_study(
+        out, f"synthetic-{n_images}", ids, concepts, features, MODELS, labels=np.array(SHAPES)[shape], paths=paths
+    )

@@ -38,9 +38,16 @@ from .base import Expert, register_expert
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 BACKGROUND_NAMES = {"background", "__background__", "unlabeled", "unlabelled"}
-STYLE_PROMPTS = ("a high quality photo", "a noisy, grainy image", "a blurry image of low quality", "macro photography",
-                 "a photo with out of focus background, bokeh effect", "an animated picture, a vector illustration",
-                 "a painting", "a portrait")  # appendix A, "Photography"
+STYLE_PROMPTS = (
+    "a high quality photo",
+    "a noisy, grainy image",
+    "a blurry image of low quality",
+    "macro photography",
+    "a photo with out of focus background, bokeh effect",
+    "an animated picture, a vector illustration",
+    "a painting",
+    "a portrait",
+)  # appendix A, "Photography"
 
 
 def read_label_file(path: str | Path) -> list[str]:
@@ -71,9 +78,12 @@ def load_model_file(path: str | Path) -> torch.nn.Module:
             return torch.export.load(str(path)).module()
         return torch.jit.load(str(path), map_location="cpu").eval()
     except Exception as exc:  # corrupt or foreign files surface as many exception types
-        raise InputError(f"cannot load the model ({type(exc).__name__}: {str(exc)[:200]})", where=path,
-                         fix="export the expert with torch.export.save(torch.export.export(model, (x,), "
-                             "dynamic_shapes=...), 'expert.pt2'), or torch.jit.save(torch.jit.script(model), path)") from exc
+        raise InputError(
+            f"cannot load the model ({type(exc).__name__}: {str(exc)[:200]})",
+            where=path,
+            fix="export the expert with torch.export.save(torch.export.export(model, (x,), "
+            "dynamic_shapes=...), 'expert.pt2'), or torch.jit.save(torch.jit.script(model), path)",
+        ) from exc
 
 
 class ExportedExpert(Expert):
@@ -81,22 +91,42 @@ class ExportedExpert(Expert):
 
     kind: str
 
-    def __init__(self, *, weights: str | Path, labels: str | Path, group: str, source: str, image_size: int = 224,
-                 mean=IMAGENET_MEAN, std=IMAGENET_STD, batch_size: int = 32, **params):
+    def __init__(
+        self,
+        *,
+        weights: str | Path,
+        labels: str | Path,
+        group: str,
+        source: str,
+        image_size: int = 224,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        batch_size: int = 32,
+        **params,
+    ):
         self.model = load_model_file(weights)
         self.name, self.group, self.source = source.lower().replace(" ", "-"), group, source
         self.image_size, self.mean, self.std, self.batch_size = image_size, mean, std, batch_size
-        super().__init__(read_label_file(labels), {"kind": self.kind, "weights": str(weights), "labels": str(labels),
-                                                   "weights_sha256": sha256_file(weights),
-                                                   "image_size": image_size, "mean": list(mean), "std": list(std),
-                                                   **params})
+        super().__init__(
+            read_label_file(labels),
+            {
+                "kind": self.kind,
+                "weights": str(weights),
+                "labels": str(labels),
+                "weights_sha256": sha256_file(weights),
+                "image_size": image_size,
+                "mean": list(mean),
+                "std": list(std),
+                **params,
+            },
+        )
         self.keep = np.array([label.lower() not in BACKGROUND_NAMES for label in self.labels])
 
     @torch.inference_mode()
     def outputs(self, images: np.ndarray):
         """The model's raw outputs, batch by batch."""
         for start in range(0, len(images), self.batch_size):
-            yield self.model(normalise_images(images[start:start + self.batch_size], self.mean, self.std))
+            yield self.model(normalise_images(images[start : start + self.batch_size], self.mean, self.std))
 
     def active(self, output) -> list[list[int]]:
         """The active concepts of each image of one batch, from the model's output."""
@@ -107,8 +137,11 @@ class ExportedExpert(Expert):
 
     def _check_classes(self, n_classes: int) -> None:
         if n_classes != len(self.labels):
-            raise InputError(f"the model gives {n_classes} classes but the label file names {len(self.labels)}",
-                             where=self.params["labels"], fix="pass the label file that belongs to these weights")
+            raise InputError(
+                f"the model gives {n_classes} classes but the label file names {len(self.labels)}",
+                where=self.params["labels"],
+                fix="pass the label file that belongs to these weights",
+            )
 
     def _concepts(self, classes) -> list[int]:
         return sorted(int(c) for c in set(np.asarray(classes, dtype=np.int64).tolist()) if self.keep[c])
@@ -170,17 +203,35 @@ class ClipStyle(Expert):
 
     name, group, source = "clip-style", "other", "CLIP"
 
-    def __init__(self, *, model, tokenizer, preprocess_size: int = 224, mean=(0.48145466, 0.4578275, 0.40821073),
-                 std=(0.26862954, 0.26130258, 0.27577711), logit_scale: float = 100.0, threshold: float = 0.5,
-                 prompts=STYLE_PROMPTS, description: str = "a CLIP model", weights_sha256: str | None = None):
+    def __init__(
+        self,
+        *,
+        model,
+        tokenizer,
+        preprocess_size: int = 224,
+        mean=(0.48145466, 0.4578275, 0.40821073),
+        std=(0.26862954, 0.26130258, 0.27577711),
+        logit_scale: float = 100.0,
+        threshold: float = 0.5,
+        prompts=STYLE_PROMPTS,
+        description: str = "a CLIP model",
+        weights_sha256: str | None = None,
+    ):
         self.model, self.image_size, self.mean, self.std = model.eval(), preprocess_size, mean, std
         with torch.inference_mode():
             text = model.encode_text(tokenizer(list(prompts))).float()
         self.text = text / text.norm(dim=-1, keepdim=True)
-        super().__init__(list(prompts), {"model": description, "weights_sha256": weights_sha256,
-                                         "input": {"size": preprocess_size, "mean": list(mean), "std": list(std)},
-                                         "logit_scale": logit_scale, "threshold": threshold,
-                                         "rule": "softmax over prompts of scaled cosine; background below threshold"})
+        super().__init__(
+            list(prompts),
+            {
+                "model": description,
+                "weights_sha256": weights_sha256,
+                "input": {"size": preprocess_size, "mean": list(mean), "std": list(std)},
+                "logit_scale": logit_scale,
+                "threshold": threshold,
+                "rule": "softmax over prompts of scaled cosine; background below threshold",
+            },
+        )
 
     @classmethod
     def from_open_clip(cls, architecture: str, weights: str | Path, **kwargs) -> ClipStyle:
@@ -188,18 +239,30 @@ class ClipStyle(Expert):
         try:
             import open_clip
         except ImportError as exc:
-            raise InputError("open_clip is not installed", fix="pip install open_clip_torch (it needs torchvision)") from exc
+            raise InputError(
+                "open_clip is not installed", fix="pip install open_clip_torch (it needs torchvision)"
+            ) from exc
         try:
             model = open_clip.create_model(architecture, pretrained=str(weights))
         except (RuntimeError, ValueError, OSError, AssertionError) as exc:  # open_clip asserts on shape mismatches
-            raise InputError(f"cannot load CLIP {architecture} ({exc})", where=weights,
-                             fix="pass the open_clip architecture these weights were saved from") from exc
+            raise InputError(
+                f"cannot load CLIP {architecture} ({exc})",
+                where=weights,
+                fix="pass the open_clip architecture these weights were saved from",
+            ) from exc
         preprocess = getattr(model.visual, "preprocess_cfg", {})  # the model's own input size and normalisation
         size = preprocess.get("size", 224)
-        inputs = {"preprocess_size": size[0] if isinstance(size, (tuple, list)) else size,
-                  **{key: tuple(preprocess[key]) for key in ("mean", "std") if key in preprocess}}
-        return cls(model=model, tokenizer=open_clip.get_tokenizer(architecture), description=f"open_clip {architecture}",
-                   weights_sha256=sha256_file(weights), **{**inputs, **kwargs})
+        inputs = {
+            "preprocess_size": size[0] if isinstance(size, (tuple, list)) else size,
+            **{key: tuple(preprocess[key]) for key in ("mean", "std") if key in preprocess},
+        }
+        return cls(
+            model=model,
+            tokenizer=open_clip.get_tokenizer(architecture),
+            description=f"open_clip {architecture}",
+            weights_sha256=sha256_file(weights),
+            **{**inputs, **kwargs},
+        )
 
     @torch.inference_mode()
     def probabilities(self, images: np.ndarray) -> np.ndarray:
@@ -212,8 +275,7 @@ class ClipStyle(Expert):
         return [[int(p.argmax())] if p.max() >= self.params["threshold"] else [] for p in probs]
 
 
-ADAPTERS = {"classifier": Classifier, "multilabel": MultiLabelClassifier, "detector": Detector,
-            "segmenter": Segmenter}
+ADAPTERS = {"classifier": Classifier, "multilabel": MultiLabelClassifier, "detector": Detector, "segmenter": Segmenter}
 for _kind, _cls in ADAPTERS.items():
     register_expert(_kind)(_cls)
 register_expert("clip")(ClipStyle.from_open_clip)

@@ -36,8 +36,14 @@ class Expert:
         raise NotImplementedError
 
     def describe(self) -> dict:
-        return {"expert": self.name, "group": self.group, "source": self.source, "version": self.version,
-                "params": self.params, "concepts": list(self.concept_names)}
+        return {
+            "expert": self.name,
+            "group": self.group,
+            "source": self.source,
+            "version": self.version,
+            "params": self.params,
+            "concepts": list(self.concept_names),
+        }
 
 
 register_expert, list_experts, get_expert = EXPERTS.register, EXPERTS.list, EXPERTS.get

@@ -43,16 +43,22 @@ class ImageNetObjects(Expert):
         self.network = get_source(network)
         self.image_size = self.network.image_size
         self.batch_size = batch_size
-        super().__init__(imagenet_class_names(), {"network": network, "weights": "ImageNet-1k (registry package)",
-                                                  "rule": "top-1, plus classes with probability >= threshold",
-                                                  "threshold": threshold})
+        super().__init__(
+            imagenet_class_names(),
+            {
+                "network": network,
+                "weights": "ImageNet-1k (registry package)",
+                "rule": "top-1, plus classes with probability >= threshold",
+                "threshold": threshold,
+            },
+        )
 
     @torch.inference_mode()
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Softmax over the 1,000 classes of uint8 RGB images (n, side, side, 3)."""
         out = []
         for start in range(0, len(images), self.batch_size):
-            x = normalise_images(images[start:start + self.batch_size], self.network.mean, self.network.std)
+            x = normalise_images(images[start : start + self.batch_size], self.network.mean, self.network.std)
             out.append(torch.softmax(self.network.model(x), dim=1).numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
 

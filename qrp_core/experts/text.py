@@ -22,12 +22,14 @@ class TextPresence(Expert):
         try:
             from rapidocr_onnxruntime import RapidOCR
         except ImportError as exc:
-            raise InputError("rapidocr-onnxruntime is not installed (or OpenCV cannot load)",
-                             fix="pip install rapidocr-onnxruntime opencv-python==4.14.0.94 "
-                                 "(Debian/Ubuntu: apt install libgl1)") from exc
+            raise InputError(
+                "rapidocr-onnxruntime is not installed (or OpenCV cannot load)",
+                fix="pip install rapidocr-onnxruntime opencv-python==4.14.0.94 (Debian/Ubuntu: apt install libgl1)",
+            ) from exc
         self.ocr = RapidOCR()
-        super().__init__(["text"], {"engine": "RapidOCR (PP-OCR det + rec, ONNX)", "min_score": min_score,
-                                    "min_chars": min_chars})
+        super().__init__(
+            ["text"], {"engine": "RapidOCR (PP-OCR det + rec, ONNX)", "min_score": min_score, "min_chars": min_chars}
+        )
 
     def lines(self, image: np.ndarray) -> list[tuple[str, float]]:
         """(text, confidence) of each line read in one uint8 RGB image."""
@@ -35,8 +37,15 @@ class TextPresence(Expert):
         return [(str(text), float(score)) for _, text, score in (result or [])]
 
     def predict(self, images: np.ndarray) -> list[list[int]]:
-        return [[0] if any(score >= self.params["min_score"] and sum(c.isalnum() for c in text) >= self.params["min_chars"]
-                           for text, score in self.lines(image)) else [] for image in images]
+        return [
+            [0]
+            if any(
+                score >= self.params["min_score"] and sum(c.isalnum() for c in text) >= self.params["min_chars"]
+                for text, score in self.lines(image)
+            )
+            else []
+            for image in images
+        ]
 
 
 register_expert("text")(TextPresence)
