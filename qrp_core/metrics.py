@@ -24,7 +24,24 @@ def _check_labelings(labels_true, labels_pred) -> tuple[np.ndarray, np.ndarray]:
 
 
 def contingency_matrix(labels_true, labels_pred) -> sp.csr_matrix:
-    """Sparse (n_classes_present, n_clusters_present) table of co-occurrence counts."""
+    """Sparse table of co-occurrence counts of two labelings.
+
+    Parameters
+    ----------
+    labels_true, labels_pred : array-like of shape (n_samples,)
+        Any hashable labels; only the labels present get a row or column (in sorted order).
+
+    Returns
+    -------
+    contingency : sparse matrix of shape (n_classes_present, n_clusters_present), int64
+
+    Examples
+    --------
+    >>> from qrp_core.metrics import contingency_matrix
+    >>> contingency_matrix([0, 0, 1, 1], [0, 0, 1, 2]).toarray()
+    array([[2, 0, 0],
+           [0, 1, 1]])
+    """
     labels_true, labels_pred = _check_labelings(labels_true, labels_pred)
     _, rows = np.unique(labels_true, return_inverse=True)
     _, cols = np.unique(labels_pred, return_inverse=True)
@@ -36,7 +53,23 @@ def contingency_matrix(labels_true, labels_pred) -> sp.csr_matrix:
 
 
 def entropy_from_counts(counts) -> float:
-    """Shannon entropy (nats) of the distribution given by non-negative counts."""
+    """Shannon entropy (nats) of the distribution given by non-negative counts.
+
+    Parameters
+    ----------
+    counts : array-like of shape (n_values,)
+        Non-negative counts (zeros are left out); all zero gives 0.
+
+    Returns
+    -------
+    entropy : float
+
+    Examples
+    --------
+    >>> from qrp_core.metrics import entropy_from_counts
+    >>> round(entropy_from_counts([2, 2, 0]), 4)  # log 2
+    0.6931
+    """
     counts = np.asarray(counts, dtype=np.float64)
     counts = counts[counts > 0]
     total = counts.sum()
@@ -47,7 +80,24 @@ def entropy_from_counts(counts) -> float:
 
 
 def mutual_info(contingency: sp.spmatrix) -> float:
-    """Mutual information (nats) of the joint distribution given by a contingency table."""
+    """Mutual information (nats) of the joint distribution given by a contingency table.
+
+    Parameters
+    ----------
+    contingency : sparse matrix of shape (n_classes, n_clusters)
+        Co-occurrence counts, as ``contingency_matrix`` returns.
+
+    Returns
+    -------
+    mi : float
+        Equals ``sklearn.metrics.mutual_info_score``; never negative.
+
+    Examples
+    --------
+    >>> from qrp_core.metrics import contingency_matrix, mutual_info
+    >>> round(mutual_info(contingency_matrix([0, 0, 1, 1], [0, 0, 1, 2])), 4)  # all of H(true) = log 2
+    0.6931
+    """
     c = sp.coo_matrix(contingency)
     n = float(c.sum())
     nij = c.data.astype(np.float64)
@@ -72,6 +122,22 @@ def expected_mutual_info(row_sums, col_sums, *, device: str | torch.device = "cp
       pmf is unimodal, so where both window ends lie beyond the mode at log-probability below
       ``_EMI_LOG_TAIL``, every term left out is smaller still: at most n * exp(-120) of mass. Pairs
       whose ends fail that test are summed over their whole range.
+
+    Parameters
+    ----------
+    row_sums, col_sums : array-like of int, shape (n_classes,) and (n_clusters,)
+        The two labelings' class sizes; both sum to the number of samples.
+    device : str or torch.device, default "cpu"
+
+    Returns
+    -------
+    emi : float
+
+    Examples
+    --------
+    >>> from qrp_core.metrics import expected_mutual_info
+    >>> round(expected_mutual_info([2, 2], [2, 1, 1]), 4)
+    0.4621
     """
     a_vals, a_mult = np.unique(np.asarray(row_sums, np.int64), return_counts=True)
     b_vals, b_mult = np.unique(np.asarray(col_sums, np.int64), return_counts=True)
@@ -146,7 +212,26 @@ def _emi_terms(a, b, weight, first, last, n, log_factorial) -> tuple[torch.Tenso
 
 
 def normalized_mutual_info(labels_true, labels_pred, *, contingency: sp.spmatrix | None = None) -> float:
-    """NMI with arithmetic-mean normalisation; equals ``sklearn.metrics.normalized_mutual_info_score``."""
+    """NMI with arithmetic-mean normalisation; equals ``sklearn.metrics.normalized_mutual_info_score``.
+
+    Parameters
+    ----------
+    labels_true, labels_pred : array-like of shape (n_samples,)
+        The true cluster ids and the probe's predicted ids.
+    contingency : sparse matrix, optional
+        Their ``contingency_matrix``, where the caller has it already.
+
+    Returns
+    -------
+    nmi : float
+        In [0, 1]; 1 where neither labeling splits the samples.
+
+    Examples
+    --------
+    >>> from qrp_core.metrics import normalized_mutual_info
+    >>> round(normalized_mutual_info([0, 0, 1, 1], [0, 0, 1, 2]), 4)
+    0.8
+    """
     labels_true, labels_pred = _check_labelings(labels_true, labels_pred)
     c = contingency_matrix(labels_true, labels_pred) if contingency is None else contingency
     n_classes, n_clusters = c.shape
@@ -164,7 +249,26 @@ def adjusted_mutual_info(
     labels_true, labels_pred, *, contingency: sp.spmatrix | None = None, device: str | torch.device = "cpu"
 ) -> float:
     """AMI with arithmetic-mean normalisation; equals ``sklearn.metrics.adjusted_mutual_info_score``.
-    ``device`` computes the expected MI (a GPU where the logits are)."""
+
+    Parameters
+    ----------
+    labels_true, labels_pred : array-like of shape (n_samples,)
+    contingency : sparse matrix, optional
+        Their ``contingency_matrix``, where the caller has it already.
+    device : str or torch.device, default "cpu"
+        Where the expected MI is computed (a GPU where the logits are).
+
+    Returns
+    -------
+    ami : float
+        1 for identical partitions, about 0 for chance agreement, negative below chance.
+
+    Examples
+    --------
+    >>> from qrp_core.metrics import adjusted_mutual_info
+    >>> round(adjusted_mutual_info([0, 0, 1, 1], [0, 0, 1, 2]), 4)
+    0.5714
+    """
     labels_true, labels_pred = _check_labelings(labels_true, labels_pred)
     c = contingency_matrix(labels_true, labels_pred) if contingency is None else contingency
     n_classes, n_clusters = c.shape
@@ -187,6 +291,14 @@ def adjusted_mutual_info(
 
 
 def top1_accuracy(labels_true, labels_pred) -> float:
+    """Share of samples whose predicted cluster is the true one (NaN for no samples).
+
+    Examples
+    --------
+    >>> from qrp_core.metrics import top1_accuracy
+    >>> top1_accuracy([0, 0, 1, 1], [0, 0, 1, 2])
+    0.75
+    """
     labels_true, labels_pred = _check_labelings(labels_true, labels_pred)
     return float(np.mean(labels_true == labels_pred)) if len(labels_true) else float("nan")
 
@@ -198,8 +310,29 @@ def class_average_precision(
     *,
     chunk_classes: int = AP_CLASSES_PER_BLOCK,
 ) -> torch.Tensor:
-    """Average precision of each class present in ``labels_true`` (sorted), on the scores' device,
-    ``chunk_classes`` rankings at a time: (n_present,) float64, on the CPU."""
+    """Average precision of each class present in ``labels_true``, as ``sklearn.metrics.average_precision_score``
+    of its score column (tied scores are one threshold).
+
+    Parameters
+    ----------
+    labels_true : tensor of shape (n_samples,), int
+    scores : tensor of shape (n_samples, n_classes)
+        Higher means more likely; ranked on its device, ``chunk_classes`` columns at a time.
+    sample_weight : tensor of shape (n_samples,), optional
+        Non-negative weights (bootstrap counts); a class whose positives all weigh 0 gets NaN.
+
+    Returns
+    -------
+    ap : tensor of shape (n_classes_present,), float64, on the CPU, classes in sorted order
+
+    Examples
+    --------
+    >>> import torch
+    >>> from qrp_core.metrics import class_average_precision
+    >>> scores = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    >>> class_average_precision(torch.tensor([0, 1, 0]), scores).tolist()
+    [1.0, 1.0]
+    """
     present = torch.unique(labels_true)
     ap = [
         RankedScores(labels_true, scores, present[i : i + chunk_classes]).average_precision(sample_weight).cpu()
@@ -243,6 +376,15 @@ class RankedScores:
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax of (n, K) logits, stable for large values.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from qrp_core.metrics import log_softmax
+    >>> np.exp(log_softmax(np.array([[0.0, 0.0], [1000.0, 1000.0]]))).tolist()
+    [[0.5, 0.5], [0.5, 0.5]]
+    """
     shifted = logits - logits.max(axis=1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
@@ -256,6 +398,16 @@ def mutual_info_bits(cluster_sizes, test_cross_entropy: float) -> tuple[float, f
         Images per cluster over the whole collection (the frequencies of f_K).
     test_cross_entropy : float
         The probe's mean test cross-entropy in nats (an upper bound on H(f_K | y)).
+
+    Returns
+    -------
+    mi_bits, mi_norm : float
+
+    Examples
+    --------
+    >>> from qrp_core.metrics import mutual_info_bits
+    >>> mutual_info_bits([50, 50], test_cross_entropy=0.0)  # concepts that tell two halves apart: 1 bit
+    (1.0, 1.0)
     """
     h = entropy_from_counts(cluster_sizes)
     mi = (h - test_cross_entropy) / math.log(2)
@@ -265,8 +417,30 @@ def mutual_info_bits(cluster_sizes, test_cross_entropy: float) -> tuple[float, f
 def probe_scores(labels_true, logits, cluster_sizes, *, chunk_classes: int = AP_CLASSES_PER_BLOCK) -> dict:
     """Every metric of one probe on the test split, as a JSON-safe dict.
 
-    ``logits`` (n_test, K) may be a NumPy array or a torch tensor; a tensor's device (a GPU)
-    computes the softmax, cross-entropy and the per-class rankings of mAP.
+    Parameters
+    ----------
+    labels_true : array-like of shape (n_test,), int
+        The test images' clusters.
+    logits : ndarray or tensor of shape (n_test, K)
+        The probe's logits; a tensor's device (a GPU) computes the softmax, cross-entropy and the
+        per-class rankings of mAP.
+    cluster_sizes : array-like of shape (K,)
+        Images per cluster over the collection, for H(f_K) in the MI estimate.
+
+    Returns
+    -------
+    scores : dict
+        nmi, ami, top1 and map (fractions), mi_bits and mi_norm (``mutual_info_bits``), ce_test_nats,
+        h_clusters_bits and n_test.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from qrp_core.metrics import probe_scores
+    >>> logits = np.log([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    >>> scores = probe_scores([0, 1, 1], logits, cluster_sizes=[1, 2])
+    >>> scores["top1"], scores["map"], round(scores["ce_test_nats"], 4)
+    (0.6666666666666666, 1.0, 0.4149)
     """
     logits = torch.as_tensor(logits)
     truth = torch.as_tensor(np.asarray(labels_true), device=logits.device).long()

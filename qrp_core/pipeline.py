@@ -373,6 +373,32 @@ class Runner:
         return results
 
     def run(self) -> pd.DataFrame:
+        """Cluster, split, probe and score every unit of the grid, reusing what the cache holds, and save
+        the rows in the study's results table.
+
+        Returns
+        -------
+        DataFrame
+            One row per model, K, seed and group set: the metrics (``results.METRIC_COLUMNS``, fractions;
+            MI in bits), the other recorded values and the keys of the clustering, split and probe artefacts.
+
+        Examples
+        --------
+        >>> from qrp_core.cache import Cache
+        >>> from qrp_core.config import KMeansConfig, ProbeConfig, RunConfig
+        >>> from qrp_core.demos.synthetic import make_synthetic_study
+        >>> from qrp_core.pipeline import Runner
+        >>> from qrp_core.study import load_study
+        >>> study = load_study(make_synthetic_study("doc-run", n_images=400, dim=8))
+        >>> config = RunConfig(ks=(6,), seeds=(0,), kmeans=KMeansConfig(n_iter=10, n_restarts=1),
+        ...                    probe=ProbeConfig(max_epochs=10))
+        >>> results = Runner(study, config, Cache("doc-run/cache"), show_progress=False).run()
+        >>> sorted(results["model"]), results["groups"].unique().tolist()
+        (['combo-net', 'noise-net', 'shape-net'], ['labels+colour+other+texture'])
+        >>> nmi = results.set_index("model")["nmi"]
+        >>> bool(nmi["combo-net"] > nmi["noise-net"])
+        True
+        """
         units, sets = self.plan()
         rows = []
         total = sum(1 + len(sets[m]) for m, _, _ in units)

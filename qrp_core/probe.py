@@ -93,7 +93,42 @@ def train_probes(
     alone with the same seed (same batches, its own loss); its result holds the weights of those
     concepts only, in column order. Each probe keeps its own epoch of lowest validation loss.
 
+    Parameters
+    ----------
+    concepts : sparse matrix of shape (n_images, n_concepts), binary
     masks : ndarray of shape (n_probes, n_concepts), bool
+        The concepts each probe sees.
+    targets : ndarray of shape (n_images,), int
+        Cluster ids 0..K-1.
+    split : ndarray of shape (n_images,), int8
+        ``split.TRAIN``, ``VAL`` or ``TEST`` per image (``split.stratified_split``).
+    n_clusters : int
+    config : ProbeConfig
+    seed : int
+        Seeds the batches' order.
+    progress : callable(epoch, stats), optional
+
+    Returns
+    -------
+    list of ProbeResult
+        Per probe: ``weight`` (n_seen_concepts, K) and ``bias`` (K,) of the kept epoch, the per-epoch
+        ``history`` and ``stats``.
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp
+    >>> from qrp_core.config import ProbeConfig
+    >>> from qrp_core.probe import probe_logits, train_probes
+    >>> from qrp_core.split import TEST, TRAIN, VAL
+    >>> clusters = np.arange(200) % 2
+    >>> concepts = sp.csr_matrix(np.eye(2, dtype=np.float32)[clusters])  # concept c on the images of cluster c
+    >>> split = np.repeat(np.array([TRAIN, VAL, TEST], dtype=np.int8), [120, 40, 40])
+    >>> masks = np.array([[True, True], [True, False]])  # the second probe sees concept 0 only
+    >>> probes = train_probes(concepts, masks, clusters, split, 2, ProbeConfig(max_epochs=5), seed=0)
+    >>> [probe.weight.shape for probe in probes]
+    [(2, 2), (1, 2)]
+    >>> bool((probe_logits(probes[1].weight, probes[1].bias, concepts[:, :1]).argmax(1) == clusters).all())
+    True
     """
     device = resolve_torch_device(config.device)
     torch.manual_seed(seed)

@@ -94,8 +94,20 @@ def kmeans(
     Returns
     -------
     Clustering
-        ``stats`` records every restart's objective and iterations actually run, the device,
-        the training sample size and per-step wall times.
+        ``assignments`` (n_images,) int, ``distances`` to the own centroid, ``centroids`` (K, dim) in the
+        standardised space, ``mean`` and ``std``; ``stats`` records every restart's objective and iterations
+        actually run, the device, the training sample size and per-step wall times.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from qrp_core.config import KMeansConfig
+    >>> from qrp_core.quantize import kmeans
+    >>> rng = np.random.default_rng(0)
+    >>> x = np.concatenate([rng.normal(centre, 0.1, (50, 2)) for centre in (0.0, 5.0)]).astype("float32")
+    >>> clustering = kmeans(x, KMeansConfig(n_clusters=2, n_iter=10, n_restarts=1), seed=0)
+    >>> sorted(np.bincount(clustering.assignments).tolist()), clustering.centroids.shape
+    ([50, 50], (2, 2))
     """
     n, d = x.shape
     k = config.n_clusters
@@ -161,7 +173,7 @@ def kmeans(
     stats = {
         "device": device,
         "backend": backend,
-        **_device_names(backend, device),
+        **_device_names(device),
         "n_images": n,
         "dim": d,
         "n_train_points": int(n_train),
@@ -278,7 +290,7 @@ def resident_bytes(shape: tuple[int, int], sample_rows: int) -> int:
     return 4 * dim * (n + sample_copies * min(sample_rows, n))
 
 
-def _device_names(backend: str, device: str) -> dict:
+def _device_names(device: str) -> dict:
     if device != "cuda":
         return {}
     return {"gpu_name": torch.cuda.get_device_name() if torch.cuda.is_available() else "faiss GPU"}

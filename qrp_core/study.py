@@ -119,6 +119,38 @@ class ConceptTable:
 
 @dataclass(frozen=True)
 class Study:
+    """A study: images, their concepts grouped by expert, and the models whose representations are measured.
+
+    Made by ``load_study``; features are read only when a model is asked for.
+
+    Attributes
+    ----------
+    name : str
+        Names the study's results table and analyses in the cache.
+    path : Path
+        The study file.
+    image_ids : ndarray of shape (n_images,), object (str)
+    image_paths, labels : ndarray of shape (n_images,), object, or None
+        Image files (relative to the study file's folder) and ground-truth labels, where the table has them.
+    concepts : ConceptTable
+        ``matrix``, a sparse (n_images, n_concepts) binary CSR matrix, with each concept's name and group.
+    models : dict of str to ModelSpec
+    base_group : str
+        The group that the ground-truth labels become.
+
+    Examples
+    --------
+    >>> from qrp_core.demos.synthetic import make_synthetic_study
+    >>> from qrp_core.study import load_study
+    >>> study = load_study(make_synthetic_study("doc-study", n_images=300, dim=8))
+    >>> study.n_images, sorted(study.models)
+    (300, ['combo-net', 'noise-net', 'shape-net'])
+    >>> study.concepts.group_names
+    ('labels', 'colour', 'other', 'texture')
+    >>> study.features("combo-net").shape
+    (300, 8)
+    """
+
     name: str
     path: Path
     image_ids: np.ndarray  # (n_images,) object array of str
@@ -169,6 +201,33 @@ def load_study(path: str | Path) -> Study:
 
     Features are validated when a model is loaded (``Study.features``), so a study of many
     large models opens in a moment.
+
+    Parameters
+    ----------
+    path : str or Path
+        A study .toml file (README: Measuring your own models); its relative paths start at its folder.
+
+    Returns
+    -------
+    Study
+
+    Raises
+    ------
+    InputError
+        A missing or unreadable file, ids that disagree, an empty or unknown group, ...: the message names
+        the file, the problem and the fix.
+
+    Examples
+    --------
+    >>> from qrp_core.demos.synthetic import make_synthetic_study
+    >>> from qrp_core.study import load_study
+    >>> study = load_study(make_synthetic_study("doc-load", n_images=300, dim=8))
+    >>> study.name, study.concepts.matrix.shape
+    ('synthetic-300', (300, 27))
+    >>> load_study("no-such-study.toml")
+    Traceback (most recent call last):
+    ...
+    qrp_core.errors.InputError: no-such-study.toml: study file not found. Fix: pass the path of a study .toml file
     """
     path = Path(path)
     if not path.is_file():

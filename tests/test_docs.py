@@ -13,8 +13,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCTESTED = ["qrp_core.study", "qrp_core.metrics", "qrp_core.quantize", "qrp_core.probe", "qrp_core.pipeline",
-             "qrp_core.analyses.pairs"]
+DOCTESTED = [
+    "qrp_core.study",
+    "qrp_core.metrics",
+    "qrp_core.quantize",
+    "qrp_core.probe",
+    "qrp_core.pipeline",
+    "qrp_core.analyses.pairs",
+]
 
 
 @pytest.mark.parametrize("module", DOCTESTED)

@@ -140,7 +140,47 @@ def over_represented(study: Study, cache: Cache, clustering_key: str, cluster: i
 
 
 def explain_pair(study: Study, cache: Cache, probe_key: str, i: int, j: int, *, n: int = 10) -> dict:
-    """Everything the pair view draws: coefficient differences, top concepts and images of each side."""
+    """Why a probe tells clusters ``i`` and ``j`` apart: everything the pair view draws.
+
+    Parameters
+    ----------
+    study : Study
+    cache : Cache
+    probe_key : str
+        A probe of the study (the ``probe`` column of the results).
+    i, j : int
+        Two cluster ids of the probe's clustering.
+    n : int, default 10
+        Concepts and images per side.
+
+    Returns
+    -------
+    dict
+        ``difference``: theta_i - theta_j per concept, largest |difference| first (with each concept's
+        frequency in either cluster); ``top_i``, ``top_j``: each cluster's largest coefficients;
+        ``images_i``, ``images_j``: row indices of the images nearest each centroid; ``over_i``,
+        ``over_j``: the concepts most over-represented in each cluster.
+
+    Examples
+    --------
+    >>> from qrp_core.analyses.pairs import explain_pair
+    >>> from qrp_core.cache import Cache
+    >>> from qrp_core.config import KMeansConfig, ProbeConfig, RunConfig
+    >>> from qrp_core.demos.synthetic import make_synthetic_study
+    >>> from qrp_core.pipeline import Runner
+    >>> from qrp_core.study import load_study
+    >>> study, cache = load_study(make_synthetic_study("doc-pair", n_images=400, dim=8)), Cache("doc-pair/cache")
+    >>> config = RunConfig(models=("combo-net",), ks=(6,), seeds=(0,), kmeans=KMeansConfig(n_iter=10, n_restarts=1),
+    ...                    probe=ProbeConfig(max_epochs=10))
+    >>> probe = Runner(study, config, cache, show_progress=False).run()["probe"].iloc[0]
+    >>> parts = explain_pair(study, cache, probe, 0, 1, n=3)
+    >>> sorted(parts)
+    ['difference', 'images_i', 'images_j', 'over_i', 'over_j', 'top_i', 'top_j']
+    >>> list(parts["difference"].columns)
+    ['concept', 'group', 'difference', 'theta_i', 'theta_j', 'frequency_i', 'frequency_j']
+    >>> len(parts["images_i"])
+    3
+    """
     probe = load_probe(cache, probe_key)
     clustering = cache.manifest("probes", probe_key)["inputs"]["clustering"]
     difference = coefficient_difference(probe, i, j)

@@ -42,8 +42,8 @@ def concepts_by_name(study: Study, names: list[str]) -> tuple[sp.csr_matrix, int
     return (study.concepts.matrix.astype(np.float32) @ selector.astype(np.float32)).astype(bool).tocsr(), len(found)
 
 
-def transfer_probe(source: Study, target: Study, cache: Cache, probe_key: str) -> dict:
-    """Apply one probe of ``source`` to ``target``: accuracy, top-5, NMI and AMI on all target images."""
+def transfer_probe(target: Study, cache: Cache, probe_key: str) -> dict:
+    """Apply one probe (of another study) to ``target``: accuracy, top-5, NMI and AMI on all target images."""
     manifest = cache.manifest("probes", probe_key)
     clustering = manifest["inputs"]["clustering"]
     cluster_manifest = cache.manifest("clusterings", clustering)
@@ -113,7 +113,7 @@ def run_transfer(
     for row in results.itertuples():
         if not target.model(row.model).has_features:
             continue
-        scores = transfer_probe(source, target, cache, row.probe)
+        scores = transfer_probe(target, cache, row.probe)
         rows.append(
             {
                 "model": row.model,

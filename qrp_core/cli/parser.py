@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import argparse
 import functools
+import sys
 from pathlib import Path
 
 from ..config import DEMO_K, KMeansConfig, ProbeConfig, RunConfig, SplitConfig
 from ..results import parse_groups
 from ..study import Study
 
-DESCRIPTION = """``python -m qrp_core <verb>``: demo, run, ranking, export, validate, and the analyses
+DESCRIPTION = """Quantized reverse probing: demo, run, ranking, export, validate, and the analyses
 (ablation, pairs, explain, sweep-k, layers, transfer, significance)."""
 
 
@@ -134,7 +135,8 @@ def _executor_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m qrp_core", description=DESCRIPTION, formatter_class=_HelpFormatter)
+    prog = "qrp" if Path(sys.argv[0]).name == "qrp" else "python -m qrp_core"  # the console script or -m
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, formatter_class=_HelpFormatter)
     verb_parser = functools.partial(argparse.ArgumentParser, formatter_class=_HelpFormatter)  # not inherited
     verbs = parser.add_subparsers(dest="verb", required=True, parser_class=verb_parser)
 
