@@ -20,7 +20,18 @@ def _check_labelings(labels_true, labels_pred) -> tuple[np.ndarray, np.ndarray]:
     labels_true, labels_pred = np.asarray(labels_true), np.asarray(labels_pred)
     if labels_true.ndim != 1 or labels_true.shape != labels_pred.shape:
         raise ValueError(f"labelings must be 1-D of equal length, got {labels_true.shape} and {labels_pred.shape}")
+    for name, labels in (("labels_true", labels_true), ("labels_pred", labels_pred)):
+        # NaN compares unequal to itself, so NaN labels would merge or split arbitrarily
+        if np.issubdtype(labels.dtype, np.inexact) and not np.isfinite(labels).all():
+            raise ValueError(f"{name} holds NaN or infinite labels; give every sample a finite label or drop it")
     return labels_true, labels_pred
+
+
+def _contingency(labels_true, labels_pred, contingency) -> sp.csr_matrix:
+    """The given contingency table (sparse or dense) as CSR, or the labelings' own."""
+    if contingency is None:
+        return contingency_matrix(labels_true, labels_pred)
+    return sp.csr_matrix(np.asarray(contingency) if not sp.issparse(contingency) else contingency)
 
 
 def contingency_matrix(labels_true, labels_pred) -> sp.csr_matrix:
@@ -218,8 +229,8 @@ def normalized_mutual_info(labels_true, labels_pred, *, contingency: sp.spmatrix
     ----------
     labels_true, labels_pred : array-like of shape (n_samples,)
         The true cluster ids and the probe's predicted ids.
-    contingency : sparse matrix, optional
-        Their ``contingency_matrix``, where the caller has it already.
+    contingency : sparse matrix or ndarray, optional
+        Their ``contingency_matrix``, where the caller has it already (a dense table is accepted).
 
     Returns
     -------
@@ -233,7 +244,7 @@ def normalized_mutual_info(labels_true, labels_pred, *, contingency: sp.spmatrix
     0.8
     """
     labels_true, labels_pred = _check_labelings(labels_true, labels_pred)
-    c = contingency_matrix(labels_true, labels_pred) if contingency is None else contingency
+    c = _contingency(labels_true, labels_pred, contingency)
     n_classes, n_clusters = c.shape
     if n_classes == n_clusters == 1 or n_classes == n_clusters == 0:
         return 1.0  # neither labeling splits the data: a perfect match
@@ -253,8 +264,8 @@ def adjusted_mutual_info(
     Parameters
     ----------
     labels_true, labels_pred : array-like of shape (n_samples,)
-    contingency : sparse matrix, optional
-        Their ``contingency_matrix``, where the caller has it already.
+    contingency : sparse matrix or ndarray, optional
+        Their ``contingency_matrix``, where the caller has it already (a dense table is accepted).
     device : str or torch.device, default "cpu"
         Where the expected MI is computed (a GPU where the logits are).
 
@@ -270,7 +281,7 @@ def adjusted_mutual_info(
     0.5714
     """
     labels_true, labels_pred = _check_labelings(labels_true, labels_pred)
-    c = contingency_matrix(labels_true, labels_pred) if contingency is None else contingency
+    c = _contingency(labels_true, labels_pred, contingency)
     n_classes, n_clusters = c.shape
     if n_classes == n_clusters == 1 or n_classes == n_clusters == 0:
         return 1.0

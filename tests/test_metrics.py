@@ -209,3 +209,28 @@ def test_probe_mi_uses_the_cluster_sizes_of_the_whole_collection():
     assert s["h_clusters_bits"] == pytest.approx(stats.entropy(sizes, base=2))
     assert s["mi_bits"] == pytest.approx((h - ce) / math.log(2))
     assert s["mi_norm"] == pytest.approx((h - ce) / h)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize(
+    "metric", [metrics.normalized_mutual_info, metrics.adjusted_mutual_info, metrics.top1_accuracy]
+)
+def test_non_finite_labels_are_refused(metric, bad):
+    finite = np.array([0.0, 0.0, 1.0, 1.0])
+    with_bad = np.array([0.0, bad, 1.0, bad])  # two NaNs would silently count as one label, or as two
+    with pytest.raises(ValueError, match="labels_pred holds NaN or infinite labels"):
+        metric(finite, with_bad)
+    with pytest.raises(ValueError, match="labels_true holds NaN or infinite labels"):
+        metric(with_bad, finite)
+
+
+def test_a_dense_contingency_table_is_accepted():
+    rng = np.random.default_rng(3)
+    true, pred = rng.integers(0, 5, 300), rng.integers(0, 7, 300)
+    dense = sk_contingency(true, pred)  # scikit-learn's dense table
+    assert metrics.normalized_mutual_info(true, pred, contingency=dense) == pytest.approx(
+        skm.normalized_mutual_info_score(true, pred), abs=1e-12
+    )
+    assert metrics.adjusted_mutual_info(true, pred, contingency=dense) == pytest.approx(
+        skm.adjusted_mutual_info_score(true, pred), abs=1e-12
+    )
