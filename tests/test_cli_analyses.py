@@ -69,6 +69,23 @@ def test_ablation_pairs_explain(tiny_study_path, cache, capsys):
         "3",
     )
     assert "theta_0 - theta_1" in out and "images nearest the centroid: img0-" in out
+    probe = [
+        "explain",
+        tiny_study_path,
+        "--cache",
+        cache,
+        "--model",
+        "combo-net",
+        "--k",
+        "8",
+        "--groups",
+        "labels+colour",
+    ]
+    for pair in (("3", "3"), ("0", "8")):  # one cluster with itself (all zeros); an id beyond K-1
+        assert main([str(a) for a in probe] + ["--pair", *pair]) == 2
+        error = capsys.readouterr().err.strip()
+        assert error.startswith("error: ") and "K=8" in error and "Fix: give two different cluster ids in 0..7" in error
+        assert "Traceback" not in error and len(error.splitlines()) == 1
 
 
 def test_sweep_k_layers_significance(tiny_study_path, cache, capsys):

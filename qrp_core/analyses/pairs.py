@@ -182,6 +182,12 @@ def explain_pair(study: Study, cache: Cache, probe_key: str, i: int, j: int, *, 
     3
     """
     probe = load_probe(cache, probe_key)
+    k = probe["weight"].shape[1]
+    if i == j or not (0 <= i < k and 0 <= j < k):
+        raise InputError(
+            f"cannot tell cluster {i} from cluster {j} of a clustering with K={k}",
+            fix=f"give two different cluster ids in 0..{k - 1}",
+        )
     clustering = cache.manifest("probes", probe_key)["inputs"]["clustering"]
     difference = coefficient_difference(probe, i, j)
     # how often each concept occurs in either cluster: a coefficient of a concept that neither
