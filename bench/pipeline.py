@@ -96,7 +96,8 @@ def naive_metrics(labels, logits, cluster_sizes):
     present = np.unique(labels)
     onehot = label_binarize(labels, classes=np.arange(logits.shape[1]))[:, present]
     ce = skm.log_loss(labels, probs, labels=np.arange(logits.shape[1]))
-    p = cluster_sizes / cluster_sizes.sum()
+    scored = cluster_sizes * (np.bincount(labels, minlength=len(cluster_sizes)) > 0)  # clusters with test images
+    p = scored / scored.sum()
     h = float(-(p[p > 0] * np.log(p[p > 0])).sum())
     return {
         "nmi": skm.normalized_mutual_info_score(labels, predicted),
@@ -147,9 +148,7 @@ def main():
     targets = clustering.assignments
     split, _ = stratified_split(targets, seed=0)
     test = split == TEST
-    sizes = np.bincount(targets, minlength=args.k)
-    milestones = (int(args.epochs * 0.6), int(args.epochs * 0.8))
-    probe_config = ProbeConfig(max_epochs=args.epochs, lr_milestones=milestones)
+    probe_config = ProbeConfig(max_epochs=args.epochs)
 
     warm = slice(0, 2000)  # first torch calls pay one-off start-up costs: pay them outside the timings
     train_probe(concepts[warm], targets[warm], split[warm], args.k, ProbeConfig(max_epochs=1), seed=0)
@@ -158,6 +157,7 @@ def main():
         lambda: train_probe(concepts, targets, split, args.k, probe_config, seed=0)
     )
     logits, t_logits = timed(lambda: probe_logits(result.weight, result.bias, concepts[np.flatnonzero(test)]))
+    sizes = np.bincount(targets, minlength=args.k)
     engine, t_metrics = timed(lambda: probe_scores(targets[test], logits, sizes))
     times["engine metrics (incl. test logits)"] = t_logits + t_metrics
     naive_logits, times["naive probe (dense nn.Linear)"] = timed(

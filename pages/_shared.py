@@ -74,6 +74,8 @@ def pair_view(root: str, name: str, study_stamp: float, probe: str, i: int, j: i
     """Everything the pair view shows, the word cloud as PNG bytes; keyed by the content-addressed probe."""
     parts = explain_pair(study(root, name, study_stamp), Cache(root), probe, i, j, n=10)
     words = browse.wordcloud_words(parts["difference"], n=40)
+    if words.empty:  # equal coefficients (a probe that kept epoch 0, the marginal): no word to draw
+        return {**parts, "words": words, "cloud_png": None}
     png = io.BytesIO()
     browse.wordcloud_image(words).save(png, format="PNG")
     return {**parts, "words": words, "cloud_png": png.getvalue()}

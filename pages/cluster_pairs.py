@@ -80,11 +80,17 @@ i, j, probe = int(top["i"][choice]), int(top["j"][choice]), top["probe_b"][choic
 parts = pair_view(str(sel.cache.root), sel.study_name, sel.study_stamp, probe, i, j)
 words = parts["words"]
 st.subheader(f"Why {i} and {j} differ: θ{i} − θ{j} on {base}+{added}")
-st.image(parts["cloud_png"], width="stretch")
-st.caption(
-    f"Concepts that occur in either cluster. Blue: larger for cluster {i}; red: larger for cluster {j}; "
-    f"size: |difference|. Words: " + ", ".join(words["concept"].head(12))
-)
+if parts["cloud_png"] is None:
+    st.info(
+        f"The probe gives clusters {i} and {j} the same coefficient for every concept they have: no concept "
+        "tells them apart (a probe that kept epoch 0, the cluster frequencies alone, has no coefficients at all)."
+    )
+else:
+    st.image(parts["cloud_png"], width="stretch")
+    st.caption(
+        f"Concepts that occur in either cluster. Blue: larger for cluster {i}; red: larger for cluster {j}; "
+        f"size: |difference|. Words: " + ", ".join(words["concept"].head(12))
+    )
 
 clustering = load_probe_run(sel.cache, probe).clustering
 members = {cluster: nearest_images(sel.cache, clustering, cluster, n=None) for cluster in (i, j)}

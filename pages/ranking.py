@@ -15,7 +15,7 @@ from pages._shared import (
     training_curve,
 )
 from qrp_core import browse
-from qrp_core.results import compare_models, latex_table
+from qrp_core.results import compare_models, latex_table, measure_warnings
 
 METRICS = {"nmi": "NMI", "ami": "AMI", "top1": "top-1", "map": "mAP", "mi_bits": "MI (bits)"}
 PLOT = {"toImageButtonOptions": {"format": "svg"}}
@@ -40,10 +40,15 @@ st.caption(
         if several
         else f"seed {rows['seed'].iloc[0]} only: no std or significance (choose 'all seeds' where several ran)"
     )
+    + (f" · {rows['n_test'].mean() / sel.k:.1f} test images per cluster" if "n_test" in rows else "")
 )
+for line in measure_warnings(rows):
+    st.warning(line)
 
 table = browse.ranking_table(sel.cache, sel.study, rows)
 shown = table[["model", "family"]].copy()  # the CSV has the architecture too
+if (table["empty_clusters"] > 0).any():
+    shown["empty clusters"] = table["empty_clusters"]
 chance = table[["model"]].copy()
 for metric, label in METRICS.items():
     scale = 1 if metric == "mi_bits" else 100
@@ -59,7 +64,7 @@ for metric, label in METRICS.items():
 numbers = {
     c: st.column_config.NumberColumn(format="%.2f", width="small" if c.endswith("±") else None)
     for c in [*shown.columns, *chance.columns]
-    if c not in ("model", "family") and "CI" not in c
+    if c not in ("model", "family", "empty clusters") and "CI" not in c
 }
 st.dataframe(shown, hide_index=True, width="stretch", key="ranking_table", column_config=numbers)
 with st.container(horizontal=True):
@@ -101,7 +106,8 @@ with st.expander("How these numbers were made"):
     losses = px.line(
         curve, x="epoch", y=["training", "validation"], labels={"value": "cross-entropy (nats)"}, height=280
     )
-    losses.add_vline(x=best_epoch, line_dash="dot", annotation_text=f"kept: epoch {best_epoch}")
+    kept = f"kept: epoch {best_epoch}" + (" (the marginal, before any step)" if best_epoch == 0 else "")
+    losses.add_vline(x=best_epoch, line_dash="dot", annotation_text=kept)
     losses.update_layout(margin={"t": 20}, legend_title_text="")
     st.plotly_chart(losses, config=PLOT, key="ranking_losses")
 

@@ -124,9 +124,11 @@ def provenance(cache: Cache, results: pd.DataFrame) -> pd.DataFrame:
                 "training points": kmeans.get("n_train_points"),
                 "features sha256": clustering["inputs"].get("features_sha256", "")[:12],
                 "train / val / test": f"{split['n_train']} / {split['n_val']} / {split['n_test']}",
-                "probe": f"{trained['device']}, {trained['epochs_run']} epochs, best {trained['best_epoch']}",
+                "probe": f"{trained['device']}, {trained['epochs_run']} epochs, kept {trained['best_epoch']}"
+                + (" (the marginal: no epoch beat it)" if trained["best_epoch"] == 0 else ""),
                 "schedule": (
-                    f"lr {params['lr']:g} ÷{1 / params['lr_gamma']:g} at {list(params['lr_milestones'])}, "
+                    f"lr {params['lr']:g} ÷{1 / params['lr_gamma']:g} at epochs "
+                    f"{trained.get('lr_milestones', params.get('lr_milestones'))}, "
                     f"momentum {params['momentum']:g}, wd {params['weight_decay']:g}, "
                     f"batch {params['batch_size']}"
                 ),

@@ -45,9 +45,19 @@ class ProbeConfig:
     weight_decay: float = 3e-6  # L2 on weight and bias
     batch_size: int = 512
     max_epochs: int = 100
-    lr_milestones: tuple[int, ...] = (60, 80)  # lr / 10 at these epochs
+    lr_milestone_fractions: tuple[float, ...] = (0.6, 0.8)  # lr / 10 after 60% and 80% of the epochs (60, 80 of 100)
     lr_gamma: float = 0.1
     device: str = "auto"  # "auto" uses CUDA when torch sees it
+
+    @property
+    def lr_milestones(self) -> tuple[int, ...]:
+        """The (0-based) epochs from which the learning rate is multiplied by ``lr_gamma`` once more: each
+        fraction of ``max_epochs``, rounded half up, so a shorter run keeps the paper's schedule's shape."""
+        return tuple(int(fraction * self.max_epochs + 0.5) for fraction in self.lr_milestone_fractions)
+
+    def learning_rate(self, epoch: int) -> float:
+        """The learning rate of (0-based) training epoch ``epoch``."""
+        return self.lr * self.lr_gamma ** sum(epoch >= m for m in self.lr_milestones)
 
 
 @dataclass(frozen=True)

@@ -182,9 +182,16 @@ def standardisation_stats(
     Returns
     -------
     mean, std : ndarray of shape (dim,), float64
-        ``std`` is 1 where a dimension is constant, so standardising maps it to 0.
+        ``std`` is 1 where a dimension is constant, so standardising maps it to 0. A dimension is
+        constant where its std is at most 1e-6 times its |mean| or the largest std of any dimension:
+        relative to the features' own scale, whatever it is.
     n_constant : int
         Number of constant dimensions.
+
+    Raises
+    ------
+    InputError
+        A non-finite value, or every dimension constant (nothing to cluster), naming ``source``.
     """
     n, d = x.shape
     total = np.zeros(d, dtype=np.float64)
@@ -202,10 +209,18 @@ def standardisation_stats(
     mean_shifted = total / n
     var = np.maximum(total_sq / n - np.square(mean_shifted), 0.0)
     std = np.sqrt(var)
-    shift = shift.astype(np.float64)
-    constant = std <= 1e-6 * np.maximum(1.0, np.abs(shift))
+    mean = mean_shifted + shift.astype(np.float64)
+    # constant: a spread below a millionth of the dimension's own magnitude or of the largest spread of
+    # the representation, so features of any scale (a random network's 1e-9) keep their varying dimensions
+    constant = std <= 1e-6 * np.maximum(np.abs(mean), std.max())
+    if constant.all():
+        raise InputError(
+            f"all {d} feature dimensions are constant over the {n} images",
+            where=source,
+            fix="check the extraction: a representation must differ between images to be clustered",
+        )
     std[constant] = 1.0
-    return mean_shifted + shift, std, int(constant.sum())
+    return mean, std, int(constant.sum())
 
 
 def read_rows(x: np.ndarray, start: int, stop: int) -> np.ndarray:

@@ -406,7 +406,7 @@ def mutual_info_bits(cluster_sizes, test_cross_entropy: float) -> tuple[float, f
     Parameters
     ----------
     cluster_sizes : ndarray of shape (K,)
-        Images per cluster over the whole collection (the frequencies of f_K).
+        Images per cluster (the frequencies of f_K) over the clusters the cross-entropy scores.
     test_cross_entropy : float
         The probe's mean test cross-entropy in nats (an upper bound on H(f_K | y)).
 
@@ -425,6 +425,20 @@ def mutual_info_bits(cluster_sizes, test_cross_entropy: float) -> tuple[float, f
     return mi, (mi * math.log(2) / h if h > 0 else float("nan"))
 
 
+def scored_cluster_sizes(cluster_sizes, labels_true) -> np.ndarray:
+    """``cluster_sizes`` with the clusters that have no test image (in ``labels_true``) set to 0.
+
+    Examples
+    --------
+    >>> from qrp_core.metrics import scored_cluster_sizes
+    >>> scored_cluster_sizes([40, 2, 58], labels_true=[0, 2, 2]).tolist()
+    [40, 0, 58]
+    """
+    sizes = np.asarray(cluster_sizes).copy()
+    sizes[np.bincount(np.asarray(labels_true, dtype=np.int64), minlength=len(sizes))[: len(sizes)] == 0] = 0
+    return sizes
+
+
 def probe_scores(labels_true, logits, cluster_sizes, *, chunk_classes: int = AP_CLASSES_PER_BLOCK) -> dict:
     """Every metric of one probe on the test split, as a JSON-safe dict.
 
@@ -436,22 +450,25 @@ def probe_scores(labels_true, logits, cluster_sizes, *, chunk_classes: int = AP_
         The probe's logits; a tensor's device (a GPU) computes the softmax, cross-entropy and the
         per-class rankings of mAP.
     cluster_sizes : array-like of shape (K,)
-        Images per cluster over the collection, for H(f_K) in the MI estimate.
+        Images per cluster over the whole collection. H(f_K) is taken over the clusters that have test
+        images (their sizes renormalised): those the cross-entropy scores. A cluster too small to get a
+        test image (1 or 2 images) would add to H and to nothing else, biasing the MI upwards.
 
     Returns
     -------
     scores : dict
         nmi, ami, top1 and map (fractions), mi_bits and mi_norm (``mutual_info_bits``), ce_test_nats,
-        h_clusters_bits and n_test.
+        h_clusters_bits (over the clusters scored), n_clusters_scored, n_empty_clusters (of the clustering:
+        a K-means that left clusters empty measures fewer clusters than K) and n_test.
 
     Examples
     --------
     >>> import numpy as np
     >>> from qrp_core.metrics import probe_scores
     >>> logits = np.log([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
-    >>> scores = probe_scores([0, 1, 1], logits, cluster_sizes=[1, 2])
-    >>> scores["top1"], scores["map"], round(scores["ce_test_nats"], 4)
-    (0.6666666666666666, 1.0, 0.4149)
+    >>> scores = probe_scores([0, 1, 1], logits, cluster_sizes=[5, 10])
+    >>> scores["top1"], scores["map"], round(scores["ce_test_nats"], 4), round(scores["h_clusters_bits"], 4)
+    (0.6666666666666666, 1.0, 0.4149, 0.9183)
     """
     logits = torch.as_tensor(logits)
     truth = torch.as_tensor(np.asarray(labels_true), device=logits.device).long()
@@ -460,7 +477,8 @@ def probe_scores(labels_true, logits, cluster_sizes, *, chunk_classes: int = AP_
     c = contingency_matrix(labels_true, predicted)
     log_probs = torch.log_softmax(logits.double(), dim=1)
     ce = float(-log_probs.gather(1, truth[:, None]).mean()) if len(truth) else float("nan")
-    mi_bits, mi_norm = mutual_info_bits(cluster_sizes, ce)
+    scored = scored_cluster_sizes(cluster_sizes, labels_true)
+    mi_bits, mi_norm = mutual_info_bits(scored, ce)
     # log-probabilities rank like probabilities, without exp's underflow to tied zeros
     ap = class_average_precision(truth, log_probs, chunk_classes=chunk_classes)
     return {
@@ -471,6 +489,8 @@ def probe_scores(labels_true, logits, cluster_sizes, *, chunk_classes: int = AP_
         "mi_bits": mi_bits,
         "mi_norm": mi_norm,
         "ce_test_nats": ce,
-        "h_clusters_bits": entropy_from_counts(cluster_sizes) / math.log(2),
+        "h_clusters_bits": entropy_from_counts(scored) / math.log(2),
+        "n_clusters_scored": int(np.count_nonzero(scored)),
+        "n_empty_clusters": int(np.count_nonzero(np.asarray(cluster_sizes) == 0)),
         "n_test": int(len(labels_true)),
     }

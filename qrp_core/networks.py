@@ -8,6 +8,7 @@ average-pooled and ViT token sequences give their CLS token (see ``extract.pool`
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,6 +107,27 @@ _LITE_WEIGHTS = {
 }
 
 
+def efficientnet_init(model: nn.Module) -> nn.Module:
+    """EfficientNet's own initialisation (its TensorFlow reference): convolutions normal with variance
+    2 / fan_out, where a depthwise convolution's fan-out is its kernel's area; batch norm at identity;
+    the classifier uniform in +-1 / sqrt(out_features). The package's ``from_name`` keeps torch's default
+    (a depthwise kernel counted as C x wider than it is), under which the final features of a random
+    Lite0 shrink to about 1e-9; with this they are of order 1, as a random baseline's should be."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            fan_out = m.out_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.uniform_(m.weight, -1.0 / math.sqrt(m.out_features), 1.0 / math.sqrt(m.out_features))
+            nn.init.zeros_(m.bias)
+    return model
+
+
 def _efficientnet_lite(variant: int, *, pretrained: bool = True, blocks: tuple[int, ...] = (), seed: int = 0) -> Source:
     try:
         from efficientnet_lite_pytorch import EfficientNet
@@ -127,8 +149,8 @@ def _efficientnet_lite(variant: int, *, pretrained: bool = True, blocks: tuple[i
         provenance = {"weights": Path(weights).name, "weights_sha256": sha256_file(weights)}
     else:
         torch.manual_seed(seed)
-        model = EfficientNet.from_name(name)
-        provenance = {"seed": seed}
+        model = efficientnet_init(EfficientNet.from_name(name))
+        provenance = {"seed": seed, "init": "EfficientNet's own (TensorFlow): normal(0, 2 / fan_out) convolutions"}
     layers = {"final": "_avg_pooling", **{f"block{b}": f"_blocks.{b}" for b in blocks}}
     # the package's weights expect inputs in [-1, 1]
     return Source(

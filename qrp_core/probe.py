@@ -23,13 +23,21 @@ from .split import TRAIN, VAL
 
 @dataclass
 class ProbeResult:
-    """weight : (n_concepts, K) float32; bias : (K,) float32, from the epoch of lowest validation loss."""
+    """weight : (n_concepts, K) float32; bias : (K,) float32, from the epoch of lowest validation loss
+    (epoch 0: the start, zero weights and the training split's log cluster frequencies as bias)."""
 
     weight: np.ndarray
     bias: np.ndarray
     best_epoch: int
     history: list[dict] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
+
+
+def marginal_logits(targets: torch.Tensor, n_clusters: int) -> torch.Tensor:
+    """log of each cluster's frequency among ``targets`` (half a count added to every cluster, so one
+    without training images gets a finite logit): the probe that predicts from no concept."""
+    counts = torch.bincount(targets, minlength=n_clusters).double() + 0.5
+    return (counts / counts.sum()).log().float()
 
 
 def resolve_torch_device(device: str) -> torch.device:
@@ -91,7 +99,10 @@ def train_probes(
 
     Probe p sees the concepts where ``masks[p]`` is True and gets exactly the updates it would get
     alone with the same seed (same batches, its own loss); its result holds the weights of those
-    concepts only, in column order. Each probe keeps its own epoch of lowest validation loss.
+    concepts only, in column order. Each probe keeps its own epoch of lowest validation loss, where
+    epoch 0 is the start (zero weights, the training split's log cluster frequencies as bias: the best a
+    probe can do from no concept), so uninformative concepts score no worse than the marginal. The
+    learning rate falls at ``config.lr_milestones``, fractions of ``config.max_epochs``.
 
     Parameters
     ----------
@@ -111,8 +122,8 @@ def train_probes(
     Returns
     -------
     list of ProbeResult
-        Per probe: ``weight`` (n_seen_concepts, K) and ``bias`` (K,) of the kept epoch, the per-epoch
-        ``history`` and ``stats``.
+        Per probe: ``weight`` (n_seen_concepts, K) and ``bias`` (K,) of the kept epoch (``best_epoch``,
+        0 to max_epochs), the ``history`` of epochs 0 to max_epochs and ``stats``.
 
     Examples
     --------
@@ -146,6 +157,8 @@ def train_probes(
     grad_mask = None if masks.all() else torch.as_tensor(masks.T[:, :, None], dtype=torch.float32, device=device)
 
     model = ReverseProbe(concepts.shape[1], n_clusters, n_probes).to(device)
+    with torch.no_grad():  # epoch 0 predicts the training split's cluster frequencies from no concept
+        model.bias.copy_(marginal_logits(train_targets, n_clusters).repeat(n_probes))
     epochs = FixedShapeEpochs(
         model,
         train_rows,
@@ -161,9 +174,11 @@ def train_probes(
     best_weight = torch.zeros((concepts.shape[1], n_probes, n_clusters), device=device)
     best_bias = torch.zeros((n_probes, n_clusters), device=device)
     t0 = time.perf_counter()
-    for epoch in range(config.max_epochs):
-        lr = config.lr * config.lr_gamma ** sum(epoch >= m for m in config.lr_milestones)
-        train_losses = epochs.run(generator, lr)
+    for epoch in range(config.max_epochs + 1):
+        # epoch 0 is the start, the marginal, which competes with the trained epochs: concepts that say
+        # nothing then cannot score below the cluster frequencies alone
+        lr = config.learning_rate(epoch - 1) if epoch else 0.0
+        train_losses = epochs.run(generator, lr) if epoch else _mean_losses(model, train_rows, train_targets)
         # with no validation images (tiny studies) the training loss picks the epoch
         val_losses = _mean_losses(model, val_rows, val_targets) if len(val_rows) else train_losses
         improved = np.flatnonzero(val_losses < best_loss)
@@ -176,8 +191,8 @@ def train_probes(
             histories[p].append(
                 {"train_loss": float(train_losses[p]), "val_loss": float(val_losses[p]), "epoch": epoch, "lr": lr}
             )
-        if progress is not None:
-            progress(epoch, histories[0][-1])
+        if progress is not None and epoch:
+            progress(epoch - 1, histories[0][-1])
     best_weight, best_bias = best_weight.cpu().numpy(), best_bias.cpu().numpy()
     seconds = time.perf_counter() - t0
     return [
@@ -189,6 +204,7 @@ def train_probes(
             stats={
                 "device": str(device),
                 "epochs_run": config.max_epochs,
+                "lr_milestones": list(config.lr_milestones),
                 "best_val_loss": float(best_loss[p]),
                 "n_train": len(train_rows),
                 "n_val": len(val_rows),

@@ -157,11 +157,49 @@ def mean_std(results: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     return table.assign(n_seeds=grouped.size()).reset_index()
 
 
+MIN_TEST_IMAGES_PER_CLUSTER = 10  # below this, NMI, AMI and top-1 of a probe are mostly chance (README: Choosing K)
+
+
 def ranking(results: pd.DataFrame) -> pd.DataFrame:
-    """Mean and sample std (ddof=1) over seeds per (model, K, group set), best NMI first."""
-    return mean_std(results, ["model", "k", "groups"]).sort_values(
-        ["k", "groups", "nmi_mean"], ascending=[True, True, False], ignore_index=True
+    """Mean and sample std (ddof=1) over seeds per (model, K, group set), best NMI first; a model whose
+    clusterings left clusters empty (``empty_clusters``: the most over its seeds) ranks after every other,
+    whatever its scores, which measure fewer clusters than K."""
+    table = mean_std(results, ["model", "k", "groups"])
+    empty = results.get("n_empty_clusters", pd.Series(0, index=results.index)).fillna(0)
+    table = table.merge(
+        empty.groupby([results["model"], results["k"], results["groups"]]).max().rename("empty_clusters").reset_index(),
+        on=["model", "k", "groups"],
     )
+    table["empty_clusters"] = table["empty_clusters"].astype(int)
+    table["degenerate"] = table["empty_clusters"] > 0
+    return table.sort_values(
+        ["k", "groups", "degenerate", "nmi_mean"], ascending=[True, True, True, False], ignore_index=True
+    ).drop(columns="degenerate")
+
+
+def measure_warnings(results: pd.DataFrame) -> list[str]:
+    """What makes the given result rows' numbers untrustworthy, one line each: clusterings with empty
+    clusters, and K too large for the test split (fewer than ``MIN_TEST_IMAGES_PER_CLUSTER`` per cluster)."""
+    lines = []
+    if "n_empty_clusters" in results:
+        bad = results[results["n_empty_clusters"].fillna(0) > 0]
+        for (model, k), part in bad.groupby(["model", "k"]):
+            seeds = sorted(part["seed"].unique())
+            lines.append(
+                f"{model} K={k}: K-means left up to {int(part['n_empty_clusters'].max())} of {k} clusters empty "
+                f"(seed {', '.join(map(str, seeds))}): its scores measure fewer clusters than K, so it ranks last; "
+                "its features hardly differ between images"
+            )
+    if "n_test" in results:
+        per_cluster = results.groupby("k")["n_test"].mean() / results.groupby("k")["k"].first()
+        for k, value in per_cluster.items():
+            if value < MIN_TEST_IMAGES_PER_CLUSTER:
+                lines.append(
+                    f"K={k}: {value:.1f} test images per cluster (fewer than {MIN_TEST_IMAGES_PER_CLUSTER}): NMI, AMI "
+                    f"and top-1 are mostly chance at this K; choose K <= {max(2, int(value * k // MIN_TEST_IMAGES_PER_CLUSTER))} "
+                    "for this collection (README: Choosing K)"
+                )
+    return lines
 
 
 @dataclass(frozen=True)
@@ -268,10 +306,11 @@ def latex_table(ranked: pd.DataFrame) -> str:
             " & ".join(["Model", *LATEX_COLUMNS.values()]) + r" \\",
             r"\midrule",
         ]
-        for row, model in enumerate(part["model"]):
-            lines.append(
-                " & ".join([str(model).translate(_LATEX_SPECIAL), *(f"${cells[m][row]}$" for m in LATEX_COLUMNS)])
-                + r" \\"
-            )
+        empty = part["empty_clusters"] if "empty_clusters" in part else pd.Series(0, index=part.index)
+        for row, (model, n_empty) in enumerate(zip(part["model"], empty)):
+            name = str(model).translate(_LATEX_SPECIAL) + (r"$^\dagger$" if n_empty else "")
+            lines.append(" & ".join([name, *(f"${cells[m][row]}$" for m in LATEX_COLUMNS)]) + r" \\")
+        if empty.any():
+            lines.insert(1, r"% $^\dagger$: K-means left clusters empty; ranked last")
         blocks.append("\n".join([*lines, r"\bottomrule", r"\end{tabular}"]))
     return "\n\n".join(blocks) + "\n"

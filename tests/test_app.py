@@ -16,7 +16,7 @@ from qrp_core.analyses.ablation import gain_summary
 from qrp_core.analyses.curves import k_curve
 from qrp_core.analyses.pairs import explain_pair, over_represented
 from qrp_core.cache import Cache
-from qrp_core.results import load_results
+from qrp_core.results import load_results, measure_warnings
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 
@@ -81,6 +81,10 @@ def test_ranking_table_equals_the_engine(app, demo_cache):
     assert "p-value" in frame(at, "p-value").columns  # several seeds: the neighbours' t-tests
     latex = next(b for b in at.get("download_button") if b.proto.url.endswith(".tex"))
     assert latex.proto.label == "Download LaTeX"  # its text is results.latex_table's (tests/test_results.py)
+    # 600 images at K=30: 120 test images, 4 per cluster, which the page states and warns of
+    per_cluster = rows["n_test"].mean() / 30
+    assert any(f"{per_cluster:.1f} test images per cluster" in c.value for c in at.caption)
+    assert [w.value for w in at.warning] == measure_warnings(rows) and "fewer than 10" in at.warning[0].value
 
 
 def test_sidebar_selection_filters_and_lands_in_the_url(app):
@@ -283,6 +287,7 @@ def test_provenance_says_how_each_number_was_made(tiny_cache, tiny_study):
     import torch
 
     from conftest import TINY_RUN
+    from qrp_core.config import ProbeConfig
 
     cache, results = tiny_cache
     rows = results[results["groups"] == results["groups"].iloc[0]]
@@ -296,8 +301,11 @@ def test_provenance_says_how_each_number_was_made(tiny_cache, tiny_study):
         split = np.bincount(cache.load_array("splits", row.split, "split.npy"), minlength=3)
         assert line["train / val / test"] == " / ".join(map(str, split))
         curve, best = browse.training_curve(cache, row.probe)
-        assert len(curve) == TINY_RUN.probe.max_epochs and best == int(curve["val_loss"].idxmin())
-        assert line["probe"].endswith(f"{TINY_RUN.probe.max_epochs} epochs, best {best}")
+        assert len(curve) == TINY_RUN.probe.max_epochs + 1  # epoch 0, the marginal, and every trained epoch
+        assert best == int(curve["val_loss"].idxmin()) and curve["epoch"].tolist() == list(range(len(curve)))
+        kept = f"{TINY_RUN.probe.max_epochs} epochs, kept {best}"
+        assert line["probe"].endswith((kept, f"{kept} (the marginal: no epoch beat it)"))
+        assert f"at epochs {list(ProbeConfig(max_epochs=TINY_RUN.probe.max_epochs).lr_milestones)}" in line["schedule"]
         assert f"torch {torch.__version__} · faiss {faiss.__version__}" in line["versions"]
         assert line["probe key"] == row.probe
 

@@ -1,12 +1,15 @@
+import io
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from conftest import files_under
 from qrp_core.cli import build_parser, main
+from qrp_core.demos.study_files import write_study
 
 RUN_ARGS = ["--k", "8", "--seeds", "2", "--iters", "10", "--restarts", "2", "--epochs", "15"]
 
@@ -63,6 +66,7 @@ def test_reading_verbs_import_neither_torch_nor_faiss(cli_cache, tiny_study_path
     script = f"""
 import sys
 from qrp_core.cli import build_parser, main
+from qrp_core.demos.study_files import write_study
 build_parser().format_help()
 for verb in {verbs!r}:
     assert main(verb) == 0, verb
@@ -188,3 +192,27 @@ def test_nan_features_exit_nonzero_and_leave_cache_unchanged(tiny_study_path, tm
     err = capsys.readouterr().err
     assert "noise-net.npy: non-finite value (NaN or Inf) in row 42" in err
     assert files_under(cache) == []  # every model is checked before any artefact is written
+
+
+def test_a_degenerate_clustering_is_flagged_in_the_table_the_csv_and_ranked_last(tmp_path, capsys):
+    """Features with 3 distinct rows cannot fill K=8 clusters: the run says so and ranks the model last."""
+    rng = np.random.default_rng(0)
+    n = 240
+    labels = rng.integers(0, 4, n)
+    ids = np.array([f"i{i:04d}" for i in range(n)], dtype=object)
+    features = {
+        "blobs": rng.normal(size=(4, 6))[labels] * 5 + rng.normal(size=(n, 6)),
+        "three-points": np.eye(3, 6)[rng.integers(0, 3, n)],
+    }
+    concepts = pd.DataFrame({"image_id": ids, "concept": [f"[Colour] c{v}" for v in labels % 2], "group": "colour"})
+    study = write_study(tmp_path / "s", "degenerate", ids, concepts, features, {}, labels=labels.astype(str))
+    grid = ["--k", "8", "--seeds", "2", "--iters", "10", "--restarts", "2", "--epochs", "10"]
+    assert main(["run", str(study), "--cache", str(tmp_path / "c"), *grid]) == 0
+    captured = capsys.readouterr()
+    table = [line.split() for line in captured.out.splitlines()[1:]]
+    assert [row[0] for row in table] == ["blobs", "three-points"]  # whatever its NMI
+    assert captured.out.splitlines()[0].rstrip().endswith("empty clusters") and table[1][-3:] == ["5", "of", "8"]
+    assert "warning: three-points K=8: K-means left up to 5 of 8 clusters empty" in captured.err
+    assert main(["ranking", str(study), "--cache", str(tmp_path / "c"), "--format", "csv"]) == 0
+    csv = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert csv.groupby("model")["n_empty_clusters"].max().to_dict() == {"blobs": 0, "three-points": 5}

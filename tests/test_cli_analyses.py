@@ -2,6 +2,7 @@
 
 import pytest
 
+from qrp_core.cache import Cache
 from qrp_core.cli import main
 from qrp_core.demos.synthetic import make_synthetic_study
 
@@ -86,6 +87,46 @@ def test_ablation_pairs_explain(tiny_study_path, cache, capsys):
         error = capsys.readouterr().err.strip()
         assert error.startswith("error: ") and "K=8" in error and "Fix: give two different cluster ids in 0..7" in error
         assert "Traceback" not in error and len(error.splitlines()) == 1
+
+
+def test_analyses_default_to_what_the_cache_holds(tiny_study_path, cache, capsys):
+    """`pairs` without --k and --seeds analyses the K and seeds the results hold (it trained K=1000 x 5 seeds
+    of new clusterings before); `explain` without --groups shows the probe of the comparison that ranked the
+    pair (it showed the probe on all groups), and asks when two comparisons ranked it."""
+    test_ablation_pairs_explain(tiny_study_path, cache, capsys)  # K=8, seeds 0 and 1; pairs labels -> + colour
+    pairs = Cache(cache).read_table("synthetic-600", "pairs")
+    top = pairs[pairs["seed"] == 0].sort_values("drop").iloc[-1]
+    explain = [
+        "explain",
+        tiny_study_path,
+        "--cache",
+        cache,
+        "--model",
+        "combo-net",
+        "--k",
+        8,
+        "--pair",
+        top["i"],
+        top["j"],
+    ]
+    assert main([str(a) for a in explain]) == 0
+    assert "note: the probe on labels+colour (--groups chooses another)" in capsys.readouterr().err
+
+    clusterings = sorted(p.name for p in (cache / "clusterings").iterdir())
+    common = ["--models", "combo-net", "--added", "texture", "--iters", "10", "--restarts", "2", "--epochs", "15"]
+    out = _run(capsys, "pairs", tiny_study_path, "--cache", cache, *common)
+    assert "combo-net K=8 seed=1" in out and "K=1000" not in out
+    assert sorted(p.name for p in (cache / "clusterings").iterdir()) == clusterings  # no new clustering
+
+    pairs = Cache(cache).read_table("synthetic-600", "pairs")
+    seed0 = pairs[pairs["seed"] == 0]
+    both = set.intersection(*(set(zip(part["i"], part["j"])) for _, part in seed0.groupby("added")))
+    i, j = sorted(both)[0]
+    explain[-2:] = [i, j]
+    assert main([str(a) for a in explain]) == 2
+    error = capsys.readouterr().err
+    assert "compared under several group sets: ['labels+colour', 'labels+texture']" in error
+    assert "Fix: choose one with --groups (labels+colour or labels+texture)" in error
 
 
 def test_sweep_k_layers_significance(tiny_study_path, cache, capsys):

@@ -211,7 +211,8 @@ def test_help_shows_defaults_and_only_options_that_mean_something():
         "--seeds SEEDS number of clusterings (seeds 0..S-1) (default: 5)",
         "--iters ITERS K-means iterations (default: 100)",
         "--restarts RESTARTS K-means restarts (best kept) (default: 5)",
-        "--epochs EPOCHS probe epochs (default: 100)",
+        "--epochs EPOCHS probe epochs; the learning rate is divided by 10 after 60% and again after 80% of them "
+        "(the paper's 60 and 80 of 100), and the epoch of lowest validation loss is kept (default: 100)",
     ):
         assert line in run_help
     assert "(default: [500, 1000, 1500, 2000, 2500, 3000])" in sweep_help
@@ -221,3 +222,6 @@ def test_help_shows_defaults_and_only_options_that_mean_something():
     assert verbs["explain"]._option_string_actions["--pair"].help
     for verb in ("pairs", "ablation"):
         assert "--groups" not in verbs[verb]._option_string_actions
+        help_text = " ".join(verbs[verb].format_help().split())
+        assert "(default: every K the results hold for these models; 1000 where none)" in help_text
+        assert "(default: as many as the results hold at these K; 5 where none)" in help_text

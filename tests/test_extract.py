@@ -133,6 +133,25 @@ def test_random_init_is_seeded():
     assert torch.equal(a, b)
 
 
+def test_a_random_efficientnet_gives_features_of_order_one():
+    """EfficientNet's own init (normal, variance 2 / fan-out, a depthwise kernel's fan-out its area): the
+    package's default left a random Lite0's pooled features near 1e-9, so every dimension looked constant."""
+    x = torch.rand(8, 3, 224, 224, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    pooled = []
+    for seed in (0, 0, 1):
+        source = get_source("efficientnet-lite0", pretrained=False, seed=seed)
+        captured = {}
+        source.model.get_submodule(source.layers["final"]).register_forward_hook(
+            lambda _m, _i, out, captured=captured: captured.__setitem__("x", out.flatten(1))
+        )
+        with torch.no_grad():
+            source.model(x)
+        pooled.append(captured["x"])
+    assert torch.equal(pooled[0], pooled[1]) and not torch.equal(pooled[0], pooled[2])  # seeded
+    assert 0.1 < float(pooled[0].abs().mean()) < 10  # order 1, not 1e-9
+    assert float((pooled[0].std(0) > 1e-3).float().mean()) > 0.9  # and varying between images
+
+
 @needs_shared
 def test_cifar10_demo_study_is_built_from_real_images(tmp_path):
     from qrp_core.cache import Cache

@@ -194,21 +194,27 @@ def test_weighted_map_leaves_out_classes_whose_positives_all_weigh_zero():
     assert math.isnan(mean_average_precision(labels[missed], scores[missed], sample_weight=np.zeros(int(missed.sum()))))
 
 
-def test_probe_mi_uses_the_cluster_sizes_of_the_whole_collection():
-    """Eq. (1) with H(f_K) from the sizes over all images (not the test rows' counts), CE from the test rows."""
+def test_probe_mi_takes_h_over_the_clusters_the_cross_entropy_scores():
+    """Eq. (1): H(f_K) from the whole collection's cluster sizes, over the clusters that have test images
+    (renormalised), CE from the test rows. Clusters without a test image (tiny ones) would add to H only:
+    with 30 such clusters the estimate rose above the H of every cluster it can score."""
     from scipy import stats
 
     rng = np.random.default_rng(6)
-    labels = rng.integers(0, 4, 200)
-    logits = rng.normal(size=(200, 4)) + 1.5 * np.eye(4)[labels]
-    sizes = np.array([400, 100, 250, 50])  # far from the test rows' roughly uniform counts
+    labels = rng.integers(0, 4, 200)  # the test images fall in clusters 0..3
+    logits = rng.normal(size=(200, 34)) + 1.5 * np.eye(34)[labels]
+    sizes = np.array([400, 100, 250, 50] + [2] * 30)  # 30 clusters of 2 images, none in the test split
     s = metrics.probe_scores(labels, logits, sizes)
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    ce = skm.log_loss(labels, probs)
-    h = stats.entropy(sizes / sizes.sum())  # nats
-    assert s["h_clusters_bits"] == pytest.approx(stats.entropy(sizes, base=2))
+    ce = skm.log_loss(labels, probs, labels=np.arange(34))
+    h = stats.entropy(sizes[:4] / sizes[:4].sum())  # nats, the four clusters scored
+    assert s["n_clusters_scored"] == 4
+    assert s["h_clusters_bits"] == pytest.approx(stats.entropy(sizes[:4], base=2))
     assert s["mi_bits"] == pytest.approx((h - ce) / math.log(2))
     assert s["mi_norm"] == pytest.approx((h - ce) / h)
+    perfect = metrics.probe_scores(labels, 50.0 * np.eye(34)[labels], sizes)  # concepts that name each cluster
+    assert perfect["mi_bits"] <= perfect["h_clusters_bits"] + 1e-9  # the old estimate exceeded it by 0.59 bits
+    assert metrics.scored_cluster_sizes(sizes, labels).tolist() == [400, 100, 250, 50] + [0] * 30
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])

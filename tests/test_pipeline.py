@@ -60,7 +60,8 @@ def test_manifests_record_how_each_artefact_was_made(tiny_cache, tiny_study):
     assert (m["versions"]["torch"], m["versions"]["faiss"]) == (torch.__version__, faiss.__version__)
     p = cache.manifest("probes", row["probe"])
     assert p["params"]["lr"] == 3.5 and p["params"]["max_epochs"] == 15
-    assert len(p["stats"]["history"]) == 15 and 0 <= p["stats"]["best_epoch"] < 15
+    assert len(p["stats"]["history"]) == 16 and 0 <= p["stats"]["best_epoch"] <= 15  # epoch 0: the marginal
+    assert p["stats"]["lr_milestones"] == [9, 12]  # 60% and 80% of 15 epochs
     assert p["inputs"]["clustering"] == row["clustering"]
     assert p["metrics"]["nmi"] == row["nmi"]
 

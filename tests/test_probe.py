@@ -101,14 +101,19 @@ def test_mi_estimate_drops_to_zero_when_concepts_are_shuffled():
 def test_training_is_deterministic_and_keeps_best_validation_epoch():
     concepts, clusters = _combination_world(n=1500, seed=3)
     split, _ = stratified_split(clusters, seed=0)
-    config = ProbeConfig(max_epochs=12, lr_milestones=(6, 9))
+    config = ProbeConfig(max_epochs=12, lr_milestone_fractions=(0.5, 0.75))
     first = train_probe(concepts, clusters, split, 16, config, seed=5)
     second = train_probe(concepts, clusters, split, 16, config, seed=5)
     np.testing.assert_array_equal(first.weight, second.weight)
     np.testing.assert_array_equal(first.bias, second.bias)
     val_losses = [h["val_loss"] for h in first.history]
+    assert [h["epoch"] for h in first.history] == list(range(13))  # epoch 0: the start, before any step
     assert first.best_epoch == int(np.argmin(val_losses))
-    assert [h["lr"] for h in first.history][5:7] == [3.5, pytest.approx(0.35)]
+    assert [h["lr"] for h in first.history][:1] + [h["lr"] for h in first.history][6:8] == [
+        0.0,
+        3.5,
+        pytest.approx(0.35),
+    ]
     assert first.weight.shape == (12, 16)
 
 
@@ -119,7 +124,7 @@ def test_probes_trained_together_equal_probes_trained_alone():
     masks[0] = True  # every group
     masks[1, :4] = True  # the first attribute only
     masks[2, :8] = True  # the first two
-    config = ProbeConfig(max_epochs=8, lr_milestones=(4, 6))
+    config = ProbeConfig(max_epochs=8, lr_milestone_fractions=(0.5, 0.75))
     together = train_probes(concepts, masks, clusters, split, 16, config, seed=2)
     for p, mask in enumerate(masks):
         alone = train_probe(concepts[:, np.flatnonzero(mask)], clusters, split, 16, config, seed=2)
@@ -243,7 +248,13 @@ def test_gpu_probes_replay_cuda_graphs_and_equal_the_cpu():
     masks[1, 8:] = False
     results = {
         device: train_probes(
-            concepts, masks, clusters, split, 16, ProbeConfig(max_epochs=6, lr_milestones=(4,), device=device), seed=1
+            concepts,
+            masks,
+            clusters,
+            split,
+            16,
+            ProbeConfig(max_epochs=6, lr_milestone_fractions=(4 / 6,), device=device),
+            seed=1,
         )
         for device in ("cpu", "cuda", "cuda:0")
     }
@@ -262,8 +273,15 @@ def test_train_probe_equals_a_dense_sgd_loop_with_the_papers_schedule():
     concepts, clusters = _combination_world(n=1200, seed=6)
     split, _ = stratified_split(clusters, seed=2)
     config = ProbeConfig(
-        lr=0.8, momentum=0.9, weight_decay=1e-2, batch_size=100, max_epochs=7, lr_milestones=(3, 5), lr_gamma=0.2
+        lr=0.8,
+        momentum=0.9,
+        weight_decay=1e-2,
+        batch_size=100,
+        max_epochs=7,
+        lr_milestone_fractions=(3 / 7, 5 / 7),
+        lr_gamma=0.2,
     )
+    assert config.lr_milestones == (3, 5)
     result = train_probe(concepts, clusters, split, 16, config, seed=11)
 
     dense = torch.as_tensor(concepts.toarray(), dtype=torch.float32)
@@ -271,14 +289,18 @@ def test_train_probe_equals_a_dense_sgd_loop_with_the_papers_schedule():
     train, val = (torch.as_tensor(np.flatnonzero(split == part)) for part in (TRAIN, VAL))
     linear = torch.nn.Linear(concepts.shape[1], 16)
     torch.nn.init.zeros_(linear.weight)
-    torch.nn.init.zeros_(linear.bias)
+    counts = np.bincount(clusters[split == TRAIN], minlength=16) + 0.5  # the marginal, half a count smoothed
+    with torch.no_grad():
+        linear.bias.copy_(torch.as_tensor(np.log(counts / counts.sum()), dtype=torch.float32))
     optimizer = torch.optim.SGD(
         linear.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_milestones), config.lr_gamma)
     generator = torch.Generator().manual_seed(11)
-    best = (np.inf, None, None, -1)
-    for epoch in range(config.max_epochs):
+    with torch.no_grad():  # epoch 0, the marginal, competes with the trained epochs
+        start_loss = torch.nn.functional.cross_entropy(linear(dense[val]), targets[val]).item()
+    best = (start_loss, linear.weight.detach().T.clone(), linear.bias.detach().clone(), 0)
+    for epoch in range(1, config.max_epochs + 1):
         order = train[torch.randperm(len(train), generator=generator)]
         for start in range(0, len(order), config.batch_size):
             batch = order[start : start + config.batch_size]
@@ -294,3 +316,45 @@ def test_train_probe_equals_a_dense_sgd_loop_with_the_papers_schedule():
     np.testing.assert_allclose(result.weight, best[1].numpy(), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(result.bias, best[2].numpy(), rtol=1e-4, atol=1e-5)
     assert result.history[best[3]]["val_loss"] == pytest.approx(best[0], rel=1e-5)
+
+
+def _labels_split_in_parts(n=6000, n_labels=6, parts=4, seed=0):
+    """Clusters = label x an arbitrary part: concepts (the label, one-hot) tell the label and nothing of the
+    part, so the true MI is H(label) = log2(6) bits."""
+    rng = np.random.default_rng(seed)
+    label, part = rng.integers(0, n_labels, n), rng.integers(0, parts, n)
+    concepts = sp.csr_matrix((np.ones(n, bool), (np.arange(n), label)), shape=(n, n_labels))
+    return concepts, label * parts + part
+
+
+@pytest.mark.parametrize("epochs", [30, 100])
+def test_the_schedule_scales_with_the_epochs_and_mi_reaches_the_truth(epochs):
+    """With --epochs 30 the milestones stayed at 60 and 80: the lr was never divided, and the kept probe came
+    from the noisy lr-3.5 phase (MI 2.07 bits against the true 2.58)."""
+    concepts, clusters = _labels_split_in_parts()
+    config = ProbeConfig(max_epochs=epochs)
+    assert config.lr_milestones == (round(0.6 * epochs), round(0.8 * epochs))
+    split, _ = stratified_split(clusters, seed=0)
+    result = train_probe(concepts, clusters, split, 24, config, seed=0)
+    lrs = [h["lr"] for h in result.history[1:]]
+    assert lrs.count(3.5) == config.lr_milestones[0] and lrs[-1] == pytest.approx(0.035)
+    test = split == TEST
+    logits = probe_logits(result.weight, result.bias, concepts[np.flatnonzero(test)])
+    scores = probe_scores(clusters[test], logits, np.bincount(clusters, minlength=24))
+    assert scores["mi_bits"] == pytest.approx(np.log2(6), abs=0.01)  # 30 epochs on the old schedule: 2.561-2.570
+
+
+def test_uninformative_concepts_score_the_marginal_not_below_it():
+    """Concepts unrelated to the clusters: epoch 0 (zero weights, the training split's log frequencies as
+    bias) is kept when no trained epoch beats it on validation, so MI is about 0, not negative."""
+    rng = np.random.default_rng(1)
+    n, k = 3000, 20
+    clusters = rng.integers(0, k, n)
+    noise = sp.csr_matrix(rng.random((n, 60)) < 0.2)  # three groups' worth of random concepts
+    split, _ = stratified_split(clusters, seed=0)
+    result = train_probe(noise, clusters, split, k, ProbeConfig(), seed=0)
+    test = split == TEST
+    logits = probe_logits(result.weight, result.bias, noise[np.flatnonzero(test)])
+    scores = probe_scores(clusters[test], logits, np.bincount(clusters, minlength=k))
+    assert result.best_epoch <= 2  # the marginal, or nearly: nothing was learnt
+    assert abs(scores["mi_bits"]) <= 0.05

@@ -2,6 +2,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from sklearn.metrics import normalized_mutual_info_score
 
 from qrp_core.config import KMeansConfig
 from qrp_core.errors import InputError
@@ -30,6 +31,29 @@ def test_standardisation_stats_match_numpy_in_chunks_with_constant_dims():
     assert z.dtype == np.float32 and z.flags.c_contiguous
     np.testing.assert_allclose(z[:, 2], 0.0)
     np.testing.assert_allclose(z.std(0)[[0, 1, 3]], 1.0, rtol=1e-4)
+
+
+@pytest.mark.parametrize("scale", [1e-9, 1.0, 1e6])
+def test_standardisation_is_relative_to_the_features_own_scale(scale):
+    """A random network's features of order 1e-9 are standardised like any other (all 1,280 dimensions of
+    a random-init EfficientNet-Lite0 were taken as constant); K-means then finds the same clusters at any scale."""
+    x, truth = _blobs(n=600, d=6, k=4)
+    x = x.astype(np.float64) * scale
+    x[:, 5] = 3.0 * scale  # one constant dimension at every scale
+    x = x.astype(np.float32)
+    mean, std, n_constant = standardisation_stats(x, source="x", chunk_rows=100)
+    assert n_constant == 1 and std[5] == 1.0
+    np.testing.assert_allclose(std[:5], x.astype(np.float64).std(0)[:5], rtol=1e-6)
+    result = kmeans(x, KMeansConfig(n_clusters=4, n_iter=20, n_restarts=2), seed=0)
+    assert result.stats["n_constant_dims"] == 1
+    assert normalized_mutual_info_score(truth, result.assignments) > 0.95
+
+
+def test_features_constant_in_every_dimension_are_refused(tmp_path):
+    with pytest.raises(InputError, match=r"feats.npy: all 4 feature dimensions are constant over the 50 images"):
+        standardisation_stats(np.full((50, 4), 0.25, np.float32), source=tmp_path / "feats.npy")
+    with pytest.raises(InputError, match="all 3 feature dimensions are constant"):
+        standardisation_stats(np.zeros((50, 3), np.float32), source="zeros")
 
 
 def test_kmeans_forces_every_iteration_records_restarts_and_assigns_nearest():

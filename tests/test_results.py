@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from qrp_core.results import compare_models, latex_table, ranking
+from qrp_core.results import compare_models, latex_table, measure_warnings, ranking
 
 
 def _results(seed=0, n_seeds=3):
@@ -149,3 +149,28 @@ def test_per_image_table_names_each_images_split_cluster_and_prediction(tiny_stu
     )
     test = table["split"] == "test"
     assert np.mean(table.loc[test, "cluster"] == table.loc[test, "predicted"]) == pytest.approx(row["top1"])
+
+
+def test_a_clustering_with_empty_clusters_is_flagged_and_ranked_last():
+    """All-zero features used to leave 9 of 10 clusters empty and score 100% on everything, ranked first."""
+    results = _results().assign(n_empty_clusters=0, n_test=1000)
+    results.loc[results["model"] == "random", ["nmi", "ami", "top1", "map"]] = 1.0  # a perfect score...
+    results.loc[(results["model"] == "random") & (results["seed"] == 1), "n_empty_clusters"] = 41  # ...of few clusters
+    ranked = ranking(results)
+    assert ranked["model"].tolist() == ["moco_v2", "dino & co", "random"]  # NMI order, the degenerate last
+    assert ranked.set_index("model")["empty_clusters"].to_dict() == {"moco_v2": 0, "dino & co": 0, "random": 41}
+    (line,) = measure_warnings(results)
+    assert line.startswith("random K=50: K-means left up to 41 of 50 clusters empty (seed 1)")
+    assert r"random$^\dagger$" in latex_table(ranked) and "K-means left clusters empty" in latex_table(ranked)
+
+
+@pytest.mark.parametrize(("n_test", "warned"), [(120, True), (499, True), (500, False), (2000, False)])
+def test_too_few_test_images_per_cluster_are_warned_of(n_test, warned):
+    """K=50 on 600 images left ~2.4 test images per cluster; NMI then hardly told a random network (65)
+    from the best (81)."""
+    results = _results().assign(n_test=n_test)
+    lines = measure_warnings(results)
+    assert bool(lines) == warned
+    if warned:
+        assert lines[0].startswith(f"K=50: {n_test / 50:.1f} test images per cluster (fewer than 10)")
+        assert f"choose K <= {max(2, n_test // 10)} for this collection" in lines[0]

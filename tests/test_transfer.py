@@ -90,7 +90,8 @@ def test_transfer_of_a_study_to_itself_scores_the_probe_against_its_own_clusters
         assert len(source) == 1 and source["probe"].iloc[0] == row.probe
         source = source.iloc[0]
         assert (row.source_top1, row.source_nmi, row.source_ami) == (source["top1"], source["nmi"], source["ami"])
-        assert row.source_ami != row.source_nmi
+        if row.source_nmi > 0:  # a probe that kept the marginal predicts one cluster: NMI = AMI = 0
+            assert row.source_ami != row.source_nmi
 
         clustering = cache.manifest("probes", row.probe)["inputs"]["clustering"]
         assignments = cache.load_array("clusterings", clustering, "assignments.npy")
@@ -132,4 +133,4 @@ def test_transfer_of_a_study_to_itself_scores_the_probe_against_its_own_clusters
     assert len(exact) >= 4 and max(fifth) > 0.05 and max(moved) > 0.02
     scores = table.set_index(["model", "seed"]).loc[exact]
     assert (scores["target_nmi"] - scores["target_ami"]).abs().min() > 1e-3
-    assert (scores["target_nmi"] - scores["target_top1"]).abs().min() > 1e-2
+    assert (scores["target_nmi"] - scores["target_top1"]).abs().min() > 1e-3  # far above approx's 1e-6

@@ -17,7 +17,7 @@ from ..cache import Cache
 from ..config import RunConfig
 from ..errors import InputError
 from ..profiles import cluster_concept_counts
-from ..results import ProbeRun, groups_label, load_probe, load_probe_run
+from ..results import ProbeRun, groups_label, load_probe, load_probe_run, result_rows, results_path
 from ..split import TEST
 from ..study import Study
 
@@ -208,6 +208,31 @@ def explain_pair(study: Study, cache: Cache, probe_key: str, i: int, j: int, *, 
         "over_i": over_represented(study, cache, clustering, i, n),
         "over_j": over_represented(study, cache, clustering, j, n),
     }
+
+
+def pair_groups(cache: Cache, study: Study, *, model: str, k: int, seed: int, i: int, j: int) -> str:
+    """The group set (``a+b``) under which ``explain`` shows a pair by default: that of the ``pairs``
+    comparison (base + added) that ranked this pair for this model, K and seed; else the only group set the
+    results hold for them; else every group. Two comparisons that ranked the pair are an error listing both."""
+    pairs = cache.read_table(study.name, "pairs")
+    if pairs is not None:
+        rows = pairs[(pairs["model"] == model) & (pairs["k"] == k) & (pairs["seed"] == seed)]
+        rows = rows[((rows["i"] == i) & (rows["j"] == j)) | ((rows["i"] == j) & (rows["j"] == i))]
+        sets = sorted(
+            {groups_label(study.concepts.canonical((*b.split("+"), a))) for b, a in zip(rows["base"], rows["added"])}
+        )
+        if len(sets) == 1:
+            return sets[0]
+        if sets:
+            raise InputError(
+                f"clusters {i} and {j} of {model} K={k} seed {seed} were compared under several group sets: {sets}",
+                where=study.path,
+                fix=f"choose one with --groups ({' or '.join(sets)})",
+            )
+    path = results_path(cache, study.name)
+    held = result_rows(pd.read_parquet(path), models=[model], k=k, seed=seed) if path.is_file() else None
+    sets = [] if held is None else sorted(held["groups"].unique())
+    return sets[0] if len(sets) == 1 else groups_label(study.concepts.group_names)
 
 
 def run_pairs(

@@ -27,11 +27,18 @@ from ..metrics import (
     mutual_info_bits,
     normalized_mutual_info,
     probe_scores,
+    scored_cluster_sizes,
 )
 from ..probe import probe_logits, train_probe
 from ..results import METRIC_COLUMNS, load_probe, load_probe_run
 from ..split import TEST
 from ..study import Study
+
+
+def probe_config(params: dict) -> ProbeConfig:
+    """The ``ProbeConfig`` a probe's manifest records (its fields; tuples come back from JSON as lists)."""
+    fields = {f.name for f in dataclasses.fields(ProbeConfig)}
+    return ProbeConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items() if k in fields})
 
 
 def permutation_baseline(
@@ -44,9 +51,7 @@ def permutation_baseline(
     run = load_probe_run(cache, probe_key)
     manifest, assignments, split, k = run.manifest, run.assignments, run.split, run.n_clusters
     concepts = study.concepts.select(run.groups)
-    params = {f.name: manifest["params"][f.name] for f in dataclasses.fields(ProbeConfig)}
-    params["lr_milestones"] = tuple(params["lr_milestones"])
-    config = ProbeConfig(**params)
+    config = probe_config(manifest["params"])
     rng = np.random.default_rng(seed)
     test = split == TEST
     sizes = np.bincount(assignments, minlength=k)
@@ -98,10 +103,10 @@ def bootstrap_ci(
     probe = load_probe(cache, probe_key)
     test = np.flatnonzero(split == TEST)
     truth = assignments[test]
+    sizes = np.bincount(assignments, minlength=k)
     log_probs = log_softmax(probe_logits(probe["weight"], probe["bias"], concepts.matrix[test]).astype(np.float64))
     predicted = log_probs.argmax(axis=1)
     true_log_prob = log_probs[np.arange(len(test)), truth]
-    sizes = np.bincount(assignments, minlength=k)
     # ranked as probe_scores ranks them: log-probabilities
     ranked = RankedScores(torch.as_tensor(truth), torch.as_tensor(log_probs), torch.as_tensor(np.unique(truth)))
     rng = np.random.default_rng(seed)
@@ -110,7 +115,7 @@ def bootstrap_ci(
         idx = rng.integers(0, len(test), len(test))
         t, p = truth[idx], predicted[idx]
         c = contingency_matrix(t, p)
-        mi_bits, mi_norm = mutual_info_bits(sizes, float(-true_log_prob[idx].mean()))
+        mi_bits, mi_norm = mutual_info_bits(scored_cluster_sizes(sizes, t), float(-true_log_prob[idx].mean()))
         draws["nmi"].append(normalized_mutual_info(t, p, contingency=c))
         draws["ami"].append(adjusted_mutual_info(t, p, contingency=c))
         draws["top1"].append(float(np.mean(t == p)))

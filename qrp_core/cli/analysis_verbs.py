@@ -4,22 +4,46 @@ its arguments, calls the analysis with typed values, and prints its tables (perc
 from __future__ import annotations
 
 import argparse
+import sys
 
+import pandas as pd
 from tqdm.auto import tqdm
 
-from ..analyses.pairs import explain_pair
+from ..analyses.pairs import explain_pair, pair_groups
 from ..cache import Cache
-from ..results import compare_models, load_results, parse_groups, select_results
-from ..study import load_study
+from ..results import compare_models, load_results, parse_groups, result_rows, results_path, select_results
+from ..study import Study, load_study
 from .output import percent
 from .parser import run_config
 from .verbs import probe_of
+
+
+def grid_from_cache(args: argparse.Namespace, study: Study, cache: Cache) -> None:
+    """Fill ``--k`` and ``--seeds`` that were not given with what the study's results hold for the chosen
+    models (every K; seeds 0..S-1 as far as they go at those K), so an analysis of a ``run`` trains no new
+    clustering; the paper's K=1000 and 5 seeds where the results hold none."""
+    if args.k is not None and args.seeds is not None:
+        return
+    path = results_path(cache, study.name)
+    models = [m for m in args.models.split(",") if m] or None
+    held = result_rows(pd.read_parquet(path, columns=["model", "k", "seed"]), models=models) if path.is_file() else None
+    if args.k is None:
+        args.k = sorted(int(k) for k in held["k"].unique()) if held is not None and len(held) else [1000]
+    if args.seeds is None:
+        at_k = held[held["k"].isin(args.k)] if held is not None else []
+        args.seeds = int(at_k["seed"].max()) + 1 if len(at_k) else 5
+    print(
+        f"note: K={' '.join(map(str, args.k))} and seeds 0..{args.seeds - 1}, as the results hold "
+        "(--k and --seeds choose others)",
+        file=sys.stderr,
+    )
 
 
 def ablation(args: argparse.Namespace) -> int:
     from ..analyses.ablation import cumulative_summary, gain_summary, run_ablation
 
     study, cache = load_study(args.study), Cache(args.cache)
+    grid_from_cache(args, study, cache)
     order = tuple(g for g in args.order.split(",") if g) if args.order else None
     tables = run_ablation(study, run_config(args, study), cache, order=order)
     summary = cumulative_summary(tables["cumulative"]).drop(columns="added")
@@ -35,6 +59,7 @@ def pairs(args: argparse.Namespace) -> int:
     from ..analyses.pairs import run_pairs
 
     study, cache = load_study(args.study), Cache(args.cache)
+    grid_from_cache(args, study, cache)
     base = parse_groups(args.base, study)
     table = run_pairs(study, run_config(args, study), cache, base=base, added=args.added)
     for (model, k, seed), part in table.groupby(["model", "k", "seed"]):
@@ -56,8 +81,11 @@ def pairs(args: argparse.Namespace) -> int:
 
 def explain(args: argparse.Namespace) -> int:
     study, cache = load_study(args.study), Cache(args.cache)
-    probe = probe_of(args, study, cache)
     i, j = args.pair
+    if args.groups is None:
+        args.groups = pair_groups(cache, study, model=args.model, k=args.k, seed=args.seed, i=i, j=j)
+        print(f"note: the probe on {args.groups} (--groups chooses another)", file=sys.stderr)
+    probe = probe_of(args, study, cache)
     parts = explain_pair(study, cache, probe, i, j, n=args.top)
     print(f"theta_{i} - theta_{j} (positive: speaks for {i})")
     print(parts["difference"].head(args.top)[["concept", "group", "difference"]].round(3).to_string(index=False))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import InputError
-from ..results import METRIC_COLUMNS, latex_table, ranking
+from ..results import METRIC_COLUMNS, latex_table, measure_warnings, ranking
 
 PER_SEED_COLUMNS = ["model", "k", "seed", "groups", *METRIC_COLUMNS, "probe"]
 PERCENT_METRICS = ("nmi", "ami", "top1", "map")
@@ -43,6 +43,8 @@ def print_ranking(
         print(f"wrote {output}", file=sys.stderr)
     else:
         print(text)
+    for line in measure_warnings(results):
+        print(f"warning: {line}", file=sys.stderr)
 
 
 def _pretty(table: pd.DataFrame) -> str:
@@ -55,6 +57,8 @@ def _pretty(table: pd.DataFrame) -> str:
         ]
     out["mi_bits"] = [f"{m:5.2f} ± {s:4.2f}" for m, s in zip(table["mi_bits_mean"], table["mi_bits_std"].fillna(0))]
     out["seeds"] = table["n_seeds"]
+    if (table["empty_clusters"] > 0).any():  # a flag on the rows whose clusterings left clusters empty
+        out["empty clusters"] = [f"{n} of {k}" if n else "" for n, k in zip(table["empty_clusters"], table["k"])]
     return out.to_string(index=False)
 
 

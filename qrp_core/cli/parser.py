@@ -58,13 +58,18 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", type=Path, default=None, help="cache folder (default: $QRP_CACHE or ./cache)")
 
 
-def _probe_options(p: argparse.ArgumentParser) -> None:
+def _probe_options(
+    p: argparse.ArgumentParser,
+    *,
+    groups_default: str | None = "all",
+    groups_help: str = "'all' or groups joined by '+'",
+) -> None:
     """Which probe: a study, and the model, K, seed and group set of one result row."""
     p.add_argument("study", type=Path, help="study .toml file")
     p.add_argument("--model", required=True, help="the model of the probe (a [models.NAME] of the study)")
     p.add_argument("--k", type=positive_int, required=True, help="the number of clusters K of the probe's run")
     p.add_argument("--seed", type=non_negative_int, default=0, help="the clustering's seed (0..S-1 after --seeds S)")
-    p.add_argument("--groups", type=group_set, default="all", help="'all' or groups joined by '+'")
+    p.add_argument("--groups", type=group_set, default=groups_default, help=groups_help)
 
 
 def _grid_options(
@@ -73,11 +78,24 @@ def _grid_options(
     ks: tuple[int, ...] | None = (1000,),
     k_help: str = "number(s) of clusters K",
     choose_groups: bool = True,
+    from_cache: bool = False,
 ) -> None:
-    """The run grid; a verb that sets the group sets itself offers no --groups."""
+    """The run grid; a verb that sets the group sets itself offers no --groups. ``from_cache``: an analysis of
+    what ``run`` computed, whose K and seeds default to those the cache holds (``analysis_verbs``)."""
     p.add_argument("--models", default="", help="comma-separated model names (default: all)")
+    if from_cache:
+        k_help, ks = (
+            "number(s) of clusters K (default: every K the results hold for these models; 1000 where none)",
+            None,
+        )
     p.add_argument("--k", type=cluster_count, nargs="+", default=list(ks) if ks else None, help=k_help)
-    p.add_argument("--seeds", type=positive_int, default=5, help="number of clusterings (seeds 0..S-1)")
+    p.add_argument(
+        "--seeds",
+        type=positive_int,
+        default=None if from_cache else 5,
+        help="number of clusterings (seeds 0..S-1)"
+        + (" (default: as many as the results hold at these K; 5 where none)" if from_cache else ""),
+    )
     p.set_defaults(groups=None)
     if choose_groups:
         p.add_argument(
@@ -102,7 +120,13 @@ def _grid_options(
         action="store_true",
         help="let faiss stop K-means when the objective stalls (default: run every iteration)",
     )
-    p.add_argument("--epochs", type=positive_int, default=ProbeConfig.max_epochs, help="probe epochs")
+    p.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=ProbeConfig.max_epochs,
+        help="probe epochs; the learning rate is divided by 10 after 60%% and again after 80%% of them "
+        "(the paper's 60 and 80 of 100), and the epoch of lowest validation loss is kept",
+    )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to compute")
 
 
@@ -288,7 +312,7 @@ def _analysis_verbs(verbs) -> None:
         help="comma-separated group order after the base group (default: objects,scene,material,texture,other)",
     )
     _common(p)
-    _grid_options(p, choose_groups=False)  # --order sets the probes' groups
+    _grid_options(p, choose_groups=False, from_cache=True)  # --order sets the probes' groups
 
     p = verbs.add_parser("pairs", help="cluster pairs whose confusion drops most when a group is added (Fig. 5)")
     p.add_argument("study", type=Path, help="study .toml file")
@@ -296,10 +320,15 @@ def _analysis_verbs(verbs) -> None:
     p.add_argument("--added", required=True, help="the group added for the second probe")
     p.add_argument("--top", type=positive_int, default=10, help="pairs and concepts to print")
     _common(p)
-    _grid_options(p, choose_groups=False)  # --base and --added set the probes' groups
+    _grid_options(p, choose_groups=False, from_cache=True)  # --base and --added set the probes' groups
 
     p = verbs.add_parser("explain", help="why a probe tells two clusters apart: coefficients, concepts, images")
-    _probe_options(p)
+    _probe_options(
+        p,
+        groups_default=None,
+        groups_help="'all' or groups joined by '+' (default: the groups of the `pairs` comparison that ranked this "
+        "pair, else the model's only group set, else all groups)",
+    )
     p.add_argument(
         "--pair",
         type=non_negative_int,
