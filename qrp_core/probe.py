@@ -24,7 +24,7 @@ from .split import TRAIN, VAL
 @dataclass
 class ProbeResult:
     """weight : (n_concepts, K) float32; bias : (K,) float32, from the epoch of lowest validation loss
-    (epoch 0: the start, zero weights and the training split's log cluster frequencies as bias)."""
+    (epoch 0: the marginal, zero weights and the training split's log cluster frequencies as bias)."""
 
     weight: np.ndarray
     bias: np.ndarray
@@ -99,10 +99,11 @@ def train_probes(
 
     Probe p sees the concepts where ``masks[p]`` is True and gets exactly the updates it would get
     alone with the same seed (same batches, its own loss); its result holds the weights of those
-    concepts only, in column order. Each probe keeps its own epoch of lowest validation loss, where
-    epoch 0 is the start (zero weights, the training split's log cluster frequencies as bias: the best a
-    probe can do from no concept), so uninformative concepts score no worse than the marginal. The
-    learning rate falls at ``config.lr_milestones``, fractions of ``config.max_epochs``.
+    concepts only, in column order. Training starts from zero. Each probe keeps its own epoch of lowest
+    validation loss, where epoch 0 is the marginal (zero weights, the training split's log cluster
+    frequencies as bias: the best a probe can do from no concept), so uninformative concepts score no
+    worse than the cluster frequencies. The learning rate falls at ``config.lr_milestones``, fractions of
+    ``config.max_epochs``.
 
     Parameters
     ----------
@@ -157,8 +158,6 @@ def train_probes(
     grad_mask = None if masks.all() else torch.as_tensor(masks.T[:, :, None], dtype=torch.float32, device=device)
 
     model = ReverseProbe(concepts.shape[1], n_clusters, n_probes).to(device)
-    with torch.no_grad():  # epoch 0 predicts the training split's cluster frequencies from no concept
-        model.bias.copy_(marginal_logits(train_targets, n_clusters).repeat(n_probes))
     epochs = FixedShapeEpochs(
         model,
         train_rows,
@@ -168,30 +167,37 @@ def train_probes(
         weight_decay=config.weight_decay,
         grad_mask=grad_mask,
     )
+    # epoch 0 is the marginal: zero weights and the training split's log cluster frequencies as bias, the
+    # best prediction from no concept. It competes with the trained epochs (which start from zero, as the
+    # paper's), so concepts that say nothing score the cluster frequencies, not below them.
+    marginal = ReverseProbe(concepts.shape[1], n_clusters, n_probes).to(device)
+    with torch.no_grad():
+        marginal.bias.copy_(marginal_logits(train_targets, n_clusters).repeat(n_probes))
     histories = [[] for _ in range(n_probes)]
     best_loss, best_epoch = np.full(n_probes, math.inf), np.full(n_probes, -1)
     # the best epochs' weights stay on the device until the end (a GPU copies them back once)
     best_weight = torch.zeros((concepts.shape[1], n_probes, n_clusters), device=device)
     best_bias = torch.zeros((n_probes, n_clusters), device=device)
-    t0 = time.perf_counter()
-    for epoch in range(config.max_epochs + 1):
-        # epoch 0 is the start, the marginal, which competes with the trained epochs: concepts that say
-        # nothing then cannot score below the cluster frequencies alone
-        lr = config.learning_rate(epoch - 1) if epoch else 0.0
-        train_losses = epochs.run(generator, lr) if epoch else _mean_losses(model, train_rows, train_targets)
+
+    def keep_if_better(epoch: int, state: ReverseProbe, train_losses: np.ndarray, lr: float) -> None:
         # with no validation images (tiny studies) the training loss picks the epoch
-        val_losses = _mean_losses(model, val_rows, val_targets) if len(val_rows) else train_losses
+        val_losses = _mean_losses(state, val_rows, val_targets) if len(val_rows) else train_losses
         improved = np.flatnonzero(val_losses < best_loss)
         if len(improved):
-            weight = model.weight.weight.detach().view(-1, n_probes, n_clusters)
-            best_weight[:, improved] = weight[:, improved]
-            best_bias[improved] = model.bias.detach().view(n_probes, n_clusters)[improved]
+            best_weight[:, improved] = state.weight.weight.detach().view(-1, n_probes, n_clusters)[:, improved]
+            best_bias[improved] = state.bias.detach().view(n_probes, n_clusters)[improved]
             best_loss[improved], best_epoch[improved] = val_losses[improved], epoch
         for p in range(n_probes):
             histories[p].append(
                 {"train_loss": float(train_losses[p]), "val_loss": float(val_losses[p]), "epoch": epoch, "lr": lr}
             )
-        if progress is not None and epoch:
+
+    t0 = time.perf_counter()
+    keep_if_better(0, marginal, _mean_losses(marginal, train_rows, train_targets), 0.0)
+    for epoch in range(1, config.max_epochs + 1):
+        lr = config.learning_rate(epoch - 1)
+        keep_if_better(epoch, model, epochs.run(generator, lr), lr)
+        if progress is not None:
             progress(epoch - 1, histories[0][-1])
     best_weight, best_bias = best_weight.cpu().numpy(), best_bias.cpu().numpy()
     seconds = time.perf_counter() - t0

@@ -289,17 +289,17 @@ def test_train_probe_equals_a_dense_sgd_loop_with_the_papers_schedule():
     train, val = (torch.as_tensor(np.flatnonzero(split == part)) for part in (TRAIN, VAL))
     linear = torch.nn.Linear(concepts.shape[1], 16)
     torch.nn.init.zeros_(linear.weight)
-    counts = np.bincount(clusters[split == TRAIN], minlength=16) + 0.5  # the marginal, half a count smoothed
-    with torch.no_grad():
-        linear.bias.copy_(torch.as_tensor(np.log(counts / counts.sum()), dtype=torch.float32))
+    torch.nn.init.zeros_(linear.bias)
     optimizer = torch.optim.SGD(
         linear.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.lr_milestones), config.lr_gamma)
     generator = torch.Generator().manual_seed(11)
-    with torch.no_grad():  # epoch 0, the marginal, competes with the trained epochs
-        start_loss = torch.nn.functional.cross_entropy(linear(dense[val]), targets[val]).item()
-    best = (start_loss, linear.weight.detach().T.clone(), linear.bias.detach().clone(), 0)
+    # epoch 0, the marginal (no concept; the training split's log frequencies, half a count smoothed), competes
+    counts = np.bincount(clusters[split == TRAIN], minlength=16) + 0.5
+    marginal = torch.as_tensor(np.log(counts / counts.sum()), dtype=torch.float32)
+    start_loss = torch.nn.functional.cross_entropy(marginal.expand(len(val), 16), targets[val]).item()
+    best = (start_loss, torch.zeros(concepts.shape[1], 16), marginal, 0)
     for epoch in range(1, config.max_epochs + 1):
         order = train[torch.randperm(len(train), generator=generator)]
         for start in range(0, len(order), config.batch_size):
@@ -344,10 +344,12 @@ def test_the_schedule_scales_with_the_epochs_and_mi_reaches_the_truth(epochs):
     assert scores["mi_bits"] == pytest.approx(np.log2(6), abs=0.01)  # 30 epochs on the old schedule: 2.561-2.570
 
 
-def test_uninformative_concepts_score_the_marginal_not_below_it():
-    """Concepts unrelated to the clusters: epoch 0 (zero weights, the training split's log frequencies as
-    bias) is kept when no trained epoch beats it on validation, so MI is about 0, not negative."""
-    rng = np.random.default_rng(1)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_uninformative_concepts_score_the_marginal_not_below_it(seed):
+    """Concepts unrelated to the clusters: no trained epoch beats the marginal (epoch 0: zero weights, the
+    training split's log frequencies as bias) on validation, so it is kept and MI is 0, not below (the
+    epoch-1 probe that was kept before fitted noise: -0.037 to -0.050 bits on these draws)."""
+    rng = np.random.default_rng(seed)
     n, k = 3000, 20
     clusters = rng.integers(0, k, n)
     noise = sp.csr_matrix(rng.random((n, 60)) < 0.2)  # three groups' worth of random concepts
@@ -356,5 +358,5 @@ def test_uninformative_concepts_score_the_marginal_not_below_it():
     test = split == TEST
     logits = probe_logits(result.weight, result.bias, noise[np.flatnonzero(test)])
     scores = probe_scores(clusters[test], logits, np.bincount(clusters, minlength=k))
-    assert result.best_epoch <= 2  # the marginal, or nearly: nothing was learnt
-    assert abs(scores["mi_bits"]) <= 0.05
+    assert result.best_epoch == 0 and not result.weight.any()
+    assert abs(scores["mi_bits"]) <= 0.01
