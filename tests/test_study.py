@@ -7,9 +7,10 @@ import scipy.sparse as sp
 import torch
 from safetensors.numpy import save_file
 
+from qrp_core.concepts import concepts_from_long_table
 from qrp_core.errors import InputError
 from qrp_core.features import load_features
-from qrp_core.study import concepts_from_long_table, load_study
+from qrp_core.study import load_study
 
 
 @pytest.fixture
