@@ -13,6 +13,7 @@ import streamlit as st
 from qrp_core import browse
 from qrp_core.analyses.pairs import explain_pair
 from qrp_core.cache import Cache
+from qrp_core.errors import InputError
 from qrp_core.results import load_results, registry_path, result_rows, results_path
 from qrp_core.study import Study
 
@@ -194,10 +195,11 @@ def app_pages() -> dict[str, list]:
     }
 
 
-def sidebar(*, added_group: bool = False) -> Selection | None:
+def sidebar(*, added_group: bool = False, stop_on_error: bool = True) -> Selection | None:
     """Draw the shared sidebar; None when the cache holds no study yet. ``added_group``: a page that
     compares probes (Cluster pairs) also offers a group to add to the probe's groups; on other pages
-    the added group is kept for that page but not applied."""
+    the added group is kept for that page but not applied. A study that cannot be opened is named in an
+    error; the page stops there unless ``stop_on_error`` is False (Home), which then gets None."""
     ensure_entrypoint()
     root = cache_root()
     table = studies(str(root), studies_stamp(root))
@@ -208,8 +210,16 @@ def sidebar(*, added_group: bool = False) -> Selection | None:
     _restore("study", _url_value("study", names[0]), lambda v: v if v in names else names[0])
     name = st.sidebar.selectbox("Study", names, key="study", on_change=_keep, args=("study",))
     study_stamp = _stamp(Path(table.set_index("study").loc[name, "path"]))
-    the_study = study(str(root), name, study_stamp)
-    all_results = results(str(root), name, _stamp(results_path(Cache(root), name)))
+    try:
+        the_study = study(str(root), name, study_stamp)
+        all_results = results(str(root), name, _stamp(results_path(Cache(root), name)))
+    except InputError as exc:  # a study file moved, edited or written by an older version: say so, keep the others
+        st.error(f"Study **{name}** cannot be opened: {exc}")
+        others = [n for n in names if n != name]
+        st.caption(("Choose another study in the sidebar: " + ", ".join(others) + ".") if others else "")
+        if stop_on_error:
+            st.stop()
+        return None
 
     meta = browse.model_metadata(the_study).set_index("model")
     model_names = list(dict.fromkeys(all_results["model"]))
@@ -232,10 +242,12 @@ def sidebar(*, added_group: bool = False) -> Selection | None:
         ),
     )
     ks = sorted(int(k) for k in all_results["k"].unique())
+    rows_per_k = all_results["k"].value_counts()
+    main_k = int(max(ks, key=lambda k: (rows_per_k[k], -abs(ks.index(k) - len(ks) // 2))))  # the K most analysed
     _restore(
         "k",
-        _url_value("k", str(ks[len(ks) // 2])),
-        lambda v: int(v) if str(v).isdigit() and int(v) in ks else ks[len(ks) // 2],
+        _url_value("k", str(main_k)),
+        lambda v: int(v) if str(v).isdigit() and int(v) in ks else main_k,
     )
     k = st.sidebar.selectbox("K (clusters)", ks, key="k", on_change=_keep, args=("k",))
     seeds = [ALL_SEEDS] + sorted(int(s) for s in all_results["seed"].unique())

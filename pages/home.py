@@ -5,7 +5,7 @@ import streamlit as st
 from pages._shared import cache_root, concept_group_table, sidebar, studies, studies_stamp
 from qrp_core.cache import Cache
 
-selection = sidebar()
+selection = sidebar(stop_on_error=False)  # a study that cannot be opened is named; the page goes on
 st.title("Quantized reverse probing")
 st.markdown(
     "A representation is **interpretable** when the groups it forms are ones people can name. "

@@ -32,11 +32,10 @@ import pandas as pd
 from .concepts import ConceptTable, add_label_concepts, concept_files, read_concepts
 from .errors import InputError
 from .features import load_features
-from .study_file import check_group_name, read_study_file
+from .study_file import MODEL_METADATA, check_group_name, read_study_file
 from .tables import read_table
 
 DEFAULT_BASE_GROUP = "labels"
-MODEL_METADATA = ("architecture", "family", "epochs", "linear_acc", "network", "layer")
 
 
 GROUND_TRUTH = "ground-truth"  # the pseudo-model whose clusters are the ground-truth labels (appendix D.1)

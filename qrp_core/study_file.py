@@ -19,6 +19,7 @@ SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # a file name on any
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+@-]{0,99}")  # never a path; no ',' (the --models separator)
 RESERVED_GROUPS = ("all",)  # `--groups all` means every group
 
+MODEL_METADATA = ("architecture", "family", "epochs", "linear_acc", "network", "layer")  # shown by the views
 TOP_LEVEL = {"name": str, "images": str, "base_group": str, "concepts": dict, "models": dict}
 CONCEPTS = {"table": str, "tables": list, "matrix": str, "names": str}
 MODEL = {
@@ -31,6 +32,7 @@ MODEL = {
     "epochs": int,
     "layer": int,
     "linear_acc": float,
+    "source": dict,  # where the features came from (weights, their sha256, a seed): kept as written
 }
 TYPE_NAMES = {str: "a string", dict: "a table", list: "a list of strings", int: "an integer", float: "a number"}
 

@@ -316,3 +316,35 @@ def test_ranking_shows_provenance_and_a_training_curve(app):
     assert len(made) == len(frame(at, "NMI ±")) * 2  # the fixture's two seeds per model
     assert at.selectbox(key="ranking_curve").value == 0
     assert any(chart.proto.id and "ranking_losses" in chart.proto.id for chart in at.get("plotly_chart"))
+
+
+@pytest.mark.parametrize("damage", ["deleted", "edited by hand", "an older version's key"])
+def test_a_study_that_cannot_be_opened_is_named_on_every_page_without_a_traceback(damage, tmp_path, monkeypatch):
+    from qrp_core.config import KMeansConfig, ProbeConfig, RunConfig
+    from qrp_core.demos.synthetic import make_synthetic_study
+    from qrp_core.pipeline import Runner
+    from qrp_core.study import load_study
+
+    study_path = make_synthetic_study(tmp_path / "study", n_images=300, dim=8)
+    config = RunConfig(
+        ks=(4,), seeds=(0,), kmeans=KMeansConfig(n_iter=5, n_restarts=1), probe=ProbeConfig(max_epochs=3)
+    )
+    Runner(load_study(study_path), config, Cache(tmp_path / "cache"), show_progress=False).run()
+    text = study_path.read_text()
+    if damage == "deleted":
+        study_path.unlink()
+    elif damage == "edited by hand":
+        study_path.write_text(text.replace('table = "concepts.parquet"', 'tabel = "concepts.parquet"'))
+    else:
+        study_path.write_text(text + 'weights = "old.pt"\n')
+    monkeypatch.setenv("QRP_CACHE", str(tmp_path / "cache"))
+    for page in ("home", "ranking", "cluster_browser", "cluster_pairs"):
+        at = AppTest.from_file(str(APP), default_timeout=60).run()
+        if page != "home":
+            at.switch_page(f"pages/{page}.py").run()
+        assert not at.exception, (page, at.exception)
+        (error,) = at.error
+        assert error.value.startswith("Study **synthetic-300** cannot be opened: ") and str(study_path) in error.value
+        if page == "home":  # the page goes on: the studies table marks the study file
+            table = frame(at, "study_file_exists")
+            assert table.set_index("study").loc["synthetic-300", "study_file_exists"] == (damage != "deleted")

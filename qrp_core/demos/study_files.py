@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..cache import atomic_write_bytes
+from ..study_file import MODEL_METADATA
 
 
 def write_study(
@@ -51,8 +52,12 @@ def write_study(
         'table = "concepts.parquet"',
     ]
     for model in features:
-        lines += ["", f"[models.{model}]", f'features = "{feature_files[model]}"']
-        lines += [f"{k} = {json.dumps(v)}" for k, v in metadata.get(model, {}).items()]
+        described = {k: v for k, v in metadata.get(model, {}).items() if k in MODEL_METADATA}
+        provenance = {k: v for k, v in metadata.get(model, {}).items() if k not in MODEL_METADATA}
+        lines += ["", f'[models."{model}"]', f'features = "{feature_files[model]}"']
+        lines += [f"{k} = {json.dumps(v)}" for k, v in described.items()]
+        if provenance:  # where the features came from (weights and their sha256, a seed): kept, not interpreted
+            lines += ["", f'[models."{model}".source]', *(f"{k} = {json.dumps(v)}" for k, v in provenance.items())]
     study_path = out / "study.toml"
     atomic_write_bytes(study_path, ("\n".join(lines) + "\n").encode())
     return study_path
