@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .cache import Cache
+from .cache import Cache, read_json, read_parquet_file
+from .errors import InputError
 from .results import ranking, registry_path, results_path
 from .study import Study, load_study
 
@@ -17,35 +17,44 @@ BLUE, RED = "#1f5fbf", "#c62828"  # word-cloud colours: cluster i larger, cluste
 
 
 def list_studies(cache: Cache) -> pd.DataFrame:
-    """One row per study the cache has results for: name, study file, rows, models, K values, seeds."""
-    path = registry_path(cache)
-    registry = json.loads(path.read_text()) if path.is_file() else {}
+    """One row per study the cache has results for: name, study file, rows, models, K values, seeds, and
+    ``problem``: why its results cannot be read, if they cannot (a damaged registry reads as empty)."""
+    registry = read_json(registry_path(cache), {})
     rows = []
-    for name, entry in sorted(registry.items()):
+    for name, entry in sorted(registry.items() if isinstance(registry, dict) else []):
         results_file = results_path(cache, name)
-        if not results_file.is_file():
+        if not isinstance(entry, dict) or "path" not in entry or not results_file.is_file():
             continue
-        results = pd.read_parquet(results_file, columns=["model", "k", "seed", "groups"])
+        row = {"study": name, "path": entry["path"], "study_file_exists": Path(entry["path"]).is_file()}
+        try:
+            results = read_parquet_file(results_file)
+        except InputError as exc:
+            rows.append({**row, "problem": str(exc)})
+            continue
         rows.append(
             {
-                "study": name,
-                "path": entry["path"],
-                "study_file_exists": Path(entry["path"]).is_file(),
+                **row,
                 "results": len(results),
                 "models": results["model"].nunique(),
                 "k": ", ".join(map(str, sorted(results["k"].unique()))),
                 "seeds": results["seed"].nunique(),
                 "updated": pd.Timestamp(results_file.stat().st_mtime, unit="s").strftime("%Y-%m-%d %H:%M"),
+                "problem": "",
             }
         )
-    return pd.DataFrame(
-        rows, columns=["study", "path", "study_file_exists", "results", "models", "k", "seeds", "updated"]
-    )
+    columns = ["study", "path", "study_file_exists", "results", "models", "k", "seeds", "updated", "problem"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def open_study(cache: Cache, name: str) -> Study:
-    registry = json.loads(registry_path(cache).read_text())
-    return load_study(registry[name]["path"])
+    entry = read_json(registry_path(cache), {}).get(name)
+    if not isinstance(entry, dict) or "path" not in entry:
+        raise InputError(
+            f"the cache lists no study {name!r}",
+            where=registry_path(cache),
+            fix="run `python -m qrp_core run STUDY.toml` to list it again",
+        )
+    return load_study(entry["path"])
 
 
 def model_metadata(study: Study) -> pd.DataFrame:

@@ -12,11 +12,13 @@ import datetime as dt
 import functools
 import hashlib
 import importlib.metadata
+import io
 import json
 import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from filelock import FileLock
+
+from .errors import InputError
 
 CACHE_ENV = "QRP_CACHE"
 STALE_SECONDS = 24 * 3600  # writing an artefact takes seconds: an older temporary folder lost its writer
@@ -84,12 +88,27 @@ def versions() -> dict:
     return out
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _umask()  # files and folders get the permissions the user's umask gives (mkstemp's are 0600/0700)
+
+
+def share_as_umask(path: Path, *, folder: bool = False) -> None:
+    """Give ``path`` the permissions a plain ``open``/``mkdir`` would: a cache may be read by other users."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~UMASK)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        share_as_umask(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -105,6 +124,31 @@ def locked(path: Path) -> FileLock:
 
 def atomic_write_json(path: Path, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
+
+
+def read_json(path: Path, default):
+    """A JSON file's contents, or ``default`` when it is missing or damaged (a memo or a registry that the
+    next write rebuilds)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return default
+
+
+def read_parquet_file(path: Path) -> pd.DataFrame:
+    """A Parquet table read through one open of the file, so a writer replacing it meanwhile (``os.replace``)
+    is never seen half-way; a damaged file is an ``InputError`` that says how to rebuild it."""
+    try:
+        data = path.read_bytes()
+        return pd.read_parquet(io.BytesIO(data))
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise InputError(
+            f"cannot read the table ({type(exc).__name__}: {exc})",
+            where=path,
+            fix="delete it and run the command that wrote it again: the artefacts behind it are cached, so it is quick",
+        ) from None
 
 
 def _json_default(obj):
@@ -129,16 +173,32 @@ class Cache:
         return self.root / kind / key
 
     def has(self, kind: str, key: str) -> bool:
-        return (self.path(kind, key) / MANIFEST).is_file()
+        """Whether the artefact is there whole: its manifest reads, and every file it lists is present with
+        the size it was written with. Anything else (a deleted manifest, a truncated or replaced file)
+        counts as missing, and the next run writes the artefact again."""
+        return _whole(self.path(kind, key))
 
     def manifest(self, kind: str, key: str) -> dict:
-        return json.loads((self.path(kind, key) / MANIFEST).read_text())
+        return self.load_json(kind, key, MANIFEST)
 
     def load_array(self, kind: str, key: str, name: str) -> np.ndarray:
-        return np.load(self.path(kind, key) / name, allow_pickle=False)
+        try:
+            return np.load(self.path(kind, key) / name, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise self._damaged(kind, key, name, exc) from None
 
     def load_json(self, kind: str, key: str, name: str):
-        return json.loads((self.path(kind, key) / name).read_text())
+        try:
+            return json.loads((self.path(kind, key) / name).read_text())
+        except (OSError, ValueError) as exc:
+            raise self._damaged(kind, key, name, exc) from None
+
+    def _damaged(self, kind: str, key: str, name: str, exc: Exception) -> InputError:
+        return InputError(
+            f"cannot read this artefact file ({type(exc).__name__}: {exc})",
+            where=self.path(kind, key) / name,
+            fix=f"delete the folder {self.path(kind, key)}: the next run writes it again",
+        )
 
     def write(self, kind: str, key: str, files: dict[str, Callable[[Path], None]], manifest: dict) -> Path:
         """Write an artefact: each ``files[name](path)`` writes one file into a temporary folder,
@@ -154,10 +214,16 @@ class Cache:
                 "key": key,
                 "created": dt.datetime.now(dt.UTC).isoformat(),
                 "files": sorted(files),
+                "sizes": {name: (tmp / name).stat().st_size for name in sorted(files)},
                 "versions": versions(),
                 **manifest,
             }
             atomic_write_json(tmp / MANIFEST, record)
+            share_as_umask(tmp, folder=True)
+            for name in files:
+                share_as_umask(tmp / name)
+            if final.exists() and not _whole(final):  # damaged (a file deleted or cut short): replace it
+                shutil.rmtree(final, ignore_errors=True)
             try:
                 os.rename(tmp, final)
             except OSError:  # another process published the same key first: keep theirs
@@ -189,7 +255,10 @@ class Cache:
         folder = path.parent
         with locked(path):
             if keys is not None and path.is_file():
-                table = replace_rows(pd.read_parquet(path), table, keys)
+                try:
+                    table = replace_rows(read_parquet_file(path), table, keys)
+                except InputError as exc:  # rebuilt by the analyses that wrote it: start it again
+                    print(f"warning: {exc.where} was damaged: written again with these rows only", file=sys.stderr)
             atomic_write_bytes(path, table.to_parquet(index=False))
             atomic_write_json(
                 folder / f"{name}.json",
@@ -206,7 +275,7 @@ class Cache:
 
     def read_table(self, study: str, name: str):
         path = self.table_path(study, name)
-        return pd.read_parquet(path) if path.is_file() else None
+        return read_parquet_file(path) if path.is_file() else None
 
     def table_path(self, study: str, name: str) -> Path:
         """Where the analysis table ``name`` of a study lives: ``analyses/<study>/<name>.parquet``."""
@@ -226,7 +295,8 @@ class Cache:
         path = Path(path).resolve()
         st = path.stat()
         memo = self._file_hashes()
-        stamp = f"{st.st_size}:{st.st_mtime_ns}"
+        # ctime and the inode too: a user can restore a rewritten file's mtime, not its ctime
+        stamp = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
         entry = memo.get(str(path))
         if entry and entry["stamp"] == stamp:
             return entry["sha256"]
@@ -237,8 +307,7 @@ class Cache:
 
     def _file_hashes(self) -> dict:
         if getattr(self, "_hashes", None) is None:
-            path = self.root / FILE_HASHES
-            self._hashes = json.loads(path.read_text()) if path.is_file() else {}
+            self._hashes = read_json(self.root / FILE_HASHES, {})
             self._hashes_dirty = False
         return self._hashes
 
@@ -246,10 +315,23 @@ class Cache:
         if getattr(self, "_hashes_dirty", False):
             path = self.root / FILE_HASHES
             with locked(path):  # another run may have remembered other files meanwhile
-                stored = json.loads(path.read_text()) if path.is_file() else {}
-                self._hashes = {**stored, **self._hashes}
+                self._hashes = {**read_json(path, {}), **self._hashes}
                 atomic_write_json(path, self._hashes)
             self._hashes_dirty = False
+
+
+def _whole(folder: Path) -> bool:
+    """An artefact folder whose manifest reads and whose listed files all have their recorded sizes
+    (artefacts written before sizes were recorded: all present)."""
+    record = read_json(folder / MANIFEST, None)
+    if not isinstance(record, dict):
+        return False
+    sizes = record.get("sizes") or {}
+    for name in record.get("files", []):
+        file = folder / name
+        if not file.is_file() or (name in sizes and file.stat().st_size != sizes[name]):
+            return False
+    return True
 
 
 def save_npy(array: np.ndarray) -> Callable[[Path], None]:

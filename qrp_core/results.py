@@ -3,7 +3,8 @@ and their summaries over seeds. Imports no torch or faiss, so browsing stays lig
 
 from __future__ import annotations
 
-import json
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pandas as pd
 from safetensors.numpy import load_file
 from scipy import stats
 
-from .cache import Cache, atomic_write_bytes, atomic_write_json, locked, replace_rows
+from .cache import Cache, atomic_write_bytes, atomic_write_json, locked, read_json, read_parquet_file, replace_rows
 from .errors import InputError
 from .study import Study
 
@@ -54,7 +55,7 @@ def save_results(cache: Cache, study: Study, new: pd.DataFrame) -> pd.DataFrame:
     that the seeds of one mean share their settings; returns the rows dropped for that reason."""
     path = results_path(cache, study.name)
     with locked(path):
-        old = pd.read_parquet(path) if path.is_file() else None
+        old = _stored_results(path)
         kept = new if old is None else replace_rows(old.assign(settings=old.get("settings", "")), new, RESULT_KEYS)
         settings = new.drop_duplicates(SETTINGS_SCOPE).set_index(SETTINGS_SCOPE)["settings"]
         scope = kept.set_index(SETTINGS_SCOPE).index
@@ -64,11 +65,30 @@ def save_results(cache: Cache, study: Study, new: pd.DataFrame) -> pd.DataFrame:
     return kept[stale]
 
 
+def _stored_results(path: Path) -> pd.DataFrame | None:
+    """The stored results table, or None when there is none; a damaged one is moved aside with a warning, and
+    the run's rows start it again (its other rows come back when their runs are repeated: cached, so quick)."""
+    if not path.is_file():
+        return None
+    try:
+        return read_parquet_file(path)
+    except InputError:
+        aside = path.with_name(f"{path.stem}.damaged-{int(time.time())}.parquet")
+        path.replace(aside)
+        print(
+            f"warning: {path} was damaged: moved to {aside.name}; rerun earlier `run`s to restore their rows "
+            "(their artefacts are cached)",
+            file=sys.stderr,
+        )
+        return None
+
+
 def register_study(cache: Cache, study: Study) -> None:
     """Remember where the study file is, so the app can list the studies of a cache."""
     path = registry_path(cache)
     with locked(path):
-        registry = json.loads(path.read_text()) if path.is_file() else {}
+        registry = read_json(path, {})  # a damaged registry is rebuilt by the runs that register
+        registry = registry if isinstance(registry, dict) else {}
         registry[study.name] = {"path": str(Path(study.path).resolve())}
         atomic_write_json(path, registry)
 
@@ -79,7 +99,7 @@ def load_results(cache: Cache, study: Study) -> pd.DataFrame:
         raise InputError(
             "no results for this study yet", where=path, fix=f"run `python -m qrp_core run {study.path}` first"
         )
-    return pd.read_parquet(path)
+    return read_parquet_file(path)
 
 
 def result_rows(

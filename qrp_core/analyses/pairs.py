@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..cache import Cache
+from ..cache import Cache, read_parquet_file
 from ..config import RunConfig
 from ..errors import InputError
 from ..profiles import cluster_concept_counts
@@ -230,7 +230,7 @@ def pair_groups(cache: Cache, study: Study, *, model: str, k: int, seed: int, i:
                 fix=f"choose one with --groups ({' or '.join(sets)})",
             )
     path = results_path(cache, study.name)
-    held = result_rows(pd.read_parquet(path), models=[model], k=k, seed=seed) if path.is_file() else None
+    held = result_rows(read_parquet_file(path), models=[model], k=k, seed=seed) if path.is_file() else None
     sets = [] if held is None else sorted(held["groups"].unique())
     return sets[0] if len(sets) == 1 else groups_label(study.concepts.group_names)
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-import pandas as pd
 from tqdm.auto import tqdm
 
 from ..analyses.pairs import explain_pair, pair_groups
-from ..cache import Cache
+from ..cache import Cache, read_parquet_file
 from ..results import compare_models, load_results, parse_groups, result_rows, results_path, select_results
 from ..study import Study, load_study
 from .output import percent
@@ -26,7 +25,7 @@ def grid_from_cache(args: argparse.Namespace, study: Study, cache: Cache) -> Non
         return
     path = results_path(cache, study.name)
     models = [m for m in args.models.split(",") if m] or None
-    held = result_rows(pd.read_parquet(path, columns=["model", "k", "seed"]), models=models) if path.is_file() else None
+    held = result_rows(read_parquet_file(path), models=models) if path.is_file() else None
     if args.k is None:
         args.k = sorted(int(k) for k in held["k"].unique()) if held is not None and len(held) else [1000]
     if args.seeds is None:
