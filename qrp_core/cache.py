@@ -168,6 +168,10 @@ class Cache:
 
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root is not None else default_cache_dir()
+        if self.root.exists() and not self.root.is_dir():
+            raise InputError(
+                "the cache path is a file, not a folder", where=self.root, fix="pass --cache a folder (or a new path)"
+            )
 
     def path(self, kind: str, key: str) -> Path:
         return self.root / kind / key

@@ -168,3 +168,37 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_a_cache_path_that_is_a_file_is_refused(tmp_path, capsys):
+    study = make_synthetic_study(tmp_path / "study", n_images=300, dim=8)
+    (tmp_path / "cache").write_text("not a folder")
+    for verb in ("run", "ranking"):
+        assert main([verb, str(study), "--cache", str(tmp_path / "cache")]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert (
+            line
+            == f"error: {tmp_path / 'cache'}: the cache path is a file, not a folder. Fix: pass --cache a folder (or a new path)"
+        )
+
+
+@pytest.mark.parametrize(
+    ("code", "fix"), [(28, "free disk space"), (13, "a folder you can write to"), (30, "a writable disk")]
+)
+def test_a_refused_write_is_one_line_and_leaves_the_cache_as_it_was(code, fix, ran, monkeypatch, capsys):
+    import qrp_core.cache as cache_module
+    from conftest import files_under
+
+    study, cache, _ = ran
+    before = files_under(cache)
+
+    def refuse(path, *args, **kwargs):
+        raise OSError(code, os.strerror(code), str(path))
+
+    monkeypatch.setattr(cache_module, "atomic_write_json", refuse)  # every artefact's manifest is written so
+    assert main(["run", str(study), "--cache", str(cache), *GRID[:-6], "--iters", "6"]) == 2
+    err = capsys.readouterr().err
+    (line,) = [line for line in err.splitlines() if line.startswith("error:")]  # beside the progress bars
+    assert "Traceback" not in err
+    assert line.startswith(f"error: {cache}/clusterings/.tmp-") and os.strerror(code) in line and fix in line
+    assert files_under(cache) == before

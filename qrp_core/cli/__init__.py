@@ -3,11 +3,20 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 
 from ..errors import InputError
 from . import analysis_verbs, verbs
 from .parser import build_parser
+
+WRITE_REFUSALS = {
+    errno.ENOSPC: "free disk space, or pass --cache on a disk with room; the cache is as it was before the write",
+    errno.EDQUOT: "free space within your quota, or pass --cache elsewhere; the cache is as it was before the write",
+    errno.EACCES: "pass --cache (or $QRP_CACHE) a folder you can write to",
+    errno.EROFS: "pass --cache (or $QRP_CACHE) a folder on a writable disk",
+    errno.EPERM: "pass --cache (or $QRP_CACHE) a folder you can write to",
+}
 
 VERBS = {
     "validate": verbs.validate,
@@ -36,6 +45,14 @@ def main(argv: list[str] | None = None) -> int:
         return VERBS[args.verb](args)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the machine refused a write: every write is atomic, so nothing is left half-done
+        if exc.errno not in WRITE_REFUSALS:
+            raise
+        print(
+            f"error: {exc.filename or args.cache or 'the cache'}: {exc.strerror}. Fix: {WRITE_REFUSALS[exc.errno]}",
+            file=sys.stderr,
+        )
         return 2
 
 
