@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from qrp_core.results import load_results, registry_path, result_rows, results_p
 from qrp_core.study import Study
 
 ALL_SEEDS = "all seeds"
+LINK_KEYS = ("study", "models", "k", "seed", "base", "added")  # the sidebar's values that a link holds
 NO_GROUP = "(none)"
 
 
@@ -201,6 +203,8 @@ def sidebar(*, added_group: bool = False, stop_on_error: bool = True) -> Selecti
     the added group is kept for that page but not applied. A study that cannot be opened is named in an
     error; the page stops there unless ``stop_on_error`` is False (Home), which then gets None."""
     ensure_entrypoint()
+    linked = None if st.session_state.get("_link_read") else {k: st.query_params.get(k) for k in LINK_KEYS}
+    st.session_state["_link_read"] = True
     root = cache_root()
     table = studies(str(root), studies_stamp(root))
     if table.empty:
@@ -278,6 +282,10 @@ def sidebar(*, added_group: bool = False, stop_on_error: bool = True) -> Selecti
         added = st.sidebar.selectbox("Added group", added_options, key="added", on_change=_keep, args=("added",))
         params["added"] = added
     st.query_params.update(params)
+    if linked:  # a shared link's values that this cache does not have were replaced: say which, once
+        ignored = [f"{k}={v}" for k, v in linked.items() if v is not None and k in params and v != params[k]]
+        if ignored:
+            st.sidebar.warning(f"From the link, not in this cache: {', '.join(ignored)}. Showing the defaults instead.")
     return Selection(
         cache=Cache(root),
         study_name=name,
@@ -290,6 +298,15 @@ def sidebar(*, added_group: bool = False, stop_on_error: bool = True) -> Selecti
         base=tuple(base),
         added=None if added == NO_GROUP else added,
     )
+
+
+def show_page(draw: Callable[[], None]) -> None:
+    """Run a page's ``draw``; a damaged artefact or table it reads (``InputError``) is shown with its file and
+    fix instead of a traceback."""
+    try:
+        draw()
+    except InputError as exc:
+        st.error(f"This page cannot be drawn: {exc}")
 
 
 def require_selection(*, added_group: bool = False) -> Selection:
@@ -350,7 +367,18 @@ def image_grid(the_study: Study, indices, *, columns: int = 6) -> None:
         st.caption("this study has no image paths: " + ", ".join(the_study.image_ids[list(indices)]))
         return
     cols = st.columns(columns)
+    unreadable = []
     for n, (i, path) in enumerate(zip(indices, files)):
         with cols[n % columns]:
             caption = the_study.labels[i] if the_study.labels is not None else the_study.image_ids[i]
-            st.image(str(path), caption=str(caption), width="stretch")
+            image = browse.thumbnail(path)
+            if image is None:  # moved, deleted or not an image: a placeholder, and a note below the grid
+                unreadable.append(str(path))
+                st.image(browse.placeholder_image(), caption=f"{caption} (unreadable)", width="stretch")
+            else:
+                st.image(image, caption=str(caption), width="stretch")
+    if unreadable:
+        st.caption(
+            f"{len(unreadable)} image file(s) could not be read (missing, moved or not images), e.g. "
+            f"`{unreadable[0]}`: the image table's paths start at the study file's folder."
+        )

@@ -2,116 +2,122 @@
 
 import streamlit as st
 
-from pages._shared import command_hint, csv_download, image_grid, pair_view, require_selection, set_selection
+from pages._shared import command_hint, csv_download, image_grid, pair_view, require_selection, set_selection, show_page
 from qrp_core.analyses.pairs import nearest_images
 from qrp_core.results import load_probe_run
 
 PER_PAGE = 12
 
-sel = require_selection(added_group=True)
-st.title("Cluster pairs")
-pairs = sel.table("pairs")
-base, added = "+".join(sel.study.concepts.canonical(sel.base)), sel.added
 
+def draw() -> None:
+    sel = require_selection(added_group=True)
+    st.title("Cluster pairs")
+    pairs = sel.table("pairs")
+    base, added = "+".join(sel.study.concepts.canonical(sel.base)), sel.added
 
-def use_comparison(base_groups: str, group: str) -> None:
-    set_selection(base=base_groups.split("+"), added=group)
+    def use_comparison(base_groups: str, group: str) -> None:
+        set_selection(base=base_groups.split("+"), added=group)
 
-
-available = pairs[["base", "added"]].drop_duplicates().itertuples(index=False) if pairs is not None else []
-available = list(available)
-if pairs is None or added is None or (base, added) not in [(a.base, a.added) for a in available]:
-    st.info(
-        "Choose probe groups and an added group in the sidebar for which pairs were computed"
-        + (", or pick one of these:" if available else ".")
-    )
-    for a in available:
-        st.button(
-            f"{a.base}  →  + {a.added}", on_click=use_comparison, args=(a.base, a.added), key=f"use_{a.base}_{a.added}"
+    available = pairs[["base", "added"]].drop_duplicates().itertuples(index=False) if pairs is not None else []
+    available = list(available)
+    if pairs is None or added is None or (base, added) not in [(a.base, a.added) for a in available]:
+        st.info(
+            "Choose probe groups and an added group in the sidebar for which pairs were computed"
+            + (", or pick one of these:" if available else ".")
         )
-    if added is None:  # suggest a comparison that can run and is not computed yet
-        groups = sel.study.concepts.group_names
-        base = base if set(sel.base) != set(groups) else sel.study.base_group
-        candidates = [g for g in groups if g not in base.split("+")] or ["GROUP"]
-        computed = {(a.base, a.added) for a in available}
-        added = next((g for g in candidates if (base, g) not in computed), candidates[0])
-    command_hint(
-        "Or compute another comparison:" if available else "To compute a comparison:",
-        f"python -m qrp_core pairs {sel.study.path} --k {sel.k} --base {base} --added {added}",
-        quiet=bool(available),
-    )
-    st.stop()
-
-model = st.selectbox("Model", sel.models, key="pairs_model")
-comparison = pairs[
-    (pairs["model"] == model) & (pairs["k"] == sel.k) & (pairs["base"] == base) & (pairs["added"] == added)
-]
-seeds = sorted(comparison["seed"].unique())
-if not seeds:
-    command_hint(
-        f"No pairs for {model} at K={sel.k}.",
-        f"python -m qrp_core pairs {sel.study.path} --k {sel.k} --base {base} --added {added} --models {model}",
-    )
-    st.stop()
-seed = sel.seed if sel.seed in seeds else seeds[0]
-if sel.seed is None:
-    st.caption(f"Cluster ids differ between clusterings: showing seed {seed} (pick a seed in the sidebar).")
-comparison = comparison[comparison["seed"] == seed].sort_values("drop", ascending=False, ignore_index=True)
-st.markdown(
-    f"**{model}**, K={sel.k}, seed {seed}: pairs whose confusion drops most when **{added}** joins "
-    f"**{base}** (confusion = share of the two clusters' test images taken for the other)."
-)
-top = comparison.head(30)
-shown = top[["i", "j", "confusion_a", "confusion_b", "drop"]].copy()
-shown[["confusion_a", "confusion_b", "drop"]] *= 100
-shown.columns = ["cluster i", "cluster j", f"confusion, {base} (%)", f"confusion, + {added} (%)", "drop (points)"]
-st.dataframe(shown.round(2), hide_index=True, width="stretch", key="pairs_table")
-csv_download(comparison, f"{sel.study_name}-pairs-{model}-k{sel.k}-s{seed}.csv", "pairs_csv")
-
-# keyed by what the list shows, so that another model, K, seed or comparison starts from its first pair
-context = f"{model}-{sel.k}-{seed}-{base}-{added}"
-choice = st.selectbox(
-    "Pair",
-    range(len(top)),
-    key=f"pair_choice-{context}",
-    format_func=lambda r: f"{top['i'][r]} vs {top['j'][r]}  (drop {100 * top['drop'][r]:.1f} points)",
-)
-i, j, probe = int(top["i"][choice]), int(top["j"][choice]), top["probe_b"][choice]
-parts = pair_view(str(sel.cache.root), sel.study_name, sel.study_stamp, probe, i, j)
-words = parts["words"]
-st.subheader(f"Why {i} and {j} differ: θ{i} − θ{j} on {base}+{added}")
-if parts["cloud_png"] is None:
-    st.info(
-        f"The probe gives clusters {i} and {j} the same coefficient for every concept they have: no concept "
-        "tells them apart (a probe that kept epoch 0, the cluster frequencies alone, has no coefficients at all)."
-    )
-else:
-    st.image(parts["cloud_png"], width="stretch")
-    st.caption(
-        f"Concepts that occur in either cluster. Blue: larger for cluster {i}; red: larger for cluster {j}; "
-        f"size: |difference|. Words: " + ", ".join(words["concept"].head(12))
-    )
-
-clustering = load_probe_run(sel.cache, probe).clustering
-members = {cluster: nearest_images(sel.cache, clustering, cluster, n=None) for cluster in (i, j)}
-n_pages = max(1, -(-max(len(m) for m in members.values()) // PER_PAGE))
-page = (
-    st.number_input(
-        f"Image page (of {n_pages})",
-        min_value=1,
-        max_value=n_pages,
-        value=1,
-        step=1,
-        key=f"pair_page-{context}-{i}-{j}",
-    )
-    - 1
-)
-left, right = st.columns(2)
-for column, cluster, side in ((left, i, "i"), (right, j, "j")):
-    with column:
-        st.markdown(f"**Cluster {cluster}** · {len(members[cluster])} images, nearest its centroid first")
-        image_grid(sel.study, members[cluster][page * PER_PAGE : (page + 1) * PER_PAGE], columns=4)
-        st.markdown("Top coefficients")
-        st.dataframe(
-            parts[f"top_{side}"].round(3), hide_index=True, width="stretch", height="content", key=f"top_{side}"
+        for a in available:
+            st.button(
+                f"{a.base}  →  + {a.added}",
+                on_click=use_comparison,
+                args=(a.base, a.added),
+                key=f"use_{a.base}_{a.added}",
+            )
+        if added is None:  # suggest a comparison that can run and is not computed yet
+            groups = sel.study.concepts.group_names
+            base = base if set(sel.base) != set(groups) else sel.study.base_group
+            candidates = [g for g in groups if g not in base.split("+")] or ["GROUP"]
+            computed = {(a.base, a.added) for a in available}
+            added = next((g for g in candidates if (base, g) not in computed), candidates[0])
+        command_hint(
+            "Or compute another comparison:" if available else "To compute a comparison:",
+            f"python -m qrp_core pairs {sel.study.path} --k {sel.k} --base {base} --added {added}",
+            quiet=bool(available),
         )
+        st.stop()
+
+    model = st.selectbox("Model", sel.models, key="pairs_model")
+    comparison = pairs[
+        (pairs["model"] == model) & (pairs["k"] == sel.k) & (pairs["base"] == base) & (pairs["added"] == added)
+    ]
+    seeds = sorted(comparison["seed"].unique())
+    if not seeds:
+        command_hint(
+            f"No pairs for {model} at K={sel.k}.",
+            f"python -m qrp_core pairs {sel.study.path} --k {sel.k} --base {base} --added {added} --models {model}",
+        )
+        st.stop()
+    seed = sel.seed if sel.seed in seeds else seeds[0]
+    if sel.seed is None:
+        st.caption(f"Cluster ids differ between clusterings: showing seed {seed} (pick a seed in the sidebar).")
+    comparison = comparison[comparison["seed"] == seed].sort_values("drop", ascending=False, ignore_index=True)
+    st.markdown(
+        f"**{model}**, K={sel.k}, seed {seed}: pairs whose confusion drops most when **{added}** joins "
+        f"**{base}** (confusion = share of the two clusters' test images taken for the other)."
+    )
+    top = comparison.head(30)
+    shown = top[["i", "j", "confusion_a", "confusion_b", "drop"]].copy()
+    shown[["confusion_a", "confusion_b", "drop"]] *= 100
+    shown.columns = ["cluster i", "cluster j", f"confusion, {base} (%)", f"confusion, + {added} (%)", "drop (points)"]
+    st.dataframe(shown.round(2), hide_index=True, width="stretch", key="pairs_table")
+    csv_download(comparison, f"{sel.study_name}-pairs-{model}-k{sel.k}-s{seed}.csv", "pairs_csv")
+
+    # keyed by what the list shows, so that another model, K, seed or comparison starts from its first pair
+    context = f"{model}-{sel.k}-{seed}-{base}-{added}"
+    choice = st.selectbox(
+        "Pair",
+        range(len(top)),
+        key=f"pair_choice-{context}",
+        format_func=lambda r: f"{top['i'][r]} vs {top['j'][r]}  (drop {100 * top['drop'][r]:.1f} points)",
+    )
+    i, j, probe = int(top["i"][choice]), int(top["j"][choice]), top["probe_b"][choice]
+    parts = pair_view(str(sel.cache.root), sel.study_name, sel.study_stamp, probe, i, j)
+    words = parts["words"]
+    st.subheader(f"Why {i} and {j} differ: θ{i} − θ{j} on {base}+{added}")
+    if parts["cloud_png"] is None:
+        st.info(
+            f"The probe gives clusters {i} and {j} the same coefficient for every concept they have: no concept "
+            "tells them apart (a probe that kept epoch 0, the cluster frequencies alone, has no coefficients at all)."
+        )
+    else:
+        st.image(parts["cloud_png"], width="stretch")
+        st.caption(
+            f"Concepts that occur in either cluster. Blue: larger for cluster {i}; red: larger for cluster {j}; "
+            f"size: |difference|. Words: " + ", ".join(words["concept"].head(12))
+        )
+
+    clustering = load_probe_run(sel.cache, probe).clustering
+    members = {cluster: nearest_images(sel.cache, clustering, cluster, n=None) for cluster in (i, j)}
+    n_pages = max(1, -(-max(len(m) for m in members.values()) // PER_PAGE))
+    page = (
+        st.number_input(
+            f"Image page (of {n_pages})",
+            min_value=1,
+            max_value=n_pages,
+            value=1,
+            step=1,
+            key=f"pair_page-{context}-{i}-{j}",
+        )
+        - 1
+    )
+    left, right = st.columns(2)
+    for column, cluster, side in ((left, i, "i"), (right, j, "j")):
+        with column:
+            st.markdown(f"**Cluster {cluster}** · {len(members[cluster])} images, nearest its centroid first")
+            image_grid(sel.study, members[cluster][page * PER_PAGE : (page + 1) * PER_PAGE], columns=4)
+            st.markdown("Top coefficients")
+            st.dataframe(
+                parts[f"top_{side}"].round(3), hide_index=True, width="stretch", height="content", key=f"top_{side}"
+            )
+
+
+show_page(draw)

@@ -3,68 +3,73 @@
 import plotly.express as px
 import streamlit as st
 
-from pages._shared import command_hint, csv_download, require_selection
+from pages._shared import command_hint, csv_download, require_selection, show_page
 from qrp_core.analyses.curves import k_curve
 
 PLOT = {"toImageButtonOptions": {"format": "svg"}}
 
 METRICS = {"nmi": "NMI", "ami": "AMI", "top1": "top-1"}
 
-sel = require_selection()
-st.title("Varying K")
-rows = sel.rows(all_k=True)
-curve = k_curve(rows)
-if curve["k"].nunique() < 2:
-    n = sel.study.n_images  # the paper sweeps 500-3000 on ImageNet; a small study needs K of its own size
-    ks = (
-        [500, 1000, 1500, 2000, 2500, 3000]
-        if n >= 300_000
-        else sorted({max(2, round(n / d)) for d in (150, 100, 50, 25)})
+
+def draw() -> None:
+    sel = require_selection()
+    st.title("Varying K")
+    rows = sel.rows(all_k=True)
+    curve = k_curve(rows)
+    if curve["k"].nunique() < 2:
+        n = sel.study.n_images  # the paper sweeps 500-3000 on ImageNet; a small study needs K of its own size
+        ks = (
+            [500, 1000, 1500, 2000, 2500, 3000]
+            if n >= 300_000
+            else sorted({max(2, round(n / d)) for d in (150, 100, 50, 25)})
+        )
+        command_hint(
+            f"The cache holds one K for these models and groups ({'+'.join(sel.groups)}); a curve needs more.",
+            f"python -m qrp_core sweep-k {sel.study.path} --k {' '.join(map(str, ks))}",
+        )
+        st.stop()
+    n_seeds = rows.groupby(["model", "k"])["seed"].nunique().min()
+    st.caption(
+        f"Probe on **{'+'.join(sel.groups)}** · every K in the cache (the sidebar's K is not used here) · "
+        + (f"mean ± std over {n_seeds} seeds" if n_seeds > 1 else "one seed per K: no error bars")
     )
-    command_hint(
-        f"The cache holds one K for these models and groups ({'+'.join(sel.groups)}); a curve needs more.",
-        f"python -m qrp_core sweep-k {sel.study.path} --k {' '.join(map(str, ks))}",
-    )
-    st.stop()
-n_seeds = rows.groupby(["model", "k"])["seed"].nunique().min()
-st.caption(
-    f"Probe on **{'+'.join(sel.groups)}** · every K in the cache (the sidebar's K is not used here) · "
-    + (f"mean ± std over {n_seeds} seeds" if n_seeds > 1 else "one seed per K: no error bars")
-)
-metric = st.radio("Metric (Fig. 7)", list(METRICS), format_func=METRICS.get, horizontal=True, key="k_metric")
-palette = px.colors.qualitative.Set1
-left, right = st.columns(2)
-with left:
-    st.subheader("Mutual information (Fig. 6)")
-    st.plotly_chart(
-        px.line(
-            curve,
-            x="k",
-            y="mi_bits_mean",
-            error_y="mi_bits_std",
-            color="model",
-            markers=True,
-            color_discrete_sequence=palette,
-            labels={"k": "K", "mi_bits_mean": "MI I(f_K; y) (bits)"},
-        ),
-        config=PLOT,
-        key="mi_curve",
-    )
-with right:
-    st.subheader(f"{METRICS[metric]} (Fig. 7)")
-    shown = curve.assign(value=100 * curve[f"{metric}_mean"], err=100 * curve[f"{metric}_std"])
-    st.plotly_chart(
-        px.line(
-            shown,
-            x="k",
-            y="value",
-            error_y="err",
-            color="model",
-            markers=True,
-            color_discrete_sequence=palette,
-            labels={"k": "K", "value": f"{METRICS[metric]} (%)"},
-        ),
-        config=PLOT,
-        key="metric_curve",
-    )
-csv_download(curve, f"{sel.study_name}-varying-k.csv", "k_csv")
+    metric = st.radio("Metric (Fig. 7)", list(METRICS), format_func=METRICS.get, horizontal=True, key="k_metric")
+    palette = px.colors.qualitative.Set1
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Mutual information (Fig. 6)")
+        st.plotly_chart(
+            px.line(
+                curve,
+                x="k",
+                y="mi_bits_mean",
+                error_y="mi_bits_std",
+                color="model",
+                markers=True,
+                color_discrete_sequence=palette,
+                labels={"k": "K", "mi_bits_mean": "MI I(f_K; y) (bits)"},
+            ),
+            config=PLOT,
+            key="mi_curve",
+        )
+    with right:
+        st.subheader(f"{METRICS[metric]} (Fig. 7)")
+        shown = curve.assign(value=100 * curve[f"{metric}_mean"], err=100 * curve[f"{metric}_std"])
+        st.plotly_chart(
+            px.line(
+                shown,
+                x="k",
+                y="value",
+                error_y="err",
+                color="model",
+                markers=True,
+                color_discrete_sequence=palette,
+                labels={"k": "K", "value": f"{METRICS[metric]} (%)"},
+            ),
+            config=PLOT,
+            key="metric_curve",
+        )
+    csv_download(curve, f"{sel.study_name}-varying-k.csv", "k_csv")
+
+
+show_page(draw)

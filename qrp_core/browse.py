@@ -178,6 +178,26 @@ def image_files(study: Study, indices: np.ndarray) -> list[Path | None]:
     return [root / study.image_paths[i] for i in indices]
 
 
+def thumbnail(path: Path, side: int = 256):
+    """The image at ``path`` as a PIL image of at most ``side`` pixels a side, or None when the file is
+    missing or is not an image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.thumbnail((side, side))
+            return image.convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError):
+        return None
+
+
+def placeholder_image(side: int = 64):
+    """A grey square that stands in for an image file that cannot be read."""
+    from PIL import Image
+
+    return Image.new("RGB", (side, side), (200, 200, 200))
+
+
 def wordcloud_words(difference: pd.DataFrame, n: int = 40) -> pd.DataFrame:
     """The ``n`` concepts of largest |theta_i - theta_j| among those that occur in either cluster
     (when ``difference`` has the frequencies of ``explain_pair``): size = |difference|, colour = side."""

@@ -348,3 +348,69 @@ def test_a_study_that_cannot_be_opened_is_named_on_every_page_without_a_tracebac
         if page == "home":  # the page goes on: the studies table marks the study file
             table = frame(at, "study_file_exists")
             assert table.set_index("study").loc["synthetic-300", "study_file_exists"] == (damage != "deleted")
+
+
+@pytest.fixture
+def small_cache(tmp_path, monkeypatch):
+    """A study of drawn thumbnails and one tiny run, in a cache of its own (the tests damage it)."""
+    from qrp_core.config import KMeansConfig, ProbeConfig, RunConfig
+    from qrp_core.demos.synthetic import make_synthetic_study
+    from qrp_core.pipeline import Runner
+    from qrp_core.study import load_study
+
+    study = load_study(make_synthetic_study(tmp_path / "study", n_images=300, dim=8))
+    config = RunConfig(
+        ks=(4,), seeds=(0,), kmeans=KMeansConfig(n_iter=5, n_restarts=1), probe=ProbeConfig(max_epochs=3)
+    )
+    results = Runner(study, config, Cache(tmp_path / "cache"), show_progress=False).run()
+    monkeypatch.setenv("QRP_CACHE", str(tmp_path / "cache"))
+    return study, Cache(tmp_path / "cache"), results
+
+
+def test_unreadable_image_files_get_placeholders_and_a_note(small_cache):
+    study, cache, results = small_cache
+    from qrp_core.analyses.pairs import nearest_images
+
+    clustering = results[results["model"] == "combo-net"]["clustering"].iloc[0]
+    shown = nearest_images(cache, clustering, 0, n=18)
+    root = study.path.parent
+    (root / study.image_paths[shown[0]]).unlink()  # deleted: Streamlit raised MediaFileStorageError
+    (root / study.image_paths[shown[1]]).write_text("not an image")  # PIL raised UnidentifiedImageError
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    at.switch_page("pages/cluster_browser.py").run()
+    assert not at.exception, at.exception
+    assert any("2 image file(s) could not be read" in c.value for c in at.caption)
+    captions = [caption for image in at.image for caption in image.captions]
+    assert len(captions) == 18 and sum(c.endswith("(unreadable)") for c in captions) == 2
+
+
+@pytest.mark.parametrize("page", ["cluster_browser", "ranking"])
+def test_a_damaged_artefact_is_named_on_the_page_with_the_fix(page, small_cache):
+    study, cache, results = small_cache
+    for clustering in results["clustering"].unique():
+        path = cache.path("clusterings", clustering) / "assignments.npy"
+        path.write_bytes(path.read_bytes()[:40])
+    probe = results["probe"].iloc[0]
+    (cache.path("probes", probe) / "manifest.json").write_text("{")
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    at.switch_page(f"pages/{page}.py").run()
+    assert not at.exception, at.exception
+    if page == "ranking":  # the table is drawn before "How these numbers were made" reads the manifests
+        assert frame(at, "NMI") is not None
+    (error,) = at.error
+    assert error.value.startswith("This page cannot be drawn: ") and "Fix: delete the folder" in error.value
+
+
+def test_a_links_values_that_the_cache_lacks_are_named_once(demo_cache, monkeypatch):
+    root, study = demo_cache
+    monkeypatch.setenv("QRP_CACHE", str(root))
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    for key, value in {"study": study.name, "k": "999", "models": "combo-net,ghost", "seed": "1"}.items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception
+    (warning,) = [w.value for w in at.warning if w.value.startswith("From the link")]
+    assert warning == "From the link, not in this cache: models=combo-net,ghost, k=999. Showing the defaults instead."
+    assert at.selectbox(key="k").value == 30 and at.multiselect(key="models").value == ["combo-net"]
+    at.run()  # said once: the next run shows the page as chosen
+    assert not [w for w in at.warning if w.value.startswith("From the link")]
