@@ -18,3 +18,10 @@ class InputError(ValueError):
         self.where = str(where) if where is not None else None
         prefix = f"{self.where}: " if self.where else ""
         super().__init__(f"{prefix}{problem}. Fix: {fix}")
+
+    def __reduce__(self):  # picklable with its keyword arguments: a Ray task's error reaches the driver whole
+        return _rebuild, (self.problem, self.fix, self.where)
+
+
+def _rebuild(problem: str, fix: str, where: str | None) -> InputError:
+    return InputError(problem, fix=fix, where=where)

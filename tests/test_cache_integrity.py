@@ -202,3 +202,13 @@ def test_a_refused_write_is_one_line_and_leaves_the_cache_as_it_was(code, fix, r
     assert "Traceback" not in err
     assert line.startswith(f"error: {cache}/clusterings/.tmp-") and os.strerror(code) in line and fix in line
     assert files_under(cache) == before
+
+
+def test_an_input_error_survives_pickling_as_a_ray_task_sends_it():
+    import pickle
+
+    from qrp_core.errors import InputError
+
+    error = pickle.loads(pickle.dumps(InputError("cut short", fix="delete it", where="a/b.npy")))
+    assert isinstance(error, InputError) and str(error) == "a/b.npy: cut short. Fix: delete it"
+    assert (error.problem, error.fix, error.where) == ("cut short", "delete it", "a/b.npy")

@@ -255,7 +255,9 @@ def test_a_unit_that_keeps_failing_is_reported_and_the_others_land(
     cache = Cache(tmp_path / "cache")
     folder = cache.path("clusterings", damaged["clustering"])
     shutil.copytree(local_cache.path("clusterings", damaged["clustering"]), folder)
-    (folder / "assignments.npy").unlink()  # a published clustering that lost a file on the shared disk
+    # a published clustering whose file was overwritten on the shared disk (same size, so it looks whole;
+    # one cut short or deleted is written again, tests/test_cache_integrity.py)
+    (folder / "assignments.npy").write_bytes(b"\0" * (folder / "assignments.npy").stat().st_size)
     assert (
         main(
             [
@@ -273,7 +275,7 @@ def test_a_unit_that_keeps_failing_is_reported_and_the_others_land(
         == 1
     )
     err = capsys.readouterr().err
-    assert "failed: combo-net K=8 seed=1 (clustering): FileNotFoundError" in err and "assignments.npy" in err
+    assert "failed: combo-net K=8 seed=1 (clustering): InputError" in err and "assignments.npy" in err
     assert "1 unit(s) failed" in err
     others = local[local["probe"] != damaged["probe"]].sort_values(RESULT_KEYS, ignore_index=True)
     pd.testing.assert_frame_equal(load_results(cache, tiny_study), others, check_exact=True)
