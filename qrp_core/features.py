@@ -196,10 +196,11 @@ def standardisation_stats(
     n, d = x.shape
     total = np.zeros(d, dtype=np.float64)
     total_sq = np.zeros(d, dtype=np.float64)
-    shift = read_rows(x, 0, 1)[0]  # sums of shifted values keep the variance accurate
+    work = np.result_type(x.dtype, np.float32)  # float16 would overflow when squared (|x| > 256)
+    shift = read_rows(x, 0, 1)[0].astype(work)  # sums of shifted values keep the variance accurate
     for start in range(0, n, chunk_rows):
         raw = read_rows(x, start, start + chunk_rows)
-        chunk = raw - shift
+        chunk = raw.astype(work, copy=False) - shift
         chunk_sum = chunk.sum(axis=0, dtype=np.float64)
         chunk_sq = np.square(chunk).sum(axis=0, dtype=np.float64)
         if not (np.isfinite(chunk_sum).all() and np.isfinite(chunk_sq).all()):

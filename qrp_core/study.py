@@ -183,12 +183,25 @@ def load_study(path: str | Path) -> Study:
     images = _read_images(root / spec["images"])
     image_ids = images["image_id"].to_numpy(dtype=object)
     labels = images["label"].astype(str).to_numpy(dtype=object) if "label" in images else None
+    if labels is not None and (blank := np.flatnonzero(np.char.strip(labels.astype(str)) == "")).size:
+        raise InputError(
+            f"{blank.size} image(s) have an empty `label` cell (first: {image_ids[blank[0]]!r}); they would form "
+            "a class named ''",
+            where=root / spec["images"],
+            fix="give every image its label, or drop the label column",
+        )
     paths = images["path"].astype(str).to_numpy(dtype=object) if "path" in images else None
     concepts = read_concepts(spec["concepts"], root, image_ids, study_path=path)
     for group in concepts.group_names:
         check_group_name(group, where=concept_files(spec["concepts"], root))
     if labels is not None and base_group not in concepts.group_names:
         concepts = add_label_concepts(concepts, labels, base_group)
+    if concepts.matrix.nnz == 0:
+        raise InputError(
+            "no image has any concept: the concept tables hold no row (and the image table no label)",
+            where=concept_files(spec["concepts"], root),
+            fix="label the images with experts (`python -m qrp_core label`) or add a label column to the image table",
+        )
     models = {}
     for name, entry in spec["models"].items():
         models[name] = ModelSpec(

@@ -197,3 +197,42 @@ def test_the_valid_study_file_runs(study_dir, tmp_path, capsys):
     (study_dir / "study.toml").write_text(VALID)
     assert main(["validate", str(study_dir / "study.toml")]) == 0
     capsys.readouterr()
+
+
+def test_an_empty_label_cell_is_refused(study_dir, capsys):
+    images = pd.read_csv(study_dir / "images.csv", dtype=str, keep_default_na=False)
+    images.loc[3, "label"] = ""
+    images.to_csv(study_dir / "images.csv", index=False)
+    line = _refused(capsys, ["validate", study_dir / "study.toml"])
+    assert line.startswith(f"error: {study_dir / 'images.csv'}: 1 image(s) have an empty `label` cell (first: 'i003')")
+
+
+def test_a_study_without_any_concept_is_refused_before_the_probe(study_dir, tmp_path, capsys):
+    pd.read_parquet(study_dir / "concepts.parquet").head(0).to_parquet(study_dir / "concepts.parquet", index=False)
+    pd.read_csv(study_dir / "images.csv").drop(columns="label").to_csv(study_dir / "images.csv", index=False)
+    line = _refused(capsys, ["run", study_dir / "study.toml", "--cache", tmp_path / "cache", "--k", "2"])
+    assert "no image has any concept" in line and not (tmp_path / "cache").exists()
+
+
+def test_float16_features_of_any_usual_size_are_standardised(study_dir, capsys):
+    x = np.random.default_rng(0).normal(scale=2000, size=(80, 4)).astype(np.float16)  # |x| up to ~6,000
+    np.save(study_dir / "features" / "net.npy", x)
+    assert main(["validate", str(study_dir / "study.toml")]) == 0  # squares overflowed float16 above 256
+    assert "80 x 4 float16" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--task-cpus", "-1"),
+        ("--task-cpus", "0"),
+        ("--task-memory", "-2"),
+        ("--task-gpus", "-0.5"),
+        ("--task-cpus", "nan"),
+    ],
+)
+def test_a_ray_task_resource_below_zero_is_refused_by_the_parser(option, value, study_dir, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", str(study_dir / "study.toml"), "--executor", "ray", option, value])
+    assert exit_info.value.code == 2
+    assert f"argument {option}" in capsys.readouterr().err

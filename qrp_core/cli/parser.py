@@ -37,6 +37,25 @@ def positive_int(text: str) -> int:
     return _int_at_least(text, 1)
 
 
+def _float_at_least(text: str, minimum: float, *, strict: bool) -> float:
+    value = float(text)  # a ValueError reads "invalid ... value: 'x'"
+    if value < minimum or (strict and value == minimum) or value != value:
+        raise argparse.ArgumentTypeError(
+            f"{text} is too small: give {'more than' if strict else 'at least'} {minimum:g}"
+        )
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type of a resource a task needs: CPUs, GiB of memory."""
+    return _float_at_least(text, 0.0, strict=True)
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type of GPUs per task (0: none)."""
+    return _float_at_least(text, 0.0, strict=False)
+
+
 def cluster_count(text: str) -> int:
     """argparse type of a K to cluster with: a clustering needs two clusters or more."""
     return _int_at_least(text, 2)
@@ -145,13 +164,18 @@ def _executor_options(p: argparse.ArgumentParser) -> None:
         help="ray: the head node of a running cluster; --cache must then be an absolute path that every "
         "node mounts (default: a private local Ray for this run)",
     )
-    p.add_argument("--task-cpus", type=float, default=1.0, help="ray: CPUs per task, also its torch/faiss threads")
     p.add_argument(
-        "--task-gpus", type=float, default=None, help="ray: GPUs per task (default: 1 with --device cuda, else 0)"
+        "--task-cpus", type=positive_float, default=1.0, help="ray: CPUs per task, also its torch/faiss threads"
+    )
+    p.add_argument(
+        "--task-gpus",
+        type=non_negative_float,
+        default=None,
+        help="ray: GPUs per task (default: 1 with --device cuda, else 0)",
     )
     p.add_argument(
         "--task-memory",
-        type=float,
+        type=positive_float,
         default=None,
         metavar="GB",
         help="ray: memory per task in GiB, for scheduling (default: none reserved)",
