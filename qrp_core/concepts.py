@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .errors import InputError
+from .errors import InputError, missing_file
 from .tables import read_table
 
 
@@ -162,8 +162,8 @@ def _check_filled_cells(table: pd.DataFrame, source: str | Path) -> None:
 def _concepts_from_matrix(matrix_path: Path, names_path: Path, n_images: int) -> ConceptTable:
     try:
         matrix = sp.load_npz(matrix_path)
-    except FileNotFoundError:
-        raise InputError("file not found", where=matrix_path, fix="check the path in the study file") from None
+    except (FileNotFoundError, IsADirectoryError):
+        raise missing_file(matrix_path) from None
     except Exception as exc:
         raise InputError(
             f"cannot read sparse matrix ({type(exc).__name__}: {exc})",

@@ -23,5 +23,13 @@ class InputError(ValueError):
         return _rebuild, (self.problem, self.fix, self.where)
 
 
+def missing_file(path: str | Path, *, what: str = "file", fix: str = "check the path in the study file") -> InputError:
+    """The error for a path that should be a file: "not found", or "is a folder" where it is one."""
+    path = Path(path)
+    if path.is_dir():
+        return InputError(f"{what} path is a folder, not a file", where=path, fix=fix)
+    return InputError(f"{what} not found", where=path, fix=fix)
+
+
 def _rebuild(problem: str, fix: str, where: str | None) -> InputError:
     return InputError(problem, fix=fix, where=where)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import FEATURE_ROWS_PER_BLOCK
-from .errors import InputError
+from .errors import InputError, missing_file
 
 FEATURE_SUFFIXES = (".npy", ".npz", ".safetensors", ".pt", ".parquet")
 # Names tried, in order, when a container file holds several arrays.
@@ -38,10 +38,8 @@ def load_features(path: Path, *, image_ids: np.ndarray, key: str | None = None) 
     """
     path = Path(path)
     if not path.is_file():
-        raise InputError(
-            "feature file not found",
-            where=path,
-            fix="check the path in the study file (relative paths start at the study file's folder)",
+        raise missing_file(
+            path, what="feature file", fix="check the path in the study file (relative paths start at its folder)"
         )
     suffix = path.suffix.lower()
     if suffix not in FEATURE_SUFFIXES:

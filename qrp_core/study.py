@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from .concepts import ConceptTable, add_label_concepts, concept_files, read_concepts
-from .errors import InputError
+from .errors import InputError, missing_file
 from .features import load_features
 from .study_file import MODEL_METADATA, check_group_name, read_study_file
 from .tables import read_table
@@ -125,10 +125,10 @@ class Study:
             )
         spec = self.models[name]
         if check_files and spec.features is not None and not spec.features.is_file():
-            raise InputError(
-                "feature file not found",
-                where=spec.features,
-                fix="check the path in the study file (relative paths start at the study file's folder)",
+            raise missing_file(
+                spec.features,
+                what="feature file",
+                fix="check the path in the study file (relative paths start at its folder)",
             )
         return spec
 
@@ -247,8 +247,8 @@ def load_assignments(path: Path, image_ids: np.ndarray) -> np.ndarray:
     if path.suffix.lower() == ".npy":
         try:
             raw = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            raise InputError("file not found", where=path, fix="check the path in the study file") from None
+        except (FileNotFoundError, IsADirectoryError):
+            raise missing_file(path) from None
         except Exception as exc:
             raise InputError(
                 f"cannot read assignments ({type(exc).__name__}: {exc})",

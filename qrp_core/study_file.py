@@ -13,7 +13,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from .errors import InputError
+from .errors import InputError, missing_file
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # a file name on any system, no path, not hidden
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+@-]{0,99}")  # never a path; no ',' (the --models separator)
@@ -40,7 +40,7 @@ TYPE_NAMES = {str: "a string", dict: "a table", list: "a list of strings", int: 
 def read_study_file(path: Path) -> dict:
     """The study file's contents, checked against the schema; ``InputError`` names the first problem."""
     if not path.is_file():
-        raise InputError("study file not found", where=path, fix="pass the path of a study .toml file")
+        raise missing_file(path, what="study file", fix="pass the path of a study .toml file")
     try:
         spec = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

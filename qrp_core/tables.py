@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import InputError
+from .errors import InputError, missing_file
 
 
 def read_table(path: Path) -> pd.DataFrame:
     if not path.is_file():
-        raise InputError("file not found", where=path, fix="check the path in the study file")
+        raise missing_file(path)
     try:
         if path.suffix.lower() == ".parquet":
             return pd.read_parquet(path)

@@ -236,3 +236,28 @@ def test_a_ray_task_resource_below_zero_is_refused_by_the_parser(option, value, 
         main(["run", str(study_dir / "study.toml"), "--executor", "ray", option, value])
     assert exit_info.value.code == 2
     assert f"argument {option}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("edit", "named", "what"),
+    [
+        (('"images.csv"', '"images"'), "images", "file path is a folder"),
+        (('"concepts.parquet"', '"concepts"'), "concepts", "file path is a folder"),
+        (('"features/net.npy"', '"features"'), "features", "feature file path is a folder"),
+        (('"images.csv"', '"nowhere.csv"'), "nowhere.csv", "file not found"),
+        (('"features/net.npy"', '"features/gone.npy"'), "features/gone.npy", "feature file not found"),
+    ],
+)
+def test_a_path_that_is_a_folder_or_missing_says_which(edit, named, what, study_dir, capsys):
+    (study_dir / "images").mkdir()
+    (study_dir / "concepts").mkdir()
+    (study_dir / "study.toml").write_text(VALID.replace(*edit))
+    line = _refused(capsys, ["validate", study_dir / "study.toml"])
+    assert line.startswith(f"error: {study_dir / named}: {what}")
+
+
+def test_a_study_file_path_that_is_a_folder_says_so(study_dir, capsys):
+    line = _refused(capsys, ["validate", study_dir])
+    assert (
+        line == f"error: {study_dir}: study file path is a folder, not a file. Fix: pass the path of a study .toml file"
+    )
