@@ -83,17 +83,17 @@ def _one_file(text):
     return {"data.txt": lambda p: p.write_text(text)}
 
 
-def test_write_refuses_a_final_folder_without_a_manifest(tmp_path):
-    """A folder at the artefact's place with no manifest is not a finished artefact of another
-    writer: the rename fails and the write must say so, not pretend it published."""
+def test_write_replaces_a_final_folder_that_is_not_a_whole_artefact(tmp_path):
+    """A folder at the artefact's place with no manifest (deleted by hand, or left by a crash of an older
+    version) is no finished artefact: the write replaces it (every rerun failed with "Directory not empty")."""
     cache = Cache(tmp_path)
     final = cache.path("clusters", "k1")
     final.mkdir(parents=True)
     (final / "junk.bin").write_bytes(b"half written")
-    with pytest.raises(OSError):
-        cache.write("clusters", "k1", _one_file("new"), {"note": "mine"})
     assert not cache.has("clusters", "k1")
-    assert sorted(p.name for p in final.iterdir()) == ["junk.bin"]
+    cache.write("clusters", "k1", _one_file("new"), {"note": "mine"})
+    assert cache.has("clusters", "k1") and cache.manifest("clusters", "k1")["note"] == "mine"
+    assert sorted(p.name for p in final.iterdir()) == ["data.txt", "manifest.json"]
     assert [p.name for p in final.parent.iterdir()] == ["k1"]  # the temporary folder is gone
 
 
