@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .errors import InputError, missing_file
-from .tables import read_table
+from .errors import InputError
+from .tables import read_file, read_table
 
 
 @dataclass(frozen=True)
@@ -160,16 +160,7 @@ def _check_filled_cells(table: pd.DataFrame, source: str | Path) -> None:
 
 
 def _concepts_from_matrix(matrix_path: Path, names_path: Path, n_images: int) -> ConceptTable:
-    try:
-        matrix = sp.load_npz(matrix_path)
-    except (FileNotFoundError, IsADirectoryError):
-        raise missing_file(matrix_path) from None
-    except Exception as exc:
-        raise InputError(
-            f"cannot read sparse matrix ({type(exc).__name__}: {exc})",
-            where=matrix_path,
-            fix="save it with scipy.sparse.save_npz",
-        ) from None
+    matrix = read_file(matrix_path, sp.load_npz, what="sparse matrix", fix="save it with scipy.sparse.save_npz")
     names = read_table(names_path)
     if not {"concept", "group"} <= set(names.columns):
         raise InputError("needs columns concept, group", where=names_path, fix="one row per matrix column")

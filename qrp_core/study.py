@@ -33,7 +33,7 @@ from .concepts import ConceptTable, add_label_concepts, concept_files, read_conc
 from .errors import InputError, missing_file
 from .features import load_features
 from .study_file import MODEL_METADATA, check_group_name, read_study_file
-from .tables import read_table
+from .tables import read_file, read_table
 
 DEFAULT_BASE_GROUP = "labels"
 
@@ -245,16 +245,12 @@ def _read_images(path: Path) -> pd.DataFrame:
 def load_assignments(path: Path, image_ids: np.ndarray) -> np.ndarray:
     """Cluster ids from ``.npy`` (image order) or a table with ``image_id, cluster``, as codes 0..K-1."""
     if path.suffix.lower() == ".npy":
-        try:
-            raw = np.load(path, allow_pickle=False)
-        except (FileNotFoundError, IsADirectoryError):
-            raise missing_file(path) from None
-        except Exception as exc:
-            raise InputError(
-                f"cannot read assignments ({type(exc).__name__}: {exc})",
-                where=path,
-                fix="save a 1-D integer array with numpy.save",
-            ) from None
+        raw = read_file(
+            path,
+            lambda p: np.load(p, allow_pickle=False),
+            what="assignments",
+            fix="save a 1-D integer array with numpy.save",
+        )
         if raw.shape != (len(image_ids),):
             raise InputError(
                 f"assignments of shape {raw.shape}, expected ({len(image_ids)},)",

@@ -88,33 +88,43 @@ def read_study_file(path: Path) -> dict:
 
 
 def check_study_name(name, *, where) -> None:
-    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name):
-        raise InputError(
-            f"study name {name!r} cannot name files in the cache",
-            where=where,
-            fix="use up to 100 letters, digits, '.', '_' and '-', starting with a letter or digit "
-            '(e.g. name = "imagenet-val")',
-        )
+    _check_name(
+        name,
+        SAFE_NAME,
+        where=where,
+        problem=f"study name {name!r} cannot name files in the cache",
+        fix="use up to 100 letters, digits, '.', '_' and '-', starting with a letter or digit "
+        '(e.g. name = "imagenet-val")',
+    )
 
 
 def check_group_name(name, *, where) -> None:
-    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name) or name in RESERVED_GROUPS:
-        raise InputError(
-            f"concept group name {name!r} cannot be used"
-            + (": `all` means every group" if name in RESERVED_GROUPS else " in --groups (a+b) and links"),
-            where=where,
-            fix="rename the group: up to 100 letters, digits, '.', '_' and '-', starting with a letter or digit",
-        )
+    reserved = name in RESERVED_GROUPS if isinstance(name, str) else False
+    _check_name(
+        name,
+        SAFE_NAME,
+        where=where,
+        problem=f"concept group name {name!r} cannot be used"
+        + (": `all` means every group" if reserved else " in --groups (a+b) and links"),
+        fix="rename the group: up to 100 letters, digits, '.', '_' and '-', starting with a letter or digit",
+        reserved=reserved,
+    )
 
 
 def check_model_name(name, *, where) -> None:
-    if not isinstance(name, str) or not MODEL_NAME.fullmatch(name):
-        raise InputError(
-            f"model name {name!r} cannot be used in --models (a,b) and links",
-            where=where,
-            fix="rename the [models.NAME] table: up to 100 letters, digits and '.', '_', '-', ':', '+', '@', "
-            "starting with a letter or digit",
-        )
+    _check_name(
+        name,
+        MODEL_NAME,
+        where=where,
+        problem=f"model name {name!r} cannot be used in --models (a,b) and links",
+        fix="rename the [models.NAME] table: up to 100 letters, digits and '.', '_', '-', ':', '+', '@', "
+        "starting with a letter or digit",
+    )
+
+
+def _check_name(name, pattern: re.Pattern, *, where, problem: str, fix: str, reserved: bool = False) -> None:
+    if reserved or not isinstance(name, str) or not pattern.fullmatch(name):
+        raise InputError(problem, where=where, fix=fix)
 
 
 def _check_keys(table, schema: dict, path: Path, prefix: str) -> None:

@@ -1,7 +1,8 @@
-"""Reading the tables a study names (CSV or Parquet), with one error for a missing or unreadable file."""
+"""Reading the files a study names (tables, arrays), with one error for a missing or unreadable file."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -9,16 +10,24 @@ import pandas as pd
 from .errors import InputError, missing_file
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    if not path.is_file():
+def read_file(path: Path, load: Callable[[Path], object], *, what: str, fix: str):
+    """``load(path)``; a missing path or a folder is ``errors.missing_file``, anything ``load`` raises is
+    "cannot read <what>" with ``fix``."""
+    if not Path(path).is_file():
         raise missing_file(path)
     try:
-        if path.suffix.lower() == ".parquet":
-            return pd.read_parquet(path)
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
-    except Exception as exc:
-        raise InputError(
-            f"cannot read table ({type(exc).__name__}: {exc})",
-            where=path,
-            fix="the file is unreadable or truncated; export it again as CSV or Parquet",
-        ) from None
+        return load(path)
+    except Exception as exc:  # noqa: BLE001 - every reader's failure becomes the one error users see
+        raise InputError(f"cannot read {what} ({type(exc).__name__}: {exc})", where=path, fix=fix) from None
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A CSV (every column as text) or Parquet table."""
+    load = pd.read_parquet if path.suffix.lower() == ".parquet" else _read_csv
+    return read_file(
+        path, load, what="table", fix="check it is a CSV or Parquet table whole (it may be cut short); export it again"
+    )
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
