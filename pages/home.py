@@ -59,7 +59,7 @@ st.markdown(
     "background), so every concept is known exactly. Representations: EfficientNet-Lite0's ImageNet "
     "features, the same network randomly initialised, pixels, a colour histogram, and a planted 2-D "
     "`combo-code` whose clusters are shape × colour combinations that a forward linear probe for colour "
-    "misses. Building it extracts features and measures and analyses every model (about 3 minutes on 2 cores)."
+    "misses. Building it extracts features and measures and analyses every model (about 4 minutes on 2 cores)."
 )
 if st.button("Build the demo study", type="primary" if table.empty else "secondary", key="build_demo"):
     from qrp_core.config import RunConfig
