@@ -84,3 +84,53 @@ def test_selection_follows_the_user_across_pages_and_into_the_url(server, browse
     assert "seed 1" in page.locator('[data-testid="stMain"]').inner_text()
     assert "seed=1" in page.url
     page.close()
+
+
+@pytest.fixture(scope="module")
+def damaged_server(tmp_path_factory):
+    """A cache with two studies: one whose study file was edited by hand into a broken one, one whose images
+    were deleted or replaced by text and whose probe manifest was cut short."""
+    from qrp_core.cache import Cache
+    from qrp_core.config import KMeansConfig, ProbeConfig, RunConfig
+    from qrp_core.demos.synthetic import make_synthetic_study
+    from qrp_core.pipeline import Runner
+    from qrp_core.study import load_study
+
+    root = tmp_path_factory.mktemp("damaged")
+    config = RunConfig(
+        ks=(4,), seeds=(0,), kmeans=KMeansConfig(n_iter=5, n_restarts=1), probe=ProbeConfig(max_epochs=3)
+    )
+    broken = make_synthetic_study(root / "broken", n_images=300, dim=8)
+    Runner(load_study(broken), config, Cache(root / "cache"), show_progress=False).run()
+    broken.write_text(broken.read_text().replace("[concepts]", "[concept]"))
+    study = load_study(make_synthetic_study(root / "images", n_images=400, dim=8))
+    results = Runner(study, config, Cache(root / "cache"), show_progress=False).run()
+    for n, path in enumerate(study.image_paths):
+        target = study.path.parent / path
+        target.unlink() if n % 2 else target.write_text("not an image")
+    with running_app(root / "cache") as url:
+        yield url, results
+
+
+@pytest.mark.parametrize(
+    ("path", "shown"),
+    [
+        ("?study=synthetic-300", "Study synthetic-300 cannot be opened"),
+        ("ranking?study=synthetic-300", "unknown key concept (did you mean concepts?)"),  # `code` drawn as code
+        ("cluster_browser?study=synthetic-400", "image file(s) could not be read"),
+        ("ranking?study=synthetic-400&k=77&models=ghost", "From the link, not in this cache: models=ghost, k=77"),
+    ],
+)
+def test_a_damaged_cache_shows_its_problems_in_the_browser_not_tracebacks(damaged_server, browser, path, shown):
+    url, _ = damaged_server
+    page = browser.new_page(viewport={"width": 1400, "height": 1200})
+    page.goto(f"{url}/{path}", wait_until="networkidle")
+    page.wait_for_selector('[data-testid="stSidebar"] >> text=Measure', timeout=60_000)
+    page.wait_for_selector('[data-testid="stMain"] h1, [data-testid="stAlert"]', timeout=60_000)  # a stopped page
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
+    page.wait_for_timeout(500)
+    exceptions = page.locator('[data-testid="stException"]')
+    assert exceptions.count() == 0, f"{path}: {exceptions.first.inner_text()}"
+    text = page.locator("body").inner_text()
+    assert shown in text.replace("**", ""), text[:2000]
+    page.close()
