@@ -212,3 +212,43 @@ def test_an_input_error_survives_pickling_as_a_ray_task_sends_it():
     error = pickle.loads(pickle.dumps(InputError("cut short", fix="delete it", where="a/b.npy")))
     assert isinstance(error, InputError) and str(error) == "a/b.npy: cut short. Fix: delete it"
     assert (error.problem, error.fix, error.where) == ("cut short", "delete it", "a/b.npy")
+
+
+def test_reading_verbs_write_nothing_into_the_cache(ran, tmp_path, monkeypatch, capsys):
+    """A read-only cache (another user's, a mounted share) serves ranking, export and validate: every way of
+    writing into it raises here, as the operating system would."""
+    import builtins
+    from pathlib import Path
+
+    study, cache, _ = ran
+    root = str(cache)
+
+    def refused(path) -> bool:
+        return str(path).startswith(root)
+
+    real_open, real_mkdir, real_replace = builtins.open, Path.mkdir, os.replace
+
+    def guarded_open(file, mode="r", *args, **kwargs):
+        if refused(file) and any(c in mode for c in "wax+"):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    def guarded_mkdir(self, *args, **kwargs):
+        if refused(self) and not self.is_dir():
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    def guarded_replace(src, dst, *args, **kwargs):
+        if refused(dst):
+            raise PermissionError(13, "Permission denied", str(dst))
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", guarded_open)
+    monkeypatch.setattr(Path, "mkdir", guarded_mkdir)
+    monkeypatch.setattr(os, "replace", guarded_replace)
+    assert main(["ranking", str(study), "--cache", root]) == 0
+    assert main(["ranking", str(study), "--cache", root, "--format", "csv", "--output", str(tmp_path / "r.csv")]) == 0
+    out = tmp_path / "images.parquet"
+    assert main(["export", str(study), "--cache", root, "--model", "combo-net", "--k", "6", "--output", str(out)]) == 0
+    assert main(["validate", str(study)]) == 0
+    assert "Traceback" not in capsys.readouterr().err

@@ -243,6 +243,12 @@ def run_pairs(
     ``pairs`` analysis table, one row per pair and comparison."""
     from ..pipeline import Runner  # torch and faiss load here, not when the app reads pairs
 
+    if added not in study.concepts.group_names:
+        raise InputError(
+            f"the study has no concept group {added!r} to add",
+            where=study.path,
+            fix=f"choose --added from {list(study.concepts.group_names)}",
+        )
     if added in base:
         raise InputError(
             f"group {added!r} is already among the base groups {list(base)}", fix="add a group that the base set lacks"
