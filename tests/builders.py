@@ -66,3 +66,14 @@ def make_planted_group_study(out_dir: str | Path, *, n_images: int = 1600, seed:
         {"planted-net": {"architecture": "toy", "family": "planted"}},
         labels=labels,
     )
+
+
+def make_small_labelled_study(out_dir: str | Path, name: str, *, n_images: int, seed: int = 0) -> Path:
+    """A valid minimal study to damage in hostile tests: 4 labels, one `colour` concept group, one 4-d model
+    `net`, no image files."""
+    rng = np.random.default_rng(seed)
+    ids = np.array([f"i{i:03d}" for i in range(n_images)], dtype=object)
+    labels = rng.integers(0, 4, n_images)
+    concepts = pd.DataFrame({"image_id": ids, "concept": [f"[C] c{v}" for v in labels % 2], "group": "colour"})
+    features = {"net": rng.normal(size=(n_images, 4))}
+    return write_study(Path(out_dir), name, ids, concepts, features, {}, labels=labels.astype(str))

@@ -3,25 +3,17 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 
+from builders import make_small_labelled_study
 from conftest import files_under
 from qrp_core.cli import main
-from qrp_core.demos.study_files import write_study
 
 
 @pytest.fixture
 def study(tmp_path):
-    rng = np.random.default_rng(1)
-    n = 120
-    ids = np.array([f"i{i:03d}" for i in range(n)], dtype=object)
-    labels = rng.integers(0, 4, n)
-    concepts = pd.DataFrame({"image_id": ids, "concept": [f"[C] c{v}" for v in labels % 2], "group": "colour"})
-    return write_study(
-        tmp_path / "s", "hostile-cli", ids, concepts, {"net": rng.normal(size=(n, 4))}, {}, labels=labels.astype(str)
-    )
+    return make_small_labelled_study(tmp_path / "s", "hostile-cli", n_images=120, seed=1)
 
 
 PARSER_REFUSALS = {  # argv after the study file: the parser refuses these before any work

@@ -11,22 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from builders import make_small_labelled_study
 from conftest import files_under
 from qrp_core.cli import main
-from qrp_core.demos.study_files import write_study
 
 
 @pytest.fixture
 def study_dir(tmp_path):
-    rng = np.random.default_rng(0)
-    n = 80
-    ids = np.array([f"i{i:03d}" for i in range(n)], dtype=object)
-    labels = rng.integers(0, 4, n)
-    concepts = pd.DataFrame({"image_id": ids, "concept": [f"[C] c{v}" for v in labels % 2], "group": "colour"})
-    write_study(
-        tmp_path / "study", "hostile", ids, concepts, {"net": rng.normal(size=(n, 4))}, {}, labels=labels.astype(str)
-    )
-    return tmp_path / "study"
+    return make_small_labelled_study(tmp_path / "study", "hostile", n_images=80).parent
 
 
 VALID = """name = "hostile"
