@@ -47,7 +47,8 @@ def list_studies(cache: Cache) -> pd.DataFrame:
 
 
 def open_study(cache: Cache, name: str) -> Study:
-    entry = read_json(registry_path(cache), {}).get(name)
+    registry = read_json(registry_path(cache), {})
+    entry = registry.get(name) if isinstance(registry, dict) else None  # a damaged registry lists nothing
     if not isinstance(entry, dict) or "path" not in entry:
         raise InputError(
             f"the cache lists no study {name!r}",
