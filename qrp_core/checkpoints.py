@@ -75,7 +75,9 @@ def load_backbone(model: nn.Module, path: str | Path) -> dict:
     dropped = sorted(k for k in state if k not in expected and k.startswith(HEADS))
     state = {k: v for k, v in state.items() if k not in dropped}
     result = model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+    # a classifier the checkpoint lacks is fine: the representations are taken before it
+    heads_missing = sorted(k for k in result.missing_keys if k.startswith(HEADS))
+    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked") and k not in heads_missing]
     if missing or result.unexpected_keys:
         raise InputError(
             f"checkpoint ({found}) does not fit the architecture: missing {missing[:3]}, "
@@ -83,9 +85,12 @@ def load_backbone(model: nn.Module, path: str | Path) -> dict:
             where=path,
             fix="choose the architecture the weights were trained with (e.g. torchvision:resnet50)",
         )
+    trained = checkpoint.get("qrp_training") if isinstance(checkpoint.get("qrp_training"), dict) else {}
     return {
+        **{f"trained_{k}": str(v) for k, v in trained.items()},  # qrp's own trainer (demos/ssl_train.py)
         "checkpoint": str(path),
         "checkpoint_sha256": sha256_file(path),
         "found": found,
         "left_out": sorted(set(left_out) | {k.split(".")[0] for k in dropped}),
+        **({"heads_not_in_checkpoint": sorted({k.split(".")[0] for k in heads_missing})} if heads_missing else {}),
     }

@@ -229,19 +229,19 @@ def _cifar_resnet(depth: int, *, weights: str | Path | None = None, seed: int = 
     return Source(
         f"cifar-resnet{depth}",
         model.eval(),
-        32,
+        int(provenance.get("trained_image_size", 32)),  # qrp's trainer records the side it trained at
         (0.485, 0.456, 0.406),
         (0.229, 0.224, 0.225),
         {"final": "pool", "layer1": "layer1", "layer2": "layer2"},
         {
             "architecture": f"ResNet-{depth} (CIFAR)",
-            "family": "supervised (CIFAR-10)" if weights else "random init",
+            "family": provenance.get("trained_family") or ("supervised (CIFAR-10)" if weights else "random init"),
             **provenance,
         },
     )
 
 
-for _depth in (20, 32, 44, 56):
+for _depth in (8, 20, 32, 44, 56):
     register(f"cifar-resnet{_depth}")(lambda depth=_depth, **kw: _cifar_resnet(depth, **kw))
 
 

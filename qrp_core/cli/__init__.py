@@ -7,7 +7,7 @@ import errno
 import sys
 
 from ..errors import InputError
-from . import analysis_verbs, verbs
+from . import analysis_verbs, ssl_verb, verbs
 from .parser import build_parser
 
 WRITE_REFUSALS = {
@@ -21,6 +21,7 @@ WRITE_REFUSALS = {
 VERBS = {
     "validate": verbs.validate,
     "extract": verbs.extract,
+    "train-ssl": ssl_verb.train_ssl,
     "fetch": verbs.fetch,
     "label": verbs.label,
     "import-labels": verbs.import_labels,

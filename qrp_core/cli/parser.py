@@ -11,6 +11,7 @@ from pathlib import Path
 from ..config import DEMO_K, KMeansConfig, ProbeConfig, RunConfig, SplitConfig
 from ..results import parse_groups
 from ..study import Study
+from . import ssl_verb
 
 DESCRIPTION = """Quantized reverse probing: demo, run, ranking, export, validate, and the analyses
 (ablation, pairs, explain, sweep-k, layers, transfer, significance)."""
@@ -189,13 +190,19 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True, parser_class=verb_parser)
 
     p = verbs.add_parser("demo", help="build a demo study, measure and analyse its models")
-    p.add_argument("--out", type=Path, default=None, help="where to write the study (default: <cache>/demo)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where to write the study (default: <cache>/demo, <cache>/ssl for --study ssl)",
+    )
     p.add_argument("--n-images", type=positive_int, default=None, help="images of a built world (default 1500 / 3000)")
     p.add_argument(
         "--study",
-        choices=["concepts", "synthetic", "imagenette", "cifar10"],
+        choices=["concepts", "ssl", "synthetic", "imagenette", "cifar10"],
         default="concepts",
-        help="concepts: drawn images seen by EfficientNet-Lite0 and baselines (default); synthetic: "
+        help="concepts: drawn images seen by EfficientNet-Lite0 and baselines (default); ssl: the same "
+        "images seen by a small backbone trained by 8 self-supervised and reference methods (~15 min); synthetic: "
         "planted features (seconds); imagenette, cifar10: real photos from --images",
     )
     p.add_argument(
@@ -247,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to compute")
+
+    ssl_verb.add_parser(verbs, positive_int, positive_float)
 
     p = verbs.add_parser("run", help="cluster, probe and score the study's models")
     p.add_argument("study", type=Path, help="study .toml file")

@@ -19,6 +19,7 @@ from ..errors import InputError
 from ..pipeline import Runner
 from ..study import Study, load_study
 from .concept_world import make_concept_world
+from .ssl_world import make_ssl_world
 from .synthetic import make_synthetic_study
 
 # extra K for the varying-K view; concept world's 1,500 images leave 10 or more test images per cluster up to K=30
@@ -38,22 +39,27 @@ def build_demo(
     """Write a demo study and compute what every view shows: the ranking at K=30, a K sweep, group
     ablations, the pairs that colour explains, significance, and transfer to a second collection.
 
-    ``world``: ``concepts`` (drawn images seen by EfficientNet-Lite0 and baselines, the default) or
-    ``synthetic`` (planted features, seconds to build). ``on_stage(text, fraction_done)`` reports progress.
+    ``world``: ``concepts`` (drawn images seen by EfficientNet-Lite0 and baselines, the default),
+    ``ssl`` (the same images seen by a small backbone trained by eight self-supervised and reference
+    methods: ``ssl_world.py``; no transfer) or ``synthetic`` (planted features, seconds to build). ``on_stage(text, fraction_done)`` reports progress.
     """
     report = on_stage or (lambda text, fraction: None)
-    out = out or cache.root / "demo"
-    n_images = n_images or (1500 if world == "concepts" else 3000)
+    out = out or cache.root / ("ssl" if world == "ssl" else "demo")
+    n_images = n_images or (3000 if world == "synthetic" else 1500)
     if world == "concepts":
         report("drawing the images and extracting features", 0.0)
         study = load_study(make_concept_world(out, n_images=n_images, show_progress=show_progress))
+        order = ("colour", "texture", "scene", "other")
+    elif world == "ssl":
+        report("drawing the images, training the SSL zoo and extracting features", 0.0)
+        study = load_study(make_ssl_world(out, n_images=n_images, show_progress=show_progress))
         order = ("colour", "texture", "scene", "other")
     elif world == "synthetic":
         report("drawing the demo images", 0.0)
         study = load_study(make_synthetic_study(out, n_images=n_images))
         order = ("colour", "texture", "other")
     else:
-        raise InputError(f"unknown demo world {world!r}", fix="use concepts or synthetic")
+        raise InputError(f"unknown demo world {world!r}", fix="use concepts, ssl or synthetic")
     main = dataclasses.replace(config, ks=(DEMO_K,))
     stages = [
         ("clustering and probing", lambda: Runner(study, main, cache, show_progress=show_progress).run()),
@@ -67,8 +73,9 @@ def build_demo(
             lambda: run_pairs(study, main, cache, base=("labels",), added="colour", show_progress=show_progress),
         ),
         ("significance", lambda: _significance(study, cache, main, show_progress)),
-        ("transfer", lambda: _transfer(study, cache, out, world, n_images, show_progress)),
     ]
+    if world != "ssl":
+        stages.append(("transfer", lambda: _transfer(study, cache, out, world, n_images, show_progress)))
     for i, (text, stage) in enumerate(stages):
         report(text, (i + 1) / (len(stages) + 1))
         stage()

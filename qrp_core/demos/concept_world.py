@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -71,14 +72,23 @@ def linear_accuracies(features: dict[str, Path], labels: np.ndarray, store: Path
     return {name: known[name]["linear_acc"] for name in features}
 
 
-def make_concept_world(
-    out: str | Path, *, n_images: int = 1500, seed: int = 0, image_seed: int = 0, show_progress: bool = True
-) -> Path:
-    """Draw the images, extract every representation (resumable) and write the study; returns study.toml."""
-    from ..extract import ImageList, extract
-    from ..networks import get_source
+@dataclass(frozen=True)
+class World:
+    """Drawn images: their ids, paths (relative to the study folder), factors, concept table and labels."""
 
-    out = Path(out)
+    ids: np.ndarray
+    paths: np.ndarray
+    factors: dict[str, np.ndarray]
+    concepts: pd.DataFrame
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array(SHAPES)[self.factors["shape"]]
+
+
+def draw_world(out: Path, n_images: int, *, seed: int = 0, image_seed: int = 0, by_shape: bool = False) -> World:
+    """Draw ``n_images`` scenes into ``out/images`` (kept when already there), under one folder per shape
+    when ``by_shape`` (a trainer's class folders). Image ids are ``scene<image_seed>-<i>``."""
     rng = np.random.default_rng([seed, image_seed])
     factors = {
         "shape": rng.integers(len(SHAPES), size=n_images),
@@ -89,11 +99,12 @@ def make_concept_world(
         "count": rng.integers(1, 3, size=n_images),
     }
     ids = np.array([f"scene{image_seed}-{i:05d}" for i in range(n_images)], dtype=object)
-    paths = np.array([f"images/{i}.jpg" for i in ids], dtype=object)
-    (out / "images").mkdir(parents=True, exist_ok=True)
+    folders = [f"{SHAPES[s]}/" if by_shape else "" for s in factors["shape"]]
+    paths = np.array([f"images/{folder}{i}.jpg" for folder, i in zip(folders, ids)], dtype=object)
     backgrounds, sizes = list(BACKGROUNDS), list(SIZES)
     for i, path in enumerate(paths):
         if not (out / path).is_file():
+            (out / path).parent.mkdir(parents=True, exist_ok=True)
             draw_scene(
                 SHAPES[factors["shape"][i]],
                 COLOURS[factors["colour"][i]],
@@ -103,41 +114,33 @@ def make_concept_world(
                 int(factors["count"][i]),
                 rng,
             ).save(out / path, quality=90)
-
+    named = {
+        ("colour", "Color"): [COLOURS[c] for c in factors["colour"]],
+        ("texture", "Texture"): [TEXTURES[t] for t in factors["texture"]],
+        ("scene", "Background"): [backgrounds[b] for b in factors["background"]],
+        ("other", "Size"): [sizes[s] for s in factors["size"]],
+        ("other", "Count"): ["one" if c == 1 else "two" for c in factors["count"]],
+    }
     concepts = pd.concat(
         [
-            pd.DataFrame(
-                {"image_id": ids, "concept": [f"[Color] {COLOURS[c]}" for c in factors["colour"]], "group": "colour"}
-            ),
-            pd.DataFrame(
-                {
-                    "image_id": ids,
-                    "concept": [f"[Texture] {TEXTURES[t]}" for t in factors["texture"]],
-                    "group": "texture",
-                }
-            ),
-            pd.DataFrame(
-                {
-                    "image_id": ids,
-                    "concept": [f"[Background] {backgrounds[b]}" for b in factors["background"]],
-                    "group": "scene",
-                }
-            ),
-            pd.DataFrame(
-                {"image_id": ids, "concept": [f"[Size] {sizes[s]}" for s in factors["size"]], "group": "other"}
-            ),
-            pd.DataFrame(
-                {
-                    "image_id": ids,
-                    "concept": [f"[Count] {'one' if c == 1 else 'two'}" for c in factors["count"]],
-                    "group": "other",
-                }
-            ),
+            pd.DataFrame({"image_id": ids, "concept": [f"[{kind}] {v}" for v in values], "group": group})
+            for (group, kind), values in named.items()
         ],
         ignore_index=True,
     )
+    return World(ids, paths, factors, concepts)
 
-    images = ImageList(out, tuple(out / p for p in paths), tuple(ids), None)
+
+def make_concept_world(
+    out: str | Path, *, n_images: int = 1500, seed: int = 0, image_seed: int = 0, show_progress: bool = True
+) -> Path:
+    """Draw the images, extract every representation (resumable) and write the study; returns study.toml."""
+    from ..extract import ImageList, extract
+    from ..networks import get_source
+
+    out = Path(out)
+    world = draw_world(out, n_images, seed=seed, image_seed=image_seed)
+    images = ImageList(out, tuple(out / p for p in world.paths), tuple(world.ids), None)
     features, metadata = {}, {}
     for name, (source_name, options) in JOBS.items():
         source = get_source(source_name, **options)
@@ -145,11 +148,20 @@ def make_concept_world(
             source, images, out / "features", prefix=f"{name}--", batch_size=50, show_progress=show_progress
         )["final"]
         metadata[name] = dict(source.metadata)
-    code = combo_code(factors["shape"], factors["colour"], np.random.default_rng(seed))
+    code = combo_code(world.factors["shape"], world.factors["colour"], np.random.default_rng(seed))
     np.save(out / "features" / "combo-code.npy", code.astype(np.float32))
     features["combo-code"] = out / "features" / "combo-code.npy"
     metadata["combo-code"] = {"architecture": "2-D code", "family": "planted (shape x colour)"}
-    for name, accuracy in linear_accuracies(features, factors["shape"], out / "features" / "linear_acc.json").items():
+    shapes = world.factors["shape"]
+    for name, accuracy in linear_accuracies(features, shapes, out / "features" / "linear_acc.json").items():
         metadata[name]["linear_acc"] = accuracy
-    labels = np.array(SHAPES)[factors["shape"]]
-    return write_study(out, f"concept-world-{n_images}", ids, concepts, features, metadata, labels=labels, paths=paths)
+    return write_study(
+        out,
+        f"concept-world-{n_images}",
+        world.ids,
+        world.concepts,
+        features,
+        metadata,
+        labels=world.labels,
+        paths=world.paths,
+    )
