@@ -74,3 +74,29 @@ if st.button("Build the demo study", type="primary" if table.empty else "seconda
     st.rerun()
 if st.session_state.pop("_demo_built", False):
     st.success("Demo built: pick pages on the left.")
+
+st.subheader("The SSL zoo")
+st.markdown(
+    "**SSL zoo**: one small network trained on other concept-world images by SimCLR (with and without colour "
+    "augmentation), BYOL, SwAV, RotNet, a denoising autoencoder, shape labels, and left random, then measured on "
+    "the demo's images: methods whose invariances we chose, to check that the ranking, ablations and word clouds "
+    "recover them. Building it trains the eight models and measures and analyses them (about 9 minutes on 2 cores; "
+    "`python -m qrp_core demo --study ssl` does the same from a terminal)."
+)
+if st.button("Build the SSL zoo", key="build_ssl"):
+    from qrp_core.config import RunConfig
+    from qrp_core.demos.build import build_demo
+
+    bar = st.progress(0.0, text="starting")
+    build_demo(
+        Cache(root),
+        RunConfig(),
+        world="ssl",
+        on_stage=lambda text, fraction: bar.progress(fraction, text=text),
+        show_progress=False,
+    )
+    st.cache_data.clear()
+    st.session_state["_ssl_built"] = True
+    st.rerun()
+if st.session_state.pop("_ssl_built", False):
+    st.success("SSL zoo built: choose study ssl in the sidebar.")

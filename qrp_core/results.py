@@ -213,7 +213,7 @@ def measure_warnings(results: pd.DataFrame) -> list[str]:
     if "n_test" in results:
         per_cluster = results.groupby("k")["n_test"].mean() / results.groupby("k")["k"].first()
         for k, value in per_cluster.items():
-            if value < MIN_TEST_IMAGES_PER_CLUSTER:
+            if round(value, 1) < MIN_TEST_IMAGES_PER_CLUSTER:  # as printed: 9.99 reads 10.0 and is 10
                 lines.append(
                     f"K={k}: {value:.1f} test images per cluster (fewer than {MIN_TEST_IMAGES_PER_CLUSTER}): NMI, AMI "
                     f"and top-1 are mostly chance at this K; choose K <= {max(2, int(value * k // MIN_TEST_IMAGES_PER_CLUSTER))} "

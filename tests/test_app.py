@@ -61,7 +61,7 @@ def test_home_lists_the_demo_study(app, demo_cache):
     assert at.title[0].value == "Quantized reverse probing"
     assert at.dataframe[0].value["study"].tolist() == [study.name]
     assert frame(at, "most frequent")["group"].tolist() == list(study.concepts.group_names)
-    assert at.button(key="build_demo")
+    assert at.button(key="build_demo") and at.button(key="build_ssl")
 
 
 def test_ranking_table_equals_the_engine(app, demo_cache):

@@ -164,6 +164,7 @@ def test_every_verb_has_help():
         "label",
         "import-labels",
         "fetch",
+        "train-ssl",
     }
     for verb in verbs:
         with pytest.raises(SystemExit) as info:

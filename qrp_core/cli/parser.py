@@ -11,10 +11,11 @@ from pathlib import Path
 from ..config import DEMO_K, KMeansConfig, ProbeConfig, RunConfig, SplitConfig
 from ..results import parse_groups
 from ..study import Study
-from . import ssl_verb
+from .ssl_verb import add_parser as add_train_ssl_parser
 
-DESCRIPTION = """Quantized reverse probing: demo, run, ranking, export, validate, and the analyses
-(ablation, pairs, explain, sweep-k, layers, transfer, significance)."""
+DESCRIPTION = """Quantized reverse probing: demo, run, ranking, export, validate, the analyses
+(ablation, pairs, explain, sweep-k, layers, transfer, significance), and what makes inputs (extract, label,
+import-labels, fetch, train-ssl)."""
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -255,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to compute")
 
-    ssl_verb.add_parser(verbs, positive_int, positive_float)
+    add_train_ssl_parser(verbs, positive_int, positive_float)
 
     p = verbs.add_parser("run", help="cluster, probe and score the study's models")
     p.add_argument("study", type=Path, help="study .toml file")

@@ -6,7 +6,9 @@ faiss) is imported by the verbs that compute, so that ``--help``, ``ranking``, `
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -142,17 +144,30 @@ def demo(args: argparse.Namespace) -> int:
             f"the {args.study} demo fixes K at {DEMO_K}", fix="drop --k (it is for --study imagenette and cifar10)"
         )
     args.k = [DEMO_K]
+    started = time.perf_counter()
     study = build_demo(
         cache,
         run_config(args, None),
         world=args.study,
         n_images=args.n_images,
         out=args.out,
-        on_stage=lambda text, _: print(f"demo: {text}", file=sys.stderr),
+        on_stage=lambda text, _: print(f"demo: [{_minutes(time.perf_counter() - started)}] {text}", file=sys.stderr),
     )
     print_ranking(result_rows(load_results(cache, study), k=DEMO_K, groups="+".join(study.concepts.group_names)))
-    print(f"\nbrowse it: {app_command(cache)}   (study file: {study.path})", file=sys.stderr)
+    print(
+        f"\nbuilt in {_minutes(time.perf_counter() - started)} on {_cores()} CPU cores"
+        f"\nbrowse it: {app_command(cache)}   (study file: {study.path})",
+        file=sys.stderr,
+    )
     return 0
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ from .synthetic import make_synthetic_study
 
 # extra K for the varying-K view; concept world's 1,500 images leave 10 or more test images per cluster up to K=30
 DEMO_SWEEP = (10, 20)
+SSL_TRAINING_SHARE = 0.6  # of the ssl world's build time, measured: training and extraction
 
 
 def build_demo(
@@ -52,7 +53,16 @@ def build_demo(
         order = ("colour", "texture", "scene", "other")
     elif world == "ssl":
         report("drawing the images, training the SSL zoo and extracting features", 0.0)
-        study = load_study(make_ssl_world(out, n_images=n_images, show_progress=show_progress))
+        study = load_study(
+            make_ssl_world(
+                out,
+                n_images=n_images,
+                show_progress=show_progress,
+                on_method=lambda method, i, n: report(
+                    f"training {method} and extracting its features ({i + 1}/{n})", SSL_TRAINING_SHARE * i / n
+                ),
+            )
+        )
         order = ("colour", "texture", "scene", "other")
     elif world == "synthetic":
         report("drawing the demo images", 0.0)
@@ -76,8 +86,9 @@ def build_demo(
     ]
     if world != "ssl":
         stages.append(("transfer", lambda: _transfer(study, cache, out, world, n_images, show_progress)))
+    done = SSL_TRAINING_SHARE if world == "ssl" else 0.0  # of the progress bar, before the analyses
     for i, (text, stage) in enumerate(stages):
-        report(text, (i + 1) / (len(stages) + 1))
+        report(text, done + (1 - done) * (i + 1) / (len(stages) + 1))
         stage()
     report("done", 1.0)
     return study

@@ -1,6 +1,8 @@
 """Self-supervised methods around one backbone: each turns a batch of images into a training loss.
 
-Every method sees two views of each image per step (the same budget for all), and the backbone's
+Every method sees two views of each image per step, each view a batch of its own through the backbone
+(the same budget and batch-norm statistics for all; one batch of both views is also slower on a CPU, whose
+caches a doubled batch's activations overflow), and the backbone's
 global-average-pooled output is the representation that qrp measures. Heads (projectors, predictors,
 prototypes, classifiers, decoders) are the method's own and are dropped after training.
 
@@ -138,7 +140,8 @@ class SwAV(Method):
 
 
 class RotNet(Method):
-    """Each image is seen at two different rotations (after crop and flip); a linear head names them."""
+    """Each image is seen at two different rotations (each view after its own crop and flip); a linear head
+    names them."""
 
     def __init__(self, backbone, dim, normalise):
         super().__init__(backbone, dim, normalise)
@@ -148,14 +151,29 @@ class RotNet(Method):
         n = images.shape[0]
         first = torch.randint(4, (n,), generator=generator)
         second = (first + torch.randint(1, 4, (n,), generator=generator)) % 4
-        rotations = torch.cat([first, second])
-        x = random_resized_crop(torch.cat([images, images]), generator)
-        x = torch.stack([torch.rot90(image, int(r), dims=(1, 2)) for image, r in zip(x, rotations.tolist())])
-        return F.cross_entropy(self.classifier(self.encode(x)), rotations.to(x.device))
+        return (
+            sum(
+                F.cross_entropy(
+                    self.classifier(self.encode(_rotated(random_resized_crop(images, generator), r))),
+                    r.to(images.device),
+                )
+                for r in (first, second)
+            )
+            / 2
+        )
+
+
+def _rotated(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
+    """Each image turned by its number of quarter turns (counter-clockwise)."""
+    out = x.clone()
+    for r in range(1, 4):
+        chosen = (rotations == r).to(x.device)
+        out[chosen] = torch.rot90(x[chosen], r, dims=(2, 3))
+    return out
 
 
 class Autoencoder(Method):
-    """Denoising: a decoder rebuilds the clean view (crop and flip) from the pooled feature of a copy
+    """Denoising: a decoder rebuilds each clean view (crop and flip) from the pooled feature of a copy
     with Gaussian noise (sigma 0.1); mean squared error in pixels."""
 
     def __init__(self, backbone, dim, normalise, *, image_size: int = 32, noise: float = 0.1):
@@ -169,7 +187,9 @@ class Autoencoder(Method):
         self.decoder = nn.Sequential(*up, nn.Sigmoid())
 
     def loss(self, images, labels, generator):
-        clean = random_resized_crop(torch.cat([images, images]), generator)
+        return sum(self._reconstruction(random_resized_crop(images, generator), generator) for _ in range(2)) / 2
+
+    def _reconstruction(self, clean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         noisy = (clean + self.noise * torch.randn(clean.shape, generator=generator).to(clean.device)).clamp(0, 1)
         code = self.expand(self.encode(noisy)).view(-1, 64, self.side, self.side)
         return F.mse_loss(self.decoder(F.relu(code)), clean)
@@ -183,8 +203,8 @@ class Supervised(Method):
         self.classifier = nn.Linear(dim, n_classes)
 
     def loss(self, images, labels, generator):
-        x = random_resized_crop(torch.cat([images, images]), generator)
-        return F.cross_entropy(self.classifier(self.encode(x)), torch.cat([labels, labels]).to(x.device))
+        views = [random_resized_crop(images, generator) for _ in range(2)]
+        return sum(F.cross_entropy(self.classifier(self.encode(v)), labels) for v in views) / 2
 
 
 def build_method(name: str, backbone: nn.Module, dim: int, normalise, *, image_size: int, n_classes: int) -> Method:

@@ -33,6 +33,7 @@ from ..networks import CifarResNet
 from .ssl_config import BACKBONES, FAMILIES, TrainConfig
 from .ssl_methods import build_method
 
+TRAINER_VERSION = 2  # raise when a method's objective or the loop changes: cached runs then retrain
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # the cifar-resnet sources' input normalisation
 
 
@@ -86,7 +87,9 @@ def resolve_device(device: str) -> torch.device:
 
 
 def run_key(config: TrainConfig, images: TrainingImages) -> str:
-    return hashlib.sha256(json.dumps([dataclasses.asdict(config), images.sha256]).encode()).hexdigest()
+    """sha256 of the configuration, the images and the trainer's version (a changed objective retrains)."""
+    identity = [dataclasses.asdict(config), images.sha256, TRAINER_VERSION]
+    return hashlib.sha256(json.dumps(identity).encode()).hexdigest()
 
 
 def _save(obj, path: Path) -> None:

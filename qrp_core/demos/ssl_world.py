@@ -9,6 +9,8 @@ expert groups. Each model's metadata records its method, family, epochs, steps, 
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,16 +42,20 @@ def make_ssl_world(
     seed: int = 0,
     device: str = "auto",
     show_progress: bool = True,
+    on_method: Callable[[str, int, int], None] | None = None,
 ) -> Path:
     """Draw both image sets, train every method (checkpoints in ``out/checkpoints``, reused when the method,
-    budget and images are unchanged), extract the features and write ``out/study.toml``."""
+    budget and images are unchanged), extract the features and write ``out/study.toml``.
+    ``on_method(method, i, n)`` is called before the i-th of n methods."""
     out = Path(out)
     world = draw_world(out, n_images, seed=seed, image_seed=0)
     draw_world(out / "train", budget.n_train, seed=seed, image_seed=2, by_shape=True)
     training_images = load_training_images(out / "train" / "images", budget.image_size)
     evaluated = ImageList(out, tuple(out / p for p in world.paths), tuple(world.ids), None)
     features, metadata = {}, {}
-    for method in methods:
+    for i, method in enumerate(methods):
+        if on_method is not None:
+            on_method(method, i, len(methods))
         config = TrainConfig(
             method,
             backbone=budget.backbone,
@@ -60,6 +66,7 @@ def make_ssl_world(
         )
         trained = train(config, training_images, out / "checkpoints", device=device, show_progress=show_progress)
         source = get_source(f"cifar-resnet{BACKBONES[budget.backbone]}", weights=trained.backbone_path)
+        source = dataclasses.replace(source, layers={"final": source.layers["final"]})  # the pooled output only
         features[method] = extract(
             source, evaluated, out / "features", prefix=f"{method}--", batch_size=250, show_progress=show_progress
         )["final"]
