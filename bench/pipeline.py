@@ -6,7 +6,8 @@
 Naive pipeline = what a user would write: scikit-learn KMeans, a dense torch nn.Linear probe fed
 by a DataLoader over the densified concept matrix, scikit-learn metrics. Both sides use the same
 K-means iterations (one restart) and the same probe epochs, learning rate and schedule; the
-quantization stage is also timed against a bare ``faiss.Kmeans`` call with the engine's settings.
+quantization stage is also timed against a bare ``faiss.Kmeans`` call with the engine's settings, and
+the engine's and scikit-learn's K-means again while another process keeps one core busy.
 Not a test: it prints times, ratios and both sets of metrics.
 """
 
@@ -15,9 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import time
 
-import faiss
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -25,12 +27,15 @@ from sklearn import metrics as skm
 from sklearn.cluster import KMeans
 
 import qrp_core  # noqa: F401  before torch and faiss load: libgomp's spin count, as the CLI runs
+from qrp_core.blas import import_faiss
 from qrp_core.config import KMeansConfig, ProbeConfig
 from qrp_core.features import standardisation_stats, standardise
 from qrp_core.metrics import probe_scores
 from qrp_core.probe import probe_logits, train_probe, train_probes
 from qrp_core.quantize import kmeans
 from qrp_core.split import TEST, TRAIN, VAL, stratified_split
+
+faiss = import_faiss()  # as the engine loads it: with a BLAS kernel that knows the CPU (qrp_core/blas.py)
 
 
 def make_study(n, dim, k, n_concepts, active, seed=0):
@@ -144,6 +149,12 @@ def main():
     _, times["bare faiss.Kmeans (train+assign, pre-standardised)"] = timed(bare_faiss)
     sk_kmeans = KMeans(args.k, init="random", n_init=1, max_iter=args.iters, tol=0.0, random_state=0)
     _, times["naive sklearn KMeans"] = timed(lambda: sk_kmeans.fit_predict(z))
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # one core kept busy by another process
+    try:
+        _, times["engine kmeans, one core busy elsewhere"] = timed(lambda: kmeans(x, config, seed=0))
+        _, times["naive sklearn KMeans, one core busy elsewhere"] = timed(lambda: sk_kmeans.fit_predict(z))
+    finally:
+        hog.kill()
 
     targets = clustering.assignments
     split, _ = stratified_split(targets, seed=0)
@@ -187,6 +198,8 @@ def main():
         / times["bare faiss.Kmeans (train+assign, pre-standardised)"],
         "quantization: sklearn / engine": times["naive sklearn KMeans"]
         / times["engine kmeans (standardise+train+assign)"],
+        "quantization, one core busy: sklearn / engine": times["naive sklearn KMeans, one core busy elsewhere"]
+        / times["engine kmeans, one core busy elsewhere"],
         "probe: naive / engine": times["naive probe (dense nn.Linear)"]
         / times["engine probe (sparse, fixed-shape steps)"],
         "metrics: naive / engine": times["naive metrics (sklearn)"] / times["engine metrics (incl. test logits)"],

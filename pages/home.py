@@ -1,5 +1,7 @@
 """Home: what the measure is, the studies in the cache, and the demo."""
 
+import os
+
 import streamlit as st
 
 from pages._shared import cache_root, concept_group_table, sidebar, studies, studies_stamp
@@ -28,6 +30,9 @@ digraph {
 
 root = cache_root()
 table = studies(str(root), studies_stamp(root))
+# a cache served read-only to colleagues (README: Showing the app) cannot be built into
+writable = os.access(root if root.exists() else root.resolve().parent, os.W_OK)
+read_only_help = None if writable else f"{root} is read-only to this app: build with the CLI where it is writable"
 st.subheader("Studies in the cache")
 if table.empty:
     st.info(f"`{root}` holds no study yet.")
@@ -61,7 +66,13 @@ st.markdown(
     "`combo-code` whose clusters are shape × colour combinations that a forward linear probe for colour "
     "misses. Building it extracts features and measures and analyses every model (about 4 minutes on 2 cores)."
 )
-if st.button("Build the demo study", type="primary" if table.empty else "secondary", key="build_demo"):
+if st.button(
+    "Build the demo study",
+    type="primary" if table.empty else "secondary",
+    key="build_demo",
+    disabled=not writable,
+    help=read_only_help,
+):
     from qrp_core.config import RunConfig
     from qrp_core.demos.build import build_demo  # the engine (torch, faiss) loads only to build
 
@@ -83,7 +94,7 @@ st.markdown(
     "recover them. Building it trains the eight models and measures and analyses them (about 9 minutes on 2 cores; "
     "`python -m qrp_core demo --study ssl` does the same from a terminal)."
 )
-if st.button("Build the SSL zoo", key="build_ssl"):
+if st.button("Build the SSL zoo", key="build_ssl", disabled=not writable, help=read_only_help):
     from qrp_core.config import RunConfig
     from qrp_core.demos.build import build_demo
 

@@ -91,6 +91,7 @@ def load_backbone(model: nn.Module, path: str | Path) -> dict:
         "checkpoint": str(path),
         "checkpoint_sha256": sha256_file(path),
         "found": found,
+        "keys_matched": len(state),  # tensors loaded; none missing or unexpected, or the load raised above
         "left_out": sorted(set(left_out) | {k.split(".")[0] for k in dropped}),
         **({"heads_not_in_checkpoint": sorted({k.split(".")[0] for k in heads_missing})} if heads_missing else {}),
     }

@@ -325,10 +325,12 @@ def task_runner(context: TaskContext, started) -> Runner:
 
     Threads are pinned to the task's CPUs so tasks sharing a node do not oversubscribe it.
     """
-    import faiss
     import ray
     import torch
 
+    from .blas import import_faiss
+
+    faiss = import_faiss()
     started.mark.remote(ray.get_runtime_context().get_task_id())
     torch.set_num_threads(context.threads)
     faiss.omp_set_num_threads(context.threads)

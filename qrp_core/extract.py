@@ -111,10 +111,13 @@ def extract(
     device: str = "auto",
     show_progress: bool = True,
     stop_after: int | None = None,
+    refuse_other_run: bool = False,
 ) -> dict[str, Path]:
     """Write one feature file per layer of ``source``; resume a run that stopped.
 
-    ``stop_after`` ends after that many new batches (tests use it to interrupt a run).
+    ``stop_after`` ends after that many new batches (tests use it to interrupt a run). Features of another
+    source, weights or image set under the same ``prefix`` are replaced, or with ``refuse_other_run`` (the
+    command line) left alone with an ``InputError``.
     Returns {layer: path of its (n_images, dim) float32 .npy}.
     """
     out = Path(out)
@@ -142,6 +145,16 @@ def extract(
     }
     progress = json.loads(progress_path.read_text()) if progress_path.is_file() else None
     if progress is not None and progress["params"] != params:
+        if refuse_other_run:
+            earlier = progress["params"]
+            weights = earlier["metadata"].get("checkpoint") or earlier["metadata"].get("weights") or "no weights"
+            raise InputError(
+                f"already holds features of {earlier['source']} ({weights}; {progress['done_batches']} of "
+                f"{progress['n_batches']} batches) from {'these' if earlier['images'] == params['images'] else 'other'} "
+                f"images, with other settings than this run's",
+                where=out,
+                fix="pass another --out for each model (or delete the folder to extract afresh)",
+            )
         progress = None  # another run's leftovers: start again
     done = progress["done_batches"] if progress else 0
     files = {layer: out / f"{prefix}{layer}.npy" for layer in source.layers}

@@ -2,22 +2,27 @@
 
 K-means runs in faiss (CPU, or its GPU index when faiss sees a GPU), or in torch on a CUDA
 device that faiss cannot use (``torch_kmeans``). Every backend starts each restart from the
-same centroids, drawn here from the seed, so they differ only by float rounding.
+same centroids, drawn here from the seed, so they differ only by float rounding. On a CPU, faiss's BLAS
+runs a kernel that knows the CPU and its threads are capped at the cores other processes leave free
+(``blas.py``); the clustering's stats record both.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import faiss
 import numpy as np
 import torch
 
+from .blas import faiss_blas, faiss_threads_on_free_cores, import_faiss
 from .config import FEATURE_ROWS_PER_BLOCK, GPU_RESIDENT_FEATURES_FRACTION, KMeansConfig
 from .errors import InputError
 from .features import read_rows, standardisation_stats, standardise, standardised_rows
+
+faiss = import_faiss()  # with a BLAS kernel that knows this CPU (blas.py)
 
 
 @dataclass
@@ -174,6 +179,7 @@ def kmeans(
         "device": device,
         "backend": backend,
         **_device_names(device),
+        **_blas_names(backend, device),
         "n_images": n,
         "dim": d,
         "n_train_points": int(n_train),
@@ -232,8 +238,10 @@ def _trainer(sample: np.ndarray, backend: str, device: str):
             early_stop_threshold=config.early_stop_threshold,
             verbose=False,
         )
-        km.train(sample, init_centroids=init)
-        return km.centroids.copy(), [float(v) for v in km.obj], {}
+        with faiss_threads_on_free_cores() if device == "cpu" else contextlib.nullcontext():
+            km.train(sample, init_centroids=init)
+            threads = faiss.omp_get_max_threads()
+        return km.centroids.copy(), [float(v) for v in km.obj], {"cpu_threads": threads} if device == "cpu" else {}
 
     return train_faiss
 
@@ -290,6 +298,18 @@ def resident_bytes(shape: tuple[int, int], sample_rows: int) -> int:
     return 4 * dim * (n + sample_copies * min(sample_rows, n))
 
 
+def _blas_names(backend: str, device: str) -> dict:
+    """What computed the distance products on a CPU: faiss's OpenBLAS and its kernel, or torch's BLAS."""
+    if device != "cpu":
+        return {}
+    if backend == "faiss":
+        return faiss_blas()
+    return {
+        "torch_blas": "MKL" if torch.backends.mkl.is_available() else "other",
+        "torch_cpu": torch.backends.cpu.get_cpu_capability(),
+    }
+
+
 def _device_names(device: str) -> dict:
     if device != "cuda":
         return {}
@@ -337,9 +357,12 @@ def assign(
 
     labels = np.empty(len(x), dtype=np.int32)
     distances = np.empty(len(x), dtype=np.float32)
-    for start in range(0, len(x), chunk_rows):
-        chunk = (
-            x[start : start + chunk_rows] if isinstance(x, torch.Tensor) else read_rows(x, start, start + chunk_rows)
-        )
-        labels[start : start + len(chunk)], distances[start : start + len(chunk)] = search(chunk)
+    with faiss_threads_on_free_cores() if backend == "faiss" and device == "cpu" else contextlib.nullcontext():
+        for start in range(0, len(x), chunk_rows):
+            chunk = (
+                x[start : start + chunk_rows]
+                if isinstance(x, torch.Tensor)
+                else read_rows(x, start, start + chunk_rows)
+            )
+            labels[start : start + len(chunk)], distances[start : start + len(chunk)] = search(chunk)
     return labels, distances

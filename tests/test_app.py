@@ -414,3 +414,12 @@ def test_a_links_values_that_the_cache_lacks_are_named_once(demo_cache, monkeypa
     assert at.selectbox(key="k").value == 30 and at.multiselect(key="models").value == ["combo-net"]
     at.run()  # said once: the next run shows the page as chosen
     assert not [w for w in at.warning if w.value.startswith("From the link")]
+
+
+def test_a_read_only_cache_disables_the_build_buttons(app, monkeypatch):
+    monkeypatch.setattr(os, "access", lambda *args, **kwargs: False)  # root may write anywhere: pretend not
+    at = app()
+    assert at.button(key="build_demo").disabled and at.button(key="build_ssl").disabled
+    monkeypatch.undo()
+    at = app()
+    assert not at.button(key="build_demo").disabled

@@ -245,3 +245,34 @@ def test_cuda_extraction_in_mixed_precision_matches_the_cpu(tmp_path):
     cuda = np.load(extract(source, images, tmp_path / "cuda", device="cuda", show_progress=False)["final"])
     assert json.loads((tmp_path / "cuda" / "progress.json").read_text())["device"].startswith("cuda")
     np.testing.assert_allclose(cuda, cpu, rtol=0.05, atol=0.02 * np.abs(cpu).max())  # bfloat16 autocast
+
+
+def test_a_second_source_into_the_same_folder_is_refused_and_the_first_kept(tmp_path, capsys):
+    import hashlib
+
+    from PIL import Image
+
+    from qrp_core.cli import main
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "imgs").mkdir()
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
+    torch.manual_seed(0)
+    from qrp_core.networks import CifarResNet
+
+    state = CifarResNet(20).state_dict()
+    torch.save(state, tmp_path / "resnet20.th")
+    common = ["--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "out")]
+    weights = ["--source", "cifar-resnet20", "--weights", str(tmp_path / "resnet20.th")]
+    assert main(["extract", *weights, *common]) == 0
+    out = capsys.readouterr().out
+    assert f"checkpoint {tmp_path / 'resnet20.th'}, checkpoint_sha256 " in out and f"keys_matched {len(state)}," in out
+    digest = hashlib.sha256((tmp_path / "out" / "final.npy").read_bytes()).hexdigest()
+    assert main(["extract", *weights, *common]) == 0  # the same run again: nothing to do
+    capsys.readouterr()
+    assert main(["extract", "--source", "pixels", *common]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "already holds features of cifar-resnet20" in err
+    assert "resnet20.th; 1 of 1 batches) from these images" in err and "Fix: pass another --out" in err
+    assert hashlib.sha256((tmp_path / "out" / "final.npy").read_bytes()).hexdigest() == digest

@@ -48,6 +48,11 @@ def validate(args: argparse.Namespace) -> int:
     return 2 if problems else 0
 
 
+# what a source's metadata says about the weights it loaded (networks.py, checkpoints.load_backbone)
+WEIGHTS_KEYS = ("weights", "weights_sha256", "checkpoint", "checkpoint_sha256", "found", "keys_matched", "left_out",
+                "heads_not_in_checkpoint", "trained_method")  # fmt: skip
+
+
 def extract(args: argparse.Namespace) -> int:
     from ..extract import extract as extract_features
     from ..extract import list_images
@@ -60,7 +65,12 @@ def extract(args: argparse.Namespace) -> int:
         options.update(pretrained=not args.random_init, blocks=tuple(args.blocks))
     source = with_layers(get_source(args.source, **options), args.layers)
     images = list_images(args.images)
-    files = extract_features(source, images, args.out, batch_size=args.batch_size, device=args.device)
+    loaded = {k: source.metadata[k] for k in WEIGHTS_KEYS if k in source.metadata}
+    if loaded:
+        print("weights: " + ", ".join(f"{k} {v}" for k, v in loaded.items()))
+    files = extract_features(
+        source, images, args.out, batch_size=args.batch_size, device=args.device, refuse_other_run=True
+    )
     images.table().to_csv(args.out / "images.csv", index=False)
     for layer, path in files.items():
         print(f"{layer}: {path}")
