@@ -195,7 +195,7 @@ def test_ranking_as_latex_is_the_engines_table(tiny_study_path, cache, capsys):
 
 def test_demo_refuses_k_and_groups_it_would_ignore_and_names_a_custom_cache(tmp_path, monkeypatch, capsys):
     assert main(["demo", "--study", "synthetic", "--k", "12", "--cache", str(tmp_path / "cache")]) == 2
-    _one_line_error(capsys, "the synthetic demo fixes K at 30. Fix: drop --k")
+    _one_line_error(capsys, "the synthetic demo takes no --k. Fix: drop --k")
     assert not (tmp_path / "cache").exists()
     _refused_by_parser(capsys, ["demo", "--study", "synthetic", "--groups", "labels"], "unrecognized arguments")
     monkeypatch.delenv(CACHE_ENV, raising=False)

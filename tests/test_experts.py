@@ -12,6 +12,7 @@ from qrp_core.experts import get_expert, list_experts
 from qrp_core.experts.colour import NAMES, rule_names, table_names
 from qrp_core.experts.runner import import_labels, label_images
 from qrp_core.extract import list_images, read_images
+from qrp_core.labels import imagenet_classes
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 TABLE = SHARED / "color-names" / "w2color.npy"
@@ -207,18 +208,7 @@ def test_imagenet_expert_names_the_objects_of_imagenette_photos():
         i for c in sorted(set(images.labels)) for i in [j for j, label in enumerate(images.labels) if label == c][:5]
     ]
     active = expert.predict(read_images([images.paths[i] for i in chosen], expert.image_size))
-    truth = {
-        "n01440764": "tench",
-        "n02102040": "English springer",
-        "n02979186": "cassette player",
-        "n03000684": "chain saw",
-        "n03028079": "church",
-        "n03394916": "French horn",
-        "n03417042": "garbage truck",
-        "n03425413": "gas pump",
-        "n03445777": "golf ball",
-        "n03888257": "parachute",
-    }
+    truth = imagenet_classes()  # WordNet id -> ImageNet's readable name
     found = [truth[images.labels[i]] in {expert.labels[c] for c in a} for i, a in zip(chosen, active)]
     print(f"ImageNet expert: the true object among the concepts of {sum(found)} of {len(found)} photos")
     assert np.mean(found) >= 0.6  # measured on these 50 photos: see the print

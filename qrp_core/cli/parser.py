@@ -18,6 +18,12 @@ DESCRIPTION = """Quantized reverse probing: demo, run, ranking, export, validate
 import-labels, fetch, train-ssl)."""
 
 
+LABEL_NAMES_HELP = (
+    "CSV with columns id,name naming each class folder (default: WordNet ids such as n01440764 get ImageNet's "
+    "names, other folders keep theirs); the image table keeps the folder as label_id"
+)
+
+
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Adds "(default: ...)" to help, except where the help speaks of it or the default is None or False."""
 
@@ -213,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder of class folders (imagenette: ../shared/data/imagenette-val here)",
     )
     p.add_argument("--weights-dir", type=Path, default=None, help="cifar10: folder of the CIFAR ResNet .th files")
+    p.add_argument("--label-names", type=Path, default=None, help=LABEL_NAMES_HELP)
     p.add_argument(
         "--dtd",
         type=Path,
@@ -244,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="checkpoint: CIFAR ResNet state dict, or a torchvision/timm backbone's (self-supervised) weights",
     )
+    p.add_argument("--label-names", type=Path, default=None, help=LABEL_NAMES_HELP)
     p.add_argument("--random-init", action="store_true", help="EfficientNet without its ImageNet weights")
     p.add_argument("--blocks", type=int, nargs="*", default=[], help="EfficientNet blocks to keep as layers too")
     p.add_argument(

@@ -56,6 +56,7 @@ WEIGHTS_KEYS = ("weights", "weights_sha256", "checkpoint", "checkpoint_sha256", 
 def extract(args: argparse.Namespace) -> int:
     from ..extract import extract as extract_features
     from ..extract import list_images
+    from ..labels import read_label_names, readable_labels
     from ..networks import get_source, with_layers
 
     options = {}
@@ -71,7 +72,12 @@ def extract(args: argparse.Namespace) -> int:
     files = extract_features(
         source, images, args.out, batch_size=args.batch_size, device=args.device, refuse_other_run=True
     )
-    images.table().to_csv(args.out / "images.csv", index=False)
+    table = images.table()
+    if "label" in table:
+        names = read_label_names(args.label_names) if args.label_names else None
+        table.insert(table.columns.get_loc("label"), "label_id", table["label"])
+        table["label"] = readable_labels(images.labels, names, source=args.label_names or args.images)
+    table.to_csv(args.out / "images.csv", index=False)
     for layer, path in files.items():
         print(f"{layer}: {path}")
     return 0
@@ -133,6 +139,7 @@ def demo(args: argparse.Namespace) -> int:
     """A photo demo (the ranking at each --k), or a built world with every view computed at K=30."""
     from ..demos.build import app_command, build_demo
     from ..demos.photos import build_photo_study
+    from ..labels import read_label_names
     from ..pipeline import Runner
 
     cache = Cache(args.cache)
@@ -146,12 +153,14 @@ def demo(args: argparse.Namespace) -> int:
             args.out or cache.root / args.study,
             weights_dir=args.weights_dir,
             dtd_root=args.dtd,
+            label_names=read_label_names(args.label_names) if args.label_names else None,
         )
         print_ranking(Runner(study, run_config(args, study), cache).run())
         return 0
-    if args.k is not None:
+    if args.k is not None or args.label_names is not None:
+        option = "--k" if args.k is not None else "--label-names"
         raise InputError(
-            f"the {args.study} demo fixes K at {DEMO_K}", fix="drop --k (it is for --study imagenette and cifar10)"
+            f"the {args.study} demo takes no {option}", fix=f"drop {option} (it is for --study imagenette and cifar10)"
         )
     args.k = [DEMO_K]
     started = time.perf_counter()

@@ -13,22 +13,11 @@ from ..errors import InputError
 from ..experts import get_expert
 from ..experts.runner import label_images
 from ..extract import extract, list_images
+from ..labels import readable_labels
 from ..networks import get_source
 from ..study import Study, load_study
 from .study_files import write_study
 
-IMAGENETTE_CLASSES = {
-    "n01440764": "tench",
-    "n02102040": "English springer",
-    "n02979186": "cassette player",
-    "n03000684": "chain saw",
-    "n03028079": "church",
-    "n03394916": "French horn",
-    "n03417042": "garbage truck",
-    "n03425413": "gas pump",
-    "n03445777": "golf ball",
-    "n03888257": "parachute",
-}
 # plus "texture" when a DTD folder is given (it trains on it); CIFAR's 32-px images hold no readable text or faces
 PHOTO_EXPERTS = {
     "imagenette": ("imagenet", "haar", "text", "colour", "style"),
@@ -68,11 +57,13 @@ def build_photo_study(
     *,
     weights_dir: Path | None = None,
     dtd_root: Path | None = None,
+    label_names: dict[str, str] | None = None,
     show_progress: bool = True,
 ) -> Study:
     """A study of a folder of class folders (Imagenette, CIFAR-10): thumbnails, the ground-truth labels
     as the base group, the concepts of the offline experts in ``PHOTO_EXPERTS``, and the features of
-    every representation in ``PHOTO_MODELS[name]``, extracted once per network and resumably."""
+    every representation in ``PHOTO_MODELS[name]``, extracted once per network and resumably. Class folders
+    named by WordNet id get ImageNet's names (or ``label_names``'); the image table keeps the id."""
     images = list_images(images_root)
     thumbs = out / "thumbs"
     thumbs.mkdir(parents=True, exist_ok=True)
@@ -107,9 +98,10 @@ def build_photo_study(
         ],
         ignore_index=True,
     )
-    labels = np.array([IMAGENETTE_CLASSES.get(label, label) for label in images.labels], dtype=object)
+    labels = readable_labels(images.labels, label_names, source=images_root)
+    ids = np.array(images.ids, dtype=object)
     return load_study(
         write_study(
-            out, name, np.array(images.ids, dtype=object), concepts, features, metadata, labels=labels, paths=paths
+            out, name, ids, concepts, features, metadata, labels=labels, paths=paths, label_ids=np.array(images.labels)
         )
     )

@@ -22,6 +22,7 @@ def write_study(
     *,
     labels: np.ndarray | None = None,
     paths: np.ndarray | None = None,
+    label_ids: np.ndarray | None = None,
 ) -> Path:
     """Write the files of a study (image table, long concept table, one .npy per model, study.toml).
 
@@ -39,6 +40,8 @@ def write_study(
     images = pd.DataFrame({"image_id": ids})
     if labels is not None:
         images["label"] = labels
+    if label_ids is not None:  # the class folder's own id (a WordNet id) beside its readable label
+        images["label_id"] = label_ids
     if paths is not None:
         images["path"] = paths
     atomic_write_bytes(out / "images.csv", images.to_csv(index=False).encode())

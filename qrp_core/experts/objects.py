@@ -10,28 +10,17 @@ maillot) carry their synset id or second lemma.
 
 from __future__ import annotations
 
-from collections import Counter
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from ..extract import normalise_images
+from ..labels import imagenet_classes
 from .base import Expert, register_expert
-
-CLASS_FILE = Path(__file__).with_name("imagenet_classes.tsv")
 
 
 def imagenet_class_names() -> list[str]:
     """The 1,000 readable ImageNet-1k class names, in output order, each distinct."""
-    synsets, lemmas = zip(*(line.rstrip("\n").split("\t") for line in CLASS_FILE.read_text().splitlines()))
-    first = [lemma.split(", ")[0] for lemma in lemmas]
-    repeated = {name for name, count in Counter(first).items() if count > 1}
-    names = []
-    for synset, lemma, name in zip(synsets, lemmas, first):
-        others = lemma.split(", ")[1:]
-        names.append(f"{name} ({others[0] if others else synset})" if name in repeated else name)
-    return names
+    return list(imagenet_classes().values())
 
 
 class ImageNetObjects(Expert):
