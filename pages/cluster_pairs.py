@@ -3,7 +3,7 @@
 import streamlit as st
 
 from pages._shared import command_hint, csv_download, image_grid, pair_view, require_selection, set_selection, show_page
-from qrp_core.analyses.pairs import nearest_images
+from qrp_core.analyses.pairs import TOP_PAIRS, most_informative_comparison, nearest_images
 from qrp_core.results import load_probe_run
 
 PER_PAGE = 12
@@ -20,6 +20,12 @@ def draw() -> None:
 
     available = pairs[["base", "added"]].drop_duplicates().itertuples(index=False) if pairs is not None else []
     available = list(available)
+    if pairs is not None and added is None and "_pairs_opened" not in st.session_state:
+        # first visit: open on the computed comparison with the largest drops (the engine's choice)
+        opened = st.session_state["_pairs_opened"] = most_informative_comparison(pairs, sel.k)
+        if opened is not None:
+            set_selection(base=opened[0].split("+"), added=opened[1])
+            st.rerun()
     if pairs is None or added is None or (base, added) not in [(a.base, a.added) for a in available]:
         st.info(
             "Choose probe groups and an added group in the sidebar for which pairs were computed"
@@ -45,6 +51,13 @@ def draw() -> None:
         )
         st.stop()
 
+    opened = st.session_state.get("_pairs_opened")
+    if opened is not None and opened[:2] == (base, added):
+        st.caption(
+            f"Opened on **{base} → + {added}**, of the comparisons computed at K={sel.k} the one whose "
+            f"{TOP_PAIRS} largest confusion drops per clustering are largest ({100 * opened[2]:.1f} points on "
+            "average); choose others in the sidebar."
+        )
     model = st.selectbox("Model", sel.models, key="pairs_model")
     comparison = pairs[
         (pairs["model"] == model) & (pairs["k"] == sel.k) & (pairs["base"] == base) & (pairs["added"] == added)

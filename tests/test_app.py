@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 from qrp_core import browse
 from qrp_core.analyses.ablation import gain_summary
 from qrp_core.analyses.curves import k_curve
-from qrp_core.analyses.pairs import explain_pair, over_represented
+from qrp_core.analyses.pairs import explain_pair, most_informative_comparison, over_represented
 from qrp_core.cache import Cache
 from qrp_core.results import load_results, measure_warnings
 
@@ -130,8 +130,15 @@ def test_cluster_pairs_are_ordered_by_drop_and_the_cloud_shows_the_top_concepts(
     assert len(at.get("image")) >= 1 + 2 * 12  # the word cloud and a page of each cluster's images
 
 
-def test_cluster_pairs_offers_the_computed_comparisons(app):
+def test_cluster_pairs_opens_on_the_most_informative_comparison_then_offers_the_others(app, demo_cache):
+    root, study = demo_cache
+    base, added, score = most_informative_comparison(Cache(root).read_table(study.name, "pairs"), 30)
     at = app("cluster_pairs")
+    assert at.session_state["base"] == base.split("+") and at.session_state["added"] == added
+    caption = " ".join(c.value for c in at.caption)
+    assert f"Opened on **{base} → + {added}**" in caption and f"({100 * score:.1f} points on average)" in caption
+    assert frame(at, "drop (points)").shape[0] > 0
+    next(s for s in at.sidebar.selectbox if s.label == "Added group").set_value("(none)").run()
     suggested = at.get("code")[0].value
     assert suggested.endswith("--base labels --added other")  # the next group, as labels + colour is computed
     button = at.button(key="use_labels_colour")

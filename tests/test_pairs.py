@@ -3,6 +3,7 @@
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 
@@ -207,3 +208,29 @@ def test_explain_pair_counts_frequencies_and_images_on_the_right_side(planted):
             assert row[f"frequency_{side}"] == pytest.approx(expected[study.concepts.names.index(name)]), (side, name)
         images = explained[f"images_{side}"]
         assert len(images) == 5 and (assignments[images] == cluster).all()
+
+
+def test_the_most_informative_comparison_has_the_largest_top_drops():
+    import itertools
+
+    from qrp_core.analyses.pairs import TOP_PAIRS, most_informative_comparison
+
+    rng = np.random.default_rng(0)
+    rows = [
+        {"base": base, "added": added, "model": model, "seed": seed, "k": k, "drop": drop}
+        for base, added, model, seed, k in itertools.product(["labels"], ["colour", "texture"], "ab", [0, 1], [10, 20])
+        for drop in rng.uniform(0, 0.3 if added == "texture" and k == 20 else 0.2, size=40)
+    ]
+    pairs = pd.DataFrame(rows)
+    for k in (10, 20):
+        scores = {}  # brute force: per comparison, the mean over clusterings of the mean of the 10 largest drops
+        for (base, added), part in pairs[pairs["k"] == k].groupby(["base", "added"]):
+            per_clustering = [
+                np.sort(g["drop"].to_numpy())[-TOP_PAIRS:].mean() for _, g in part.groupby(["model", "seed"])
+            ]
+            scores[(base, added)] = np.mean(per_clustering)
+        best = max(scores, key=scores.get)
+        base, added, score = most_informative_comparison(pairs, k)
+        assert (base, added) == best and score == pytest.approx(scores[best], rel=1e-12)
+    assert most_informative_comparison(pairs, 30) is None
+    assert most_informative_comparison(pairs, 20)[1] == "texture"

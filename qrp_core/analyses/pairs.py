@@ -278,3 +278,20 @@ def run_pairs(
         study.name, "pairs", pairs, {"base": list(base), "added": added}, keys=["model", "k", "seed", "base", "added"]
     )
     return pairs
+
+
+TOP_PAIRS = 10  # pairs per clustering that score a comparison
+
+
+def most_informative_comparison(pairs: pd.DataFrame, k: int) -> tuple[str, str, float] | None:
+    """Of the comparisons computed at ``k`` (base groups, added group), the one whose largest confusion drops
+    are largest: per model and seed the mean of its ``TOP_PAIRS`` largest drops, then the mean over model and
+    seed. Returns (base, added, that score as a share of confusion), or None when none was computed at ``k``."""
+    at_k = pairs[pairs["k"] == k]
+    if at_k.empty:
+        return None
+    keys = ["base", "added", "model", "seed"]
+    top = at_k.sort_values("drop", ascending=False, kind="stable").groupby(keys).head(TOP_PAIRS)
+    score = top.groupby(keys)["drop"].mean().groupby(["base", "added"]).mean()
+    base, added = score.idxmax()
+    return base, added, float(score.max())

@@ -137,8 +137,9 @@ def label(args: argparse.Namespace) -> int:
 
 def demo(args: argparse.Namespace) -> int:
     """A photo demo (the ranking at each --k), or a built world with every view computed at K=30."""
+    from ..analyses.pairs import run_pairs
     from ..demos.build import app_command, build_demo
-    from ..demos.photos import build_photo_study
+    from ..demos.photos import PHOTO_PAIRS, build_photo_study
     from ..labels import read_label_names
     from ..pipeline import Runner
 
@@ -155,7 +156,11 @@ def demo(args: argparse.Namespace) -> int:
             dtd_root=args.dtd,
             label_names=read_label_names(args.label_names) if args.label_names else None,
         )
-        print_ranking(Runner(study, run_config(args, study), cache).run())
+        config = run_config(args, study)
+        print_ranking(Runner(study, config, cache).run())
+        for added in PHOTO_PAIRS:  # what Cluster pairs opens on
+            if added in study.concepts.group_names:
+                run_pairs(study, config, cache, base=(study.base_group,), added=added)
         return 0
     if args.k is not None or args.label_names is not None:
         option = "--k" if args.k is not None else "--label-names"

@@ -23,6 +23,8 @@ PHOTO_EXPERTS = {
     "imagenette": ("imagenet", "haar", "text", "colour", "style"),
     "cifar10": ("imagenet", "colour", "style"),
 }
+# the groups whose addition to the labels the photo demos explain (Cluster pairs)
+PHOTO_PAIRS = ("objects", "texture")
 # extraction jobs (one pass of a network each) and the representations they give:
 # job -> (source, options); representation -> (job, layer, metadata)
 PHOTO_JOBS = {
