@@ -23,6 +23,7 @@ PAGES = [
     "transfer",
     "cluster_pairs?base=labels&added=colour&seed=0",
     "cluster_browser",
+    "cluster_map?seed=0&pair=2,5",
 ]
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 

@@ -193,6 +193,7 @@ def app_pages() -> dict[str, list]:
         "Explain": [
             st.Page("pages/cluster_pairs.py", title="Cluster pairs", icon=":material/compare_arrows:"),
             st.Page("pages/cluster_browser.py", title="Cluster browser", icon=":material/grid_view:"),
+            st.Page("pages/cluster_map.py", title="Cluster map", icon=":material/scatter_plot:"),
         ],
     }
 

@@ -32,6 +32,11 @@ def draw() -> None:
             f"Cluster (0 – {k - 1}), seed {seed}", min_value=0, max_value=k - 1, value=0, key="browser_cluster"
         )
     )
+    other = st.number_input(
+        "Compare with cluster", min_value=0, max_value=k - 1, value=(cluster + 1) % k, key="browser_other"
+    )
+    if st.button(f"Compare {cluster} with {other}", key="browser_compare", disabled=other == cluster):
+        st.switch_page("pages/cluster_map.py", query_params={"pair": f"{cluster},{other}", "seed": str(seed)})
     members = nearest_images(sel.cache, clustering, cluster, n=None)
     st.markdown(f"**{len(members)} images**, nearest the centroid first")
     pages = max((len(members) + PER_PAGE - 1) // PER_PAGE, 1)

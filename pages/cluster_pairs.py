@@ -2,11 +2,9 @@
 
 import streamlit as st
 
-from pages._shared import command_hint, csv_download, image_grid, pair_view, require_selection, set_selection, show_page
-from qrp_core.analyses.pairs import TOP_PAIRS, most_informative_comparison, nearest_images
-from qrp_core.results import load_probe_run
-
-PER_PAGE = 12
+from pages._pair import draw_pair
+from pages._shared import command_hint, csv_download, require_selection, set_selection, show_page
+from qrp_core.analyses.pairs import TOP_PAIRS, most_informative_comparison
 
 
 def draw() -> None:
@@ -93,44 +91,7 @@ def draw() -> None:
         format_func=lambda r: f"{top['i'][r]} vs {top['j'][r]}  (drop {100 * top['drop'][r]:.1f} points)",
     )
     i, j, probe = int(top["i"][choice]), int(top["j"][choice]), top["probe_b"][choice]
-    parts = pair_view(str(sel.cache.root), sel.study_name, sel.study_stamp, probe, i, j)
-    words = parts["words"]
-    st.subheader(f"Why {i} and {j} differ: θ{i} − θ{j} on {base}+{added}")
-    if parts["cloud_png"] is None:
-        st.info(
-            f"The probe gives clusters {i} and {j} the same coefficient for every concept they have: no concept "
-            "tells them apart (a probe that kept epoch 0, the cluster frequencies alone, has no coefficients at all)."
-        )
-    else:
-        st.image(parts["cloud_png"], width="stretch")
-        st.caption(
-            f"Concepts that occur in either cluster. Blue: larger for cluster {i}; red: larger for cluster {j}; "
-            f"size: |difference|. Words: " + ", ".join(words["concept"].head(12))
-        )
-
-    clustering = load_probe_run(sel.cache, probe).clustering
-    members = {cluster: nearest_images(sel.cache, clustering, cluster, n=None) for cluster in (i, j)}
-    n_pages = max(1, -(-max(len(m) for m in members.values()) // PER_PAGE))
-    page = (
-        st.number_input(
-            f"Image page (of {n_pages})",
-            min_value=1,
-            max_value=n_pages,
-            value=1,
-            step=1,
-            key=f"pair_page-{context}-{i}-{j}",
-        )
-        - 1
-    )
-    left, right = st.columns(2)
-    for column, cluster, side in ((left, i, "i"), (right, j, "j")):
-        with column:
-            st.markdown(f"**Cluster {cluster}** · {len(members[cluster])} images, nearest its centroid first")
-            image_grid(sel.study, members[cluster][page * PER_PAGE : (page + 1) * PER_PAGE], columns=4)
-            st.markdown("Top coefficients")
-            st.dataframe(
-                parts[f"top_{side}"].round(3), hide_index=True, width="stretch", height="content", key=f"top_{side}"
-            )
+    draw_pair(sel, probe, i, j, groups=f"{base}+{added}", context=context)
 
 
 show_page(draw)

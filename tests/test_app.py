@@ -430,3 +430,25 @@ def test_a_read_only_cache_disables_the_build_buttons(app, monkeypatch):
     monkeypatch.undo()
     at = app()
     assert not at.button(key="build_demo").disabled
+
+
+def test_cluster_map_shows_the_pair_in_the_url_and_the_browser_opens_it(app, demo_cache):
+    from qrp_core.analyses.pairs import pair_confusion
+    from qrp_core.results import find_probe, result_rows
+
+    root, study = demo_cache
+    at = app("cluster_map", seed="0")
+    assert any("Select two clusters on the map" in i.value for i in at.info)
+    at = app("cluster_map", seed="0", pair="2,5")
+    results = load_results(Cache(root), study)
+    rows = result_rows(results, models=["combo-net"], k=30, groups="+".join(study.concepts.group_names))
+    probe = find_probe(rows, "combo-net", 30, 0, tuple(study.concepts.group_names))
+    confusion = 100 * pair_confusion(Cache(root), probe, 2, 5)
+    assert any("Clusters **2** and **5**" in m.value and f"{confusion:.1f} %" in m.value for m in at.markdown)
+    assert at.subheader[0].value.startswith("Why 2 and 5 differ")
+    at = app("cluster_browser", seed="0")
+    at.number_input(key="browser_cluster").set_value(3).run()
+    at.number_input(key="browser_other").set_value(7).run()
+    at.button(key="browser_compare").click().run()
+    assert at.query_params["pair"] in ("3,7", ["3,7"])
+    assert at.subheader[0].value.startswith("Why 3 and 7 differ")

@@ -134,3 +134,21 @@ def test_a_damaged_cache_shows_its_problems_in_the_browser_not_tracebacks(damage
     text = page.locator("body").inner_text()
     assert shown in text.replace("**", ""), text[:2000]
     page.close()
+
+
+def test_selecting_two_clusters_on_the_map_opens_them_as_a_pair(server, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1800})
+    _load(page, f"{server}/cluster_map?seed=0")
+    page.wait_for_selector(".scatterlayer .point", timeout=30_000)
+    points = page.locator(".scatterlayer .point")
+    assert points.count() == 30  # one marker per cluster of the demo's K=30
+    points.nth(0).click(force=True)
+    page.wait_for_timeout(1000)
+    points.nth(5).click(force=True, modifiers=["Shift"])
+    page.wait_for_function("() => new URL(location.href).searchParams.has('pair')", timeout=30_000)
+    wait_until_drawn(page)
+    pair = dict(part.split("=") for part in urlsplit(page.url).query.split("&"))["pair"].replace("%2C", ",")
+    i, j = (int(v) for v in pair.split(","))
+    assert i != j
+    page.wait_for_selector(f"text=Why {i} and {j} differ", timeout=30_000)
+    page.close()

@@ -234,3 +234,24 @@ def test_the_most_informative_comparison_has_the_largest_top_drops():
         assert (base, added) == best and score == pytest.approx(scores[best], rel=1e-12)
     assert most_informative_comparison(pairs, 30) is None
     assert most_informative_comparison(pairs, 20)[1] == "texture"
+
+
+def test_the_cluster_map_lays_out_centroids_by_pca_and_names_each_cluster(planted):
+    from sklearn.decomposition import PCA
+
+    from qrp_core.analyses.cluster_map import cluster_map
+
+    study, cache, pairs = planted
+    clustering = cache.manifest("probes", pairs["probe_a"].iloc[0])["inputs"]["clustering"]
+    table = cluster_map(study, cache, clustering)
+    centroids = cache.load_array("clusterings", clustering, "centroids.npy").astype(np.float64)
+    reference = PCA(2).fit_transform(centroids)
+    for axis, column in enumerate(("x", "y")):  # the same axes, up to a sign per axis
+        sign = np.sign(reference[:, axis] @ table[column].to_numpy())
+        np.testing.assert_allclose(table[column], sign * reference[:, axis], atol=1e-6 * np.abs(reference).max())
+    assignments = cache.load_array("clusterings", clustering, "assignments.npy")
+    assert table["size"].tolist() == np.bincount(assignments, minlength=len(centroids)).tolist()
+    for cluster in range(len(centroids)):
+        expected = over_represented(study, cache, clustering, cluster, n=3)
+        assert table["top_concepts"][cluster] == ", ".join(expected["concept"])
+        assert table["group"][cluster] == (expected["group"].iloc[0] if len(expected) else "none")

@@ -50,6 +50,13 @@ def _test_confusion(run: ProbeRun) -> sp.csr_matrix:
     return confusion_matrix(run.assignments[test], run.predictions[test], run.n_clusters)
 
 
+def pair_confusion(cache: Cache, probe: str, i: int, j: int) -> float:
+    """The probe's symmetric confusion of clusters i and j on test images: (C[i,j] + C[j,i]) / (n_i + n_j)."""
+    confusion = _test_confusion(load_probe_run(cache, probe)).tocsr()
+    sizes = np.asarray(confusion.sum(axis=1)).ravel()
+    return float((confusion[i, j] + confusion[j, i]) / max(sizes[i] + sizes[j], 1))
+
+
 def confusion_drop(cache: Cache, probe_a: str, probe_b: str) -> pd.DataFrame:
     """Pairs ranked by how much less probe B confuses them than probe A (same clustering and split).
 
