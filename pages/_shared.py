@@ -15,7 +15,7 @@ from qrp_core import browse
 from qrp_core.analyses.pairs import explain_pair
 from qrp_core.cache import Cache
 from qrp_core.errors import InputError
-from qrp_core.results import load_results, registry_path, result_rows, results_path
+from qrp_core.results import find_probe, load_results, registry_path, result_rows, results_path
 from qrp_core.study import Study
 
 ALL_SEEDS = "all seeds"
@@ -352,6 +352,22 @@ def command_hint(text: str, command: str, *, quiet: bool = False) -> None:
     """``text`` (an info box, or a caption where the page already said what is missing) above ``command``."""
     (st.caption if quiet else st.info)(text)
     st.code(command, language="bash")
+
+
+def chosen_probe(sel: Selection, model: str) -> tuple[str, int]:
+    """The probe of ``model`` at the sidebar's K, groups and seed (the first seed when all are chosen) and
+    that seed; where there is none the page stops with the command that trains it."""
+    groups = "+".join(sel.groups)
+    rows = result_rows(sel.results, models=[model], k=sel.k, groups=groups)
+    if rows.empty:
+        command_hint(
+            f"No probe of {model} at K={sel.k} on {groups}.",
+            f"python -m qrp_core run {sel.study.path} --models {model} --k {sel.k} --groups {groups}",
+        )
+        st.stop()
+    seeds = sorted(rows["seed"])
+    seed = sel.seed if sel.seed in seeds else seeds[0]
+    return find_probe(rows, model, sel.k, seed, sel.groups), seed
 
 
 def csv_download(table: pd.DataFrame, filename: str, key: str) -> None:

@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from pages._shared import command_hint, image_grid, require_selection, show_page
+from pages._shared import chosen_probe, image_grid, require_selection, show_page
 from qrp_core.analyses.pairs import nearest_images, over_represented, top_concepts
-from qrp_core.results import find_probe, load_probe, load_probe_run, result_rows
+from qrp_core.results import load_probe, load_probe_run
 
 PER_PAGE = 18
 
@@ -13,16 +13,7 @@ def draw() -> None:
     sel = require_selection()
     st.title("Cluster browser")
     model = st.selectbox("Model", sel.models, key="browser_model")
-    rows = result_rows(sel.results, models=[model], k=sel.k, groups="+".join(sel.groups))
-    if rows.empty:
-        command_hint(
-            f"No probe of {model} at K={sel.k} on {'+'.join(sel.groups)}.",
-            f"python -m qrp_core run {sel.study.path} --models {model} --k {sel.k} --groups {'+'.join(sel.groups)}",
-        )
-        st.stop()
-    seeds = sorted(rows["seed"])
-    seed = sel.seed if sel.seed in seeds else seeds[0]
-    probe = find_probe(rows, model, sel.k, seed, sel.groups)
+    probe, seed = chosen_probe(sel, model)
     run = load_probe_run(sel.cache, probe)
     clustering, k = run.clustering, run.n_clusters
     if sel.seed is None:

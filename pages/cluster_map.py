@@ -4,11 +4,11 @@ import plotly.express as px
 import streamlit as st
 
 from pages._pair import draw_pair
-from pages._shared import command_hint, require_selection, show_page, study
+from pages._shared import chosen_probe, require_selection, show_page, study
 from qrp_core.analyses.cluster_map import cluster_map
 from qrp_core.analyses.pairs import pair_confusion
 from qrp_core.cache import Cache
-from qrp_core.results import find_probe, load_probe_run, result_rows
+from qrp_core.results import load_probe_run
 
 PLOT = {"toImageButtonOptions": {"format": "svg"}}
 
@@ -31,17 +31,8 @@ def draw() -> None:
     sel = require_selection()
     st.title("Cluster map")
     model = st.selectbox("Model", sel.models, key="map_model")
+    probe, seed = chosen_probe(sel, model)
     groups = "+".join(sel.groups)
-    rows = result_rows(sel.results, models=[model], k=sel.k, groups=groups)
-    if rows.empty:
-        command_hint(
-            f"No probe of {model} at K={sel.k} on {groups}.",
-            f"python -m qrp_core run {sel.study.path} --models {model} --k {sel.k} --groups {groups}",
-        )
-        st.stop()
-    seeds = sorted(rows["seed"])
-    seed = sel.seed if sel.seed in seeds else seeds[0]
-    probe = find_probe(rows, model, sel.k, seed, sel.groups)
     run = load_probe_run(sel.cache, probe)
     table = map_table(str(sel.cache.root), sel.study_name, sel.study_stamp, run.clustering)
     st.caption(
