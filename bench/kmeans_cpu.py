@@ -110,7 +110,7 @@ def blas_kernels() -> str:
     )
 
 
-def run(name: str, kind: str, env: dict, data: Path, n_iter: int, busy: bool) -> dict:
+def run(kind: str, env: dict, data: Path, n_iter: int, busy: bool) -> dict:
     environment = {**os.environ, **env}
     if env.get("OPENBLAS_CORETYPE") == "":
         environment.pop("OPENBLAS_CORETYPE", None)
@@ -156,7 +156,7 @@ def main() -> None:
         np.save(data / "init.npy", init)
         for busy in (False, True):
             print(f"\n{'beside one busy process' if busy else 'idle'}")
-            results = {name: run(name, kind, env, data, args.iters, busy) for name, (kind, env) in CANDIDATES.items()}
+            results = {name: run(kind, env, data, args.iters, busy) for name, (kind, env) in CANDIDATES.items()}
             reference = results["faiss, bundled OpenBLAS as it loads"]
             sklearn = results["scikit-learn KMeans"]["seconds"]
             ref_labels = np.load(reference["labels"])

@@ -16,6 +16,7 @@ import scipy.sparse as sp
 import torch
 
 from .config import CPU_STACKED_PROBE_MAX_WEIGHTS, FEATURE_ROWS_PER_BLOCK, PROBE_ROWS_PER_BLOCK, ProbeConfig
+from .errors import InputError
 from .probe_model import ReverseProbe, SparseRows
 from .probe_steps import FixedShapeEpochs
 from .split import TRAIN, VAL
@@ -41,8 +42,11 @@ def marginal_logits(targets: torch.Tensor, n_clusters: int) -> torch.Tensor:
 
 
 def resolve_torch_device(device: str) -> torch.device:
+    """``auto``: CUDA when torch sees a GPU, else the CPU; ``cuda`` without a GPU is an ``InputError``."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("device 'cuda' requested but torch sees no GPU", fix="use --device auto or cpu")
     return torch.device(device)
 
 

@@ -179,7 +179,7 @@ def kmeans(
         "device": device,
         "backend": backend,
         **_device_names(device),
-        **_blas_names(backend, device),
+        **(faiss_blas() if device == "cpu" else {}),  # the CPU runs faiss: its BLAS kernel
         "n_images": n,
         "dim": d,
         "n_train_points": int(n_train),
@@ -296,18 +296,6 @@ def resident_bytes(shape: tuple[int, int], sample_rows: int) -> int:
     n, dim = shape
     sample_copies = 2 if sample_rows < n else 1
     return 4 * dim * (n + sample_copies * min(sample_rows, n))
-
-
-def _blas_names(backend: str, device: str) -> dict:
-    """What computed the distance products on a CPU: faiss's OpenBLAS and its kernel, or torch's BLAS."""
-    if device != "cpu":
-        return {}
-    if backend == "faiss":
-        return faiss_blas()
-    return {
-        "torch_blas": "MKL" if torch.backends.mkl.is_available() else "other",
-        "torch_cpu": torch.backends.cpu.get_cpu_capability(),
-    }
 
 
 def _device_names(device: str) -> dict:

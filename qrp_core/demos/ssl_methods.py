@@ -178,8 +178,6 @@ class Autoencoder(Method):
 
     def __init__(self, backbone, dim, normalise, *, image_size: int = 32, noise: float = 0.1):
         super().__init__(backbone, dim, normalise)
-        if image_size % 8:
-            raise ValueError(f"the autoencoder's decoder needs an image size divisible by 8, got {image_size}")
         self.side, self.noise = image_size // 8, noise
         up = [nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ReLU(inplace=True)]
         up += [nn.ConvTranspose2d(32, 16, 4, 2, 1), nn.ReLU(inplace=True), nn.ConvTranspose2d(16, 3, 4, 2, 1)]

@@ -30,6 +30,7 @@ from ..cache import atomic_write_json
 from ..errors import InputError
 from ..extract import list_images, read_images
 from ..networks import CifarResNet
+from ..probe import resolve_torch_device
 from .ssl_config import BACKBONES, FAMILIES, TrainConfig
 from .ssl_methods import build_method
 
@@ -76,14 +77,6 @@ def make_backbone(name: str, seed: int) -> nn.Module:
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
     return model
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("no CUDA device is available", fix="use --device cpu or auto")
-    return torch.device(device)
 
 
 def run_key(config: TrainConfig, images: TrainingImages) -> str:
@@ -137,7 +130,7 @@ def train(
             where=images.root,
             fix="put each class's images in a folder named after it, or choose a self-supervised method",
         )
-    dev = resolve_device(device)
+    dev = resolve_torch_device(device)
     backbone = make_backbone(config.backbone, config.seed)
     mean, std = (torch.tensor(v, device=dev).view(1, 3, 1, 1) for v in (MEAN, STD))
     method = build_method(
