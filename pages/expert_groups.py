@@ -1,10 +1,9 @@
 """Expert groups (paper Fig. 4 and Table 3): what each concept group adds to the probe."""
 
-import plotly.express as px
 import streamlit as st
 
 from pages._shared import command_hint, csv_download, require_selection, set_selection, show_page
-from qrp_core.analyses.ablation import cumulative_summary, gain_summary
+from qrp_core import figures
 
 PLOT = {"toImageButtonOptions": {"format": "svg"}}
 
@@ -48,29 +47,7 @@ def draw() -> None:
         f"Each bar: a probe on the group named and all groups before it, with {sel.study.base_group} first "
         f"(top) or without it (bottom)."
     )
-    summary = cumulative_summary(part).drop(columns="k").sort_values(["variant", "step"])
-    summary[["mean", "std"]] *= 100
-    summary["variant"] = (
-        summary["variant"]
-        .map({"with base": f"with {sel.study.base_group}", "without base": f"without {sel.study.base_group}"})
-        .fillna(summary["variant"])
-    )
-    # models as in the Ranking: best NMI of any probe here first
-    model_order = list(summary.groupby("model")["mean"].max().sort_values(ascending=False).index)
-    figure = px.bar(
-        summary,
-        x="model",
-        y="mean",
-        error_y="std",
-        color="added",
-        barmode="group",
-        facet_row="variant",
-        category_orders={"added": list(dict.fromkeys(summary["added"])), "model": model_order},
-        hover_data=["groups"],
-        labels={"mean": "NMI (%)", "added": "last group added"},
-        height=520,
-    )
-    figure.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))  # "variant=with labels" -> "with labels"
+    figure, summary = figures.cumulative_bars(part, sel.study.base_group)
     st.plotly_chart(figure, config=PLOT, key="cumulative_chart")
     csv_download(summary, f"{sel.study_name}-ablation-cumulative.csv", "cumulative_csv")
 
@@ -82,16 +59,7 @@ def draw() -> None:
     gain = gain[gain["model"].isin(sel.models) & (gain["k"] == sel.k)]
     if sel.seed is not None:
         gain = gain[gain["seed"] == sel.seed]
-    table = gain_summary(gain).drop(columns="k").set_index("model")
-    matrix, base = table.drop(columns="base_nmi"), table["base_nmi"]
-    heat = px.imshow(
-        matrix,
-        text_auto=".2f",
-        color_continuous_scale="RdBu",
-        color_continuous_midpoint=0,
-        labels={"x": "added group", "y": "model", "color": "ΔNMI (points)"},
-        aspect="auto",
-    )
+    heat, table = figures.gain_heatmap(gain, sel.study.base_group)
     st.plotly_chart(heat, config=PLOT, key="gain_heatmap")
     st.caption(
         "A group whose concepts say nothing about the clusters can lower the scores: the probe fits "
@@ -99,7 +67,6 @@ def draw() -> None:
         "Weigh a small negative Δ against the seeds' spread (Ranking, ± std) before reading it as a property "
         "of the representation."
     )
-    table = matrix.assign(**{f"{sel.study.base_group} alone (NMI %)": base}).reset_index()
     st.dataframe(
         table,
         hide_index=True,

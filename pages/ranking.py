@@ -1,9 +1,7 @@
 """Ranking (paper Table 2, Fig. 3): mean ± std over seeds, chance levels, and the linear-probe scatter."""
 
-import numpy as np
 import pandas as pd
 import plotly.express as px
-import plotly.graph_objects as go
 import streamlit as st
 
 from pages._shared import (
@@ -15,10 +13,9 @@ from pages._shared import (
     show_page,
     training_curve,
 )
-from qrp_core import browse
+from qrp_core import browse, figures
 from qrp_core.results import compare_models, latex_table, measure_warnings
 
-METRICS = {"nmi": "NMI", "ami": "AMI", "top1": "top-1", "map": "mAP", "mi_bits": "MI (bits)"}
 PLOT = {"toImageButtonOptions": {"format": "svg"}}
 
 
@@ -49,21 +46,7 @@ def draw() -> None:
         st.warning(line)
 
     table = browse.ranking_table(sel.cache, sel.study, rows)
-    shown = table[["model", "family"]].copy()  # the CSV has the architecture too
-    if (table["empty_clusters"] > 0).any():
-        shown["empty clusters"] = table["empty_clusters"]
-    chance = table[["model"]].copy()
-    for metric, label in METRICS.items():
-        scale = 1 if metric == "mi_bits" else 100
-        shown[label] = table[f"{metric}_mean"] * scale
-        if several:
-            shown[f"{label} ±"] = table[f"{metric}_std"] * scale
-        if f"{metric}_null_mean" in table:
-            chance[f"{label} chance"] = table[f"{metric}_null_mean"] * scale
-            chance[f"{label} 95% CI"] = [
-                f"{lo * scale:.2f} – {hi * scale:.2f}"
-                for lo, hi in zip(table[f"{metric}_ci_low"], table[f"{metric}_ci_high"])
-            ]
+    shown, chance = figures.ranking_columns(table, several=several)
     numbers = {
         c: st.column_config.NumberColumn(format="%.2f", width="small" if c.endswith("±") else None)
         for c in [*shown.columns, *chance.columns]
@@ -114,30 +97,11 @@ def draw() -> None:
         losses.update_layout(margin={"t": 20}, legend_title_text="")
         st.plotly_chart(losses, config=PLOT, key="ranking_losses")
 
-    metric = st.radio("Metric", list(METRICS), format_func=METRICS.get, horizontal=True, key="ranking_metric")
-    scale = 1 if metric == "mi_bits" else 100
-    unit = " (bits)" if metric == "mi_bits" else " (%)"
-    order = table.sort_values(f"{metric}_mean", ascending=False)
-    figure = go.Figure(
-        go.Bar(
-            x=order["model"],
-            y=order[f"{metric}_mean"] * scale,
-            error_y={"type": "data", "array": order[f"{metric}_std"] * scale, "visible": several},
-            marker_color="#1f5fbf",
-            name="mean ± std over seeds" if several else f"seed {rows['seed'].iloc[0]}",
-        )
+    metric = st.radio(
+        "Metric", list(figures.METRICS), format_func=figures.METRICS.get, horizontal=True, key="ranking_metric"
     )
-    if f"{metric}_null_mean" in order:
-        figure.add_scatter(
-            x=order["model"],
-            y=order[f"{metric}_null_mean"] * scale,
-            mode="markers",
-            marker={"symbol": "line-ew-open", "size": 36, "color": "#c62828", "line": {"width": 4}},
-            name="chance (shuffled concepts)",
-        )
-    figure.update_layout(
-        yaxis_title=METRICS[metric].replace(" (bits)", "") + unit, height=380, margin={"t": 20}, showlegend=True
-    )
+    scale = figures.metric_scale(metric)
+    figure = figures.ranking_bars(table, metric, several=several, one_seed=rows["seed"].iloc[0])
     st.plotly_chart(figure, config=PLOT, key="ranking_bars")
 
     comparison = compare_models(rows, metric=metric) if several else None
@@ -164,36 +128,9 @@ def draw() -> None:
             },
         )
 
-    with_acc = table.dropna(subset=["linear_acc"]) if "linear_acc" in table else table.iloc[:0]
     st.subheader("Reverse probe vs linear-probe accuracy (Fig. 3)")
-    if len(with_acc) >= 2:
-        with_acc = with_acc.assign(
-            linear_acc=with_acc["linear_acc"].astype(float), top1_pct=100 * with_acc["top1_mean"]
-        )
-        fit = browse.linear_fit(with_acc["linear_acc"].to_numpy(), with_acc["top1_pct"].to_numpy())
-        scatter = px.scatter(
-            with_acc,
-            x="linear_acc",
-            y="top1_pct",
-            text="model",
-            labels={"linear_acc": "linear classification accuracy (%)", "top1_pct": "reverse-probe top-1 (%)"},
-        )
-        if len(with_acc) >= 3:  # through two points any line fits with r = ±1
-            xs = np.linspace(with_acc["linear_acc"].min(), with_acc["linear_acc"].max(), 2)
-            scatter.add_scatter(
-                x=xs,
-                y=fit["slope"] * xs + fit["intercept"],
-                mode="lines",
-                name=f"least-squares fit, r = {fit['r']:.2f} ({len(with_acc)} models)",
-            )
-        # a label goes above its point unless the nearest point along x is higher: close pairs label apart
-        x, y = with_acc["linear_acc"].to_numpy(), with_acc["top1_pct"].to_numpy()
-        gaps = np.abs(x[:, None] - x[None, :]) + np.diag(np.full(len(x), np.inf))
-        nearest = gaps.argmin(1)
-        scatter.update_traces(
-            textposition=["top center" if y[i] >= y[nearest[i]] else "bottom center" for i in range(len(x))],
-            selector={"mode": "markers+text"},
-        )
+    scatter = figures.probe_scatter(table)
+    if scatter is not None:
         st.plotly_chart(scatter, config=PLOT, key="ranking_scatter")
         st.caption(
             "x: each model's `linear_acc` from the study file (its linear-classification accuracy, as "

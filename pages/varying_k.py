@@ -1,14 +1,12 @@
 """Varying K (paper appendix D.2, Fig. 6 and 7)."""
 
-import plotly.express as px
 import streamlit as st
 
 from pages._shared import command_hint, csv_download, require_selection, show_page
+from qrp_core import figures
 from qrp_core.analyses.curves import k_curve
 
 PLOT = {"toImageButtonOptions": {"format": "svg"}}
-
-METRICS = {"nmi": "NMI", "ami": "AMI", "top1": "top-1"}
 
 
 def draw() -> None:
@@ -33,42 +31,21 @@ def draw() -> None:
         f"Probe on **{'+'.join(sel.groups)}** · every K in the cache (the sidebar's K is not used here) · "
         + (f"mean ± std over {n_seeds} seeds" if n_seeds > 1 else "one seed per K: no error bars")
     )
-    metric = st.radio("Metric (Fig. 7)", list(METRICS), format_func=METRICS.get, horizontal=True, key="k_metric")
-    palette = px.colors.qualitative.Set1
+    metric = st.radio(
+        "Metric (Fig. 7)",
+        list(figures.CURVE_METRICS),
+        format_func=figures.CURVE_METRICS.get,
+        horizontal=True,
+        key="k_metric",
+    )
+    mutual, scores = figures.k_curves(curve, metric)
     left, right = st.columns(2)
     with left:
         st.subheader("Mutual information (Fig. 6)")
-        st.plotly_chart(
-            px.line(
-                curve,
-                x="k",
-                y="mi_bits_mean",
-                error_y="mi_bits_std",
-                color="model",
-                markers=True,
-                color_discrete_sequence=palette,
-                labels={"k": "K", "mi_bits_mean": "MI I(f_K; y) (bits)"},
-            ),
-            config=PLOT,
-            key="mi_curve",
-        )
+        st.plotly_chart(mutual, config=PLOT, key="mi_curve")
     with right:
-        st.subheader(f"{METRICS[metric]} (Fig. 7)")
-        shown = curve.assign(value=100 * curve[f"{metric}_mean"], err=100 * curve[f"{metric}_std"])
-        st.plotly_chart(
-            px.line(
-                shown,
-                x="k",
-                y="value",
-                error_y="err",
-                color="model",
-                markers=True,
-                color_discrete_sequence=palette,
-                labels={"k": "K", "value": f"{METRICS[metric]} (%)"},
-            ),
-            config=PLOT,
-            key="metric_curve",
-        )
+        st.subheader(f"{figures.CURVE_METRICS[metric]} (Fig. 7)")
+        st.plotly_chart(scores, config=PLOT, key="metric_curve")
     csv_download(curve, f"{sel.study_name}-varying-k.csv", "k_csv")
 
 
