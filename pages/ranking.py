@@ -4,6 +4,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from pages._report import report_download
 from pages._shared import (
     command_hint,
     csv_download,
@@ -63,6 +64,7 @@ def draw() -> None:
             key="ranking_latex",
             help="booktabs table: mean ± std in %, MI in bits, best in bold",
         )
+        report_download(sel)
     if len(chance.columns) > 1:
         with st.expander("Chance levels and 95% confidence intervals"):
             st.dataframe(chance, hide_index=True, width="stretch", key="ranking_chance", column_config=numbers)

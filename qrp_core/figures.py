@@ -143,7 +143,8 @@ def gain_heatmap(gain: pd.DataFrame, base_group: str) -> tuple[go.Figure, pd.Dat
         labels={"x": "added group", "y": "model", "color": "ΔNMI (points)"},
         aspect="auto",
     )
-    return heat, matrix.assign(**{f"{base_group} alone (NMI %)": base}).reset_index()
+    table = matrix.assign(**{f"{base_group} alone (NMI %)": base}).reset_index()
+    return heat, table.rename_axis(columns=None)
 
 
 def k_curves(curve: pd.DataFrame, metric: str) -> tuple[go.Figure, go.Figure]:

@@ -165,6 +165,7 @@ def test_every_verb_has_help():
         "import-labels",
         "fetch",
         "train-ssl",
+        "report",
     }
     for verb in verbs:
         with pytest.raises(SystemExit) as info:

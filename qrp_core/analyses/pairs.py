@@ -57,6 +57,12 @@ def pair_confusion(cache: Cache, probe: str, i: int, j: int) -> float:
     return float((confusion[i, j] + confusion[j, i]) / max(sizes[i] + sizes[j], 1))
 
 
+def most_confused_pairs(cache: Cache, probe: str, n: int) -> pd.DataFrame:
+    """The ``n`` pairs the probe confuses most on test images (``pairwise_confusion``), ties by cluster ids."""
+    confused = pairwise_confusion(_test_confusion(load_probe_run(cache, probe)))
+    return confused.sort_values(["confusion", "i", "j"], ascending=[False, True, True], kind="stable").head(n)
+
+
 def confusion_drop(cache: Cache, probe_a: str, probe_b: str) -> pd.DataFrame:
     """Pairs ranked by how much less probe B confuses them than probe A (same clustering and split).
 

@@ -7,7 +7,7 @@ import errno
 import sys
 
 from ..errors import InputError
-from . import analysis_verbs, ssl_verb, verbs
+from . import analysis_verbs, report_verb, ssl_verb, verbs
 from .parser import build_parser
 
 WRITE_REFUSALS = {
@@ -36,6 +36,7 @@ VERBS = {
     "layers": analysis_verbs.layers,
     "transfer": analysis_verbs.transfer,
     "significance": analysis_verbs.significance,
+    "report": report_verb.report,
 }
 
 

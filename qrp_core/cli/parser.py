@@ -11,10 +11,11 @@ from pathlib import Path
 from ..config import DEMO_K, KMeansConfig, ProbeConfig, RunConfig, SplitConfig
 from ..results import parse_groups
 from ..study import Study
+from .report_verb import add_parser as add_report_parser
 from .ssl_verb import add_parser as add_train_ssl_parser
 
 DESCRIPTION = """Quantized reverse probing: demo, run, ranking, export, validate, the analyses
-(ablation, pairs, explain, sweep-k, layers, transfer, significance), and what makes inputs (extract, label,
+(ablation, pairs, explain, sweep-k, layers, transfer, significance), report, and what makes inputs (extract, label,
 import-labels, fetch, train-ssl)."""
 
 
@@ -340,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("validate", help="load the study and every model's features, report problems")
     p.add_argument("study", type=Path, help="study .toml file")
     _analysis_verbs(verbs)
+    add_report_parser(verbs, positive_int, group_set, _common)
     return parser
 
 
