@@ -31,8 +31,8 @@ def report_download(sel: Selection) -> None:
             models=list(sel.models),
             progress=lambda fraction, what: bar.progress(fraction, text=what),
         )
-        bar.empty()
-        built = st.session_state["_report"] = (scope, page.encode())
+        st.session_state["_report"] = (scope, page.encode())
+        st.rerun()  # drawn again with the download in place of the build button
     st.download_button(
         "Download report",
         built[1],
