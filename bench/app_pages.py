@@ -5,9 +5,9 @@
 
 Starts `streamlit run app.py` on 127.0.0.1, loads every page once to warm Streamlit's caches, then
 times each page `--repeats` times from navigation start until the title is drawn and the app has
-stopped running; prints the median per page. Then, the cold start: `--repeats` times, a fresh
-`streamlit run` and its first page (the Ranking), whose imports are all still to load. Needs Debian's
-chromium and playwright.
+stopped running; prints the median per page, and the server's resident memory after every page (now and
+at its peak). Then, the cold start: `--repeats` times, a fresh `streamlit run` and its first page (the
+Ranking), whose imports and study are all still to load. Needs Debian's chromium and playwright.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import time
 
 from playwright.sync_api import sync_playwright
 
-from bench.app_server import CHROMIUM, CHROMIUM_ARGS, PAGES, running_app, wait_until_drawn
+from bench.app_server import CHROMIUM, CHROMIUM_ARGS, PAGES, memory_gib, running_app, wait_until_drawn
 
 
 def load(page, url: str) -> float:
@@ -44,6 +44,8 @@ def main() -> None:
             times = [load(page, f"{url}/{path}") for _ in range(args.repeats)]
             name = path.split("?")[0] or "home"
             print(f"{name:<16} {statistics.median(times):7.2f}   ({min(times):.2f}, {max(times):.2f})")
+        memory = memory_gib(url.pid)
+        print(f"{'app memory':<16} {memory['VmRSS']:7.2f}   GiB resident after every page (peak {memory['VmHWM']:.2f})")
         cold = []
         for _ in range(args.repeats):
             with running_app(args.cache) as fresh:

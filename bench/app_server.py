@@ -21,7 +21,7 @@ PAGES = [
     "expert_groups",
     "varying_k",
     "transfer",
-    "cluster_pairs?base=labels&added=colour&seed=0",
+    "cluster_pairs?seed=0",
     "cluster_browser",
     "cluster_map?seed=0&pair=2,5",
 ]
@@ -34,9 +34,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class AppURL(str):
+    """The served app's address, and the process id of its server (for its memory)."""
+
+    pid: int
+
+
+def memory_gib(pid: int) -> dict[str, float]:
+    """The resident set of a process now (VmRSS) and at its peak (VmHWM), in GiB."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return {name: int(fields[name].split()[0]) / 2**20 for name in ("VmRSS", "VmHWM")}
+
+
 @contextlib.contextmanager
 def running_app(cache: str | Path, port: int | None = None):
-    """Serve app.py on the given cache; yields its URL once Streamlit answers its health check."""
+    """Serve app.py on the given cache; yields its URL (an ``AppURL``) once Streamlit answers its health check."""
     port = port or free_port()
     process = subprocess.Popen(
         [
@@ -61,7 +73,8 @@ def running_app(cache: str | Path, port: int | None = None):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
     )
-    url = f"http://127.0.0.1:{port}"
+    url = AppURL(f"http://127.0.0.1:{port}")
+    url.pid = process.pid
     try:
         for _ in range(120):
             try:

@@ -186,7 +186,7 @@ def _concepts_from_matrix(matrix_path: Path, names_path: Path, n_images: int) ->
 
 def add_label_concepts(concepts: ConceptTable, labels: np.ndarray, base_group: str) -> ConceptTable:
     """Ground-truth labels become one-hot concepts of the base group, placed first."""
-    classes, codes = np.unique(labels, return_inverse=True)
+    codes, classes = pd.factorize(labels, sort=True)  # np.unique's classes and codes; hashing, not sorting 1M strings
     onehot = sp.csr_matrix(
         (np.ones(len(labels), bool), (np.arange(len(labels)), codes)), shape=(len(labels), len(classes))
     )

@@ -30,4 +30,7 @@ def read_table(path: Path) -> pd.DataFrame:
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
+    try:  # Arrow's reader: several times faster on a million-row image table
+        return pd.read_csv(path, dtype=str, keep_default_na=False, engine="pyarrow")
+    except Exception:  # noqa: BLE001 - pandas' own reader, which names a malformed file's problem as users expect
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
