@@ -147,28 +147,21 @@ def gain_heatmap(gain: pd.DataFrame, base_group: str) -> tuple[go.Figure, pd.Dat
     return heat, table.rename_axis(columns=None)
 
 
+def _against_k(frame: pd.DataFrame, y: str, error: str, label: str) -> go.Figure:
+    return px.line(
+        frame,
+        x="k",
+        y=y,
+        error_y=error,
+        color="model",
+        markers=True,
+        color_discrete_sequence=px.colors.qualitative.Set1,
+        labels={"k": "K", y: label},
+    )
+
+
 def k_curves(curve: pd.DataFrame, metric: str) -> tuple[go.Figure, go.Figure]:
     """Fig. 6 (mutual information against K) and Fig. 7 (``metric`` against K) from ``analyses.curves.k_curve``."""
-    palette = px.colors.qualitative.Set1
-    mutual = px.line(
-        curve,
-        x="k",
-        y="mi_bits_mean",
-        error_y="mi_bits_std",
-        color="model",
-        markers=True,
-        color_discrete_sequence=palette,
-        labels={"k": "K", "mi_bits_mean": "MI I(f_K; y) (bits)"},
-    )
+    mutual = _against_k(curve, "mi_bits_mean", "mi_bits_std", "MI I(f_K; y) (bits)")
     shown = curve.assign(value=100 * curve[f"{metric}_mean"], err=100 * curve[f"{metric}_std"])
-    scores = px.line(
-        shown,
-        x="k",
-        y="value",
-        error_y="err",
-        color="model",
-        markers=True,
-        color_discrete_sequence=palette,
-        labels={"k": "K", "value": f"{CURVE_METRICS[metric]} (%)"},
-    )
-    return mutual, scores
+    return mutual, _against_k(shown, "value", "err", f"{CURVE_METRICS[metric]} (%)")
