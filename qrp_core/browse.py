@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from scipy import stats
 
 from .cache import Cache, read_json, read_parquet_file
@@ -70,20 +71,29 @@ def model_metadata(study: Study) -> pd.DataFrame:
 def concept_groups(study: Study, *, n_examples: int = 5) -> pd.DataFrame:
     """One row per concept group: how many concepts it has, the share of images with at least one of
     them, and its most frequent concepts (names without the group prefix)."""
-    matrix = study.concepts.matrix.tocsc(copy=True)
-    matrix.eliminate_zeros()
-    images_per_concept = np.diff(matrix.indptr)
+    matrix = study.concepts.matrix.tocsr()
+    values = matrix.data != 0  # a stored False is no concept
+    images_per_concept = np.bincount(matrix.indices[values], minlength=matrix.shape[1])
     groups = np.asarray(study.concepts.groups, dtype=object)
+    names = list(study.concepts.group_names)
+    # images x groups: how many of the group's concepts each image has (one pass over the nonzeros)
+    membership = sp.csr_matrix(
+        (np.ones(len(groups), np.float32), (np.arange(len(groups)), [names.index(g) for g in groups])),
+        shape=(len(groups), len(names)),
+    )
+    per_group = (
+        sp.csr_matrix((values.astype(np.float32), matrix.indices, matrix.indptr), shape=matrix.shape) @ membership
+    )
+    images_with_any = np.bincount(per_group.indices[per_group.data > 0], minlength=len(names))
     rows = []
-    for group in study.concepts.group_names:
+    for g, group in enumerate(names):
         columns = np.flatnonzero(groups == group)
-        covered = np.unique(np.concatenate([matrix.indices[matrix.indptr[c] : matrix.indptr[c + 1]] for c in columns]))
         frequent = columns[np.argsort(-images_per_concept[columns], kind="stable")[:n_examples]]
         rows.append(
             {
                 "group": group,
                 "concepts": len(columns),
-                "images with any (%)": 100 * len(covered) / study.n_images,
+                "images with any (%)": 100 * images_with_any[g] / study.n_images,
                 "most frequent": ", ".join(study.concepts.names[c].split("] ", 1)[-1] for c in frequent),
             }
         )

@@ -183,7 +183,7 @@ def load_study(path: str | Path) -> Study:
     images = _read_images(root / spec["images"])
     image_ids = images["image_id"].to_numpy(dtype=object)
     labels = images["label"].astype(str).to_numpy(dtype=object) if "label" in images else None
-    if labels is not None and (blank := np.flatnonzero(np.char.strip(labels.astype(str)) == "")).size:
+    if labels is not None and (blank := np.flatnonzero(images["label"].astype(str).str.strip().eq(""))).size:
         raise InputError(
             f"{blank.size} image(s) have an empty `label` cell (first: {image_ids[blank[0]]!r}); they would form "
             "a class named ''",
@@ -232,8 +232,8 @@ def _read_images(path: Path) -> pd.DataFrame:
     images["image_id"] = images["image_id"].astype(str)
     if len(images) == 0:
         raise InputError("the image table is empty", where=path, fix="list the study's images")
-    duplicated = images["image_id"].duplicated()
-    if duplicated.any():
+    duplicated = images["image_id"].duplicated() if not images["image_id"].is_unique else None
+    if duplicated is not None:
         raise InputError(
             f"duplicate image id {images['image_id'][duplicated].iloc[0]!r} ({int(duplicated.sum())} duplicates)",
             where=path,
