@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from qrp_core.results import compare_models, latex_table, measure_warnings, ranking
+from qrp_core.results import compare_models, latex_table, measure_warnings, ranking, welch_p_value
 
 
 def _results(seed=0, n_seeds=3):
@@ -175,3 +175,15 @@ def test_too_few_test_images_per_cluster_are_warned_of(n_test, warned):
     if warned:
         assert lines[0].startswith(f"K=50: {n_test / 50:.1f} test images per cluster (fewer than 10)")
         assert f"choose K <= {max(2, n_test // 10)} for this collection" in lines[0]
+
+
+def test_welch_p_value_is_scipys_including_degenerate_samples():
+    rng = np.random.default_rng(3)
+    for size_a, size_b in [(2, 2), (5, 5), (3, 8), (20, 4)]:
+        a, b = rng.normal(0, 1, size_a), rng.normal(0.5, 2, size_b)
+        assert welch_p_value(a, b) == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue, rel=1e-9)
+    one_flat = (np.array([0.5, 0.5, 0.5]), np.array([0.1, 0.3, 0.2, 0.6]))
+    assert welch_p_value(*one_flat) == pytest.approx(stats.ttest_ind(*one_flat, equal_var=False).pvalue, rel=1e-9)
+    apart, equal = (np.array([0.5, 0.5]), np.array([0.25, 0.25])), (np.array([0.5, 0.5]), np.array([0.5, 0.5]))
+    assert welch_p_value(*apart) == stats.ttest_ind(*apart, equal_var=False).pvalue == 0.0
+    assert np.isnan(welch_p_value(*equal)) and np.isnan(stats.ttest_ind(*equal, equal_var=False).pvalue)
