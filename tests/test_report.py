@@ -244,3 +244,13 @@ def test_the_ranking_page_builds_the_report_of_the_sidebars_selection(photo_stud
     assert [row[0] for row in ranking[1:]] == ["noise"]  # the sidebar's models, not every model
     at.run()  # the built report stays for the session: no second build
     assert next(b for b in at.get("download_button") if b.proto.label == "Download report")
+
+
+def test_without_k_the_command_asks_which_when_the_results_hold_several(demo_cache, tmp_path, capsys):
+    root, study = demo_cache
+    held = sorted(int(k) for k in pd.read_parquet(root / "results" / f"{study.name}.parquet")["k"].unique())
+    out = tmp_path / "r.html"
+    assert len(held) > 1
+    assert main(["report", str(study.path), "--cache", str(root), "--out", str(out)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("error: ") and f"--k {held[-1]}" in error and not out.exists()
